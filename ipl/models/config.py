@@ -1,0 +1,50 @@
+"""Configuration of the tiny local models that stand in for Qwen2-VL-7B and a real CLIP.
+
+Production configs point at local checkpoint directories instead; the same loaders
+(:func:`ipl.models.vlm.load_vlm`, :func:`ipl.models.clip.load_clip`) read both.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from ipl.config import Strict
+
+
+class TinyVLMConfig(Strict):
+    """A tiny Qwen2-VL (same architecture as Qwen2-VL-7B, scaled down)."""
+
+    hidden_size: int = Field(256, ge=16, description="Language model hidden size.")
+    num_hidden_layers: int = Field(4, ge=1, description="Language model layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Attention heads.")
+    num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
+    intermediate_size: int = Field(688, ge=16, description="MLP size.")
+    vision_depth: int = Field(2, ge=1, description="Vision transformer blocks.")
+    vision_embed_dim: int = Field(64, ge=16, description="Vision transformer width.")
+    vision_num_heads: int = Field(4, ge=1, description="Vision attention heads.")
+    image_side: int = Field(112, ge=56, description="Photos are resized to about this side (min/max pixels).")
+    max_position_embeddings: int = Field(2048, ge=128, description="Context length.")
+
+
+class TinyClipConfig(Strict):
+    """A tiny open_clip ViT (registered as the architecture ``ipl-tiny-vit``)."""
+
+    embed_dim: int = Field(128, ge=8, description="Joint embedding dimension.")
+    image_size: int = Field(96, ge=32, description="Input side of the vision tower.")
+    patch_size: int = Field(16, ge=2, description="ViT patch size.")
+    vision_width: int = Field(128, ge=16, description="Vision tower width.")
+    vision_layers: int = Field(3, ge=1, description="Vision tower layers.")
+    text_width: int = Field(128, ge=16, description="Text tower width.")
+    text_layers: int = Field(2, ge=1, description="Text tower layers.")
+    text_heads: int = Field(4, ge=1, description="Text tower heads.")
+    context_length: int = Field(40, ge=8, description="Text context length (open_clip BPE tokens).")
+
+
+class TinyModelsConfig(Strict):
+    """What `ipl synth` builds under <run>/models/ for the local (CPU) pipeline."""
+
+    build: bool = Field(True, description="Build the tokenizer, tiny VLM and tiny CLIP after synthesizing.")
+    vocab_size: int = Field(4096, ge=400, description="Byte-level BPE vocabulary size (before special tokens).")
+    tokenizer_rows: int = Field(20000, ge=10, description="Listings read to train the tokenizer.")
+    seed: int = Field(0, description="Seed for model initialisation.")
+    vlm: TinyVLMConfig = Field(default_factory=TinyVLMConfig, description="Tiny Qwen2-VL shape.")
+    clip: TinyClipConfig = Field(default_factory=TinyClipConfig, description="Tiny open_clip shape.")

@@ -1,0 +1,85 @@
+"""Build the tiny local models of a run from its synthetic corpus (part of ``ipl synth``).
+
+Writes ``<run>/models/tokenizer/``, ``<run>/models/vlm-base/`` (untrained tiny Qwen2-VL +
+processor) and ``<run>/models/clip-base/`` (untrained tiny open_clip). ``models/_build.json``
+records what they were built from; a re-run with the same inputs reuses them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from ipl.models.clip import build_tiny_clip
+from ipl.models.config import TinyModelsConfig
+from ipl.models.tokenizer import train_tokenizer
+from ipl.models.vlm import build_tiny_vlm
+from ipl.runtime import read_json, write_json_atomic
+
+log = logging.getLogger("ipl.models")
+
+
+def corpus(raw_dir: Path, max_rows: int) -> Iterator[str]:
+    """Titles and descriptions of up to ``max_rows`` raw listings, then the catalogue vocabulary."""
+    from ipl.synth.catalogue import Catalogue
+
+    seen = 0
+    for path in sorted(raw_dir.glob("part-*.parquet")):
+        table = pq.read_table(path, columns=["title", "description"])
+        for title, desc in zip(table.column("title").to_pylist(), table.column("description").to_pylist()):
+            yield title
+            yield desc
+            seen += 1
+            if seen >= max_rows:
+                break
+        if seen >= max_rows:
+            break
+    if seen == 0:
+        raise FileNotFoundError(f"no listings under {raw_dir}: run `ipl synth` first")
+    cat = Catalogue.build(brands_per_category=99, models_per_brand=99)
+    for c in cat.categories.values():
+        yield f"{c.name} {c.zh} " + " ".join(f"{k} {cat.key_name(k, 'zh')}" for k in c.template)
+        for brand, models in c.brands:
+            yield f"{brand.en} {brand.zh} " + " ".join(models)
+        yield " ".join(v.en + " " + v.zh for v in c.variant_values)
+        for values in c.listing.values():
+            yield " ".join(v.en + " " + v.zh for v in values)
+    yield " ".join(f"{k} {v['zh']}" for k, v in cat.colors.items())
+
+
+def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: str) -> dict:
+    """Build (or reuse) the tokenizer, tiny VLM and tiny CLIP under ``run_dir/models``."""
+    models_dir = run_dir / "models"
+    key = hashlib.sha256((cfg.model_dump_json() + data_fingerprint).encode()).hexdigest()[:16]
+    record = models_dir / "_build.json"
+    if record.exists() and read_json(record).get("key") == key:
+        log.info("tiny models in %s are up to date, reusing them", models_dir)
+        return read_json(record)
+    log.info("training the byte-level BPE tokenizer on the synthetic corpus")
+    tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows), cfg.vocab_size)
+    tokenizer.save_pretrained(models_dir / "tokenizer")
+    log.info("building the tiny Qwen2-VL")
+    vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
+    log.info("building the tiny open_clip")
+    clip = build_tiny_clip(cfg.clip, models_dir / "clip-base", seed=cfg.seed)
+    info = {
+        "key": key,
+        "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
+        "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters())},
+        "clip": {
+            "path": str(models_dir / "clip-base"),
+            "parameters": sum(p.numel() for p in clip.model.parameters()),
+            "fingerprint": clip.fingerprint,
+            "dim": clip.dim,
+        },
+    }
+    write_json_atomic(record, info)
+    return info
+
+
+def describe(info: dict) -> str:
+    return json.dumps({k: v for k, v in info.items() if k != "key"}, indent=2)

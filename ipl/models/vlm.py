@@ -1,0 +1,137 @@
+"""Vision-language model factory (Qwen2-VL family), local directories only.
+
+* ``build_tiny_vlm(tokenizer, cfg, out_dir)`` creates a tiny, randomly initialised
+  ``Qwen2VLForConditionalGeneration`` whose special-token ids match ``tokenizer`` and saves
+  model + processor with ``save_pretrained``.
+* ``load_vlm(path)`` loads any Qwen2-VL-family checkpoint directory (the tiny one or a real
+  Qwen2-VL-7B-Instruct) with its processor: the same code path for both. It refuses hub ids:
+  nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ipl.models.config import TinyVLMConfig
+from ipl.models.tokenizer import special_token_ids
+
+log = logging.getLogger("ipl.models")
+
+PATCH = 14
+MERGE = 2
+
+
+@dataclass
+class VLM:
+    model: Any  # transformers PreTrainedModel (Qwen2VLForConditionalGeneration or a sibling)
+    processor: Any  # Qwen2VLProcessor
+    path: Path
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+
+def require_local_dir(path: str | Path, what: str, hint: str = "") -> Path:
+    """A model directory that must exist locally (hub ids are not accepted)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{what} directory not found: {p} (models load from local directories only){': ' + hint if hint else ''}"
+        )
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{what} directory {p} has no config.json: not a save_pretrained checkpoint")
+    return p
+
+
+def image_processor_for(side: int):
+    """Qwen2-VL image processor sized so a photo of about ``side`` px keeps its resolution."""
+    from transformers import Qwen2VLImageProcessor
+
+    unit = PATCH * MERGE
+    pixels = max(unit, (side // unit) * unit) ** 2
+    return Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=PATCH, merge_size=MERGE)
+
+
+def build_tiny_vlm(tokenizer, cfg: TinyVLMConfig, out_dir: str | Path, seed: int = 0) -> VLM:
+    """Create, save and return a tiny Qwen2-VL that uses ``tokenizer``."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    ids = special_token_ids(tokenizer)
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    if head_dim * cfg.num_attention_heads != cfg.hidden_size or head_dim % 8:
+        raise ValueError(f"hidden_size {cfg.hidden_size} / heads {cfg.num_attention_heads} must give a head_dim divisible by 8")
+    half = head_dim // 2  # mrope splits the rotary half-dim into temporal/height/width sections
+    mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=cfg.num_key_value_heads,
+            max_position_embeddings=cfg.max_position_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=cfg.vision_depth,
+            embed_dim=cfg.vision_embed_dim,
+            hidden_size=cfg.hidden_size,
+            num_heads=cfg.vision_num_heads,
+            mlp_ratio=2,
+            patch_size=PATCH,
+            spatial_merge_size=MERGE,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.bos_token_id = ids["<|endoftext|>"]
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor_for(cfg.image_side),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=tokenizer.chat_template,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    log.info("tiny Qwen2-VL: %.2fM parameters saved to %s", n / 1e6, out)
+    return VLM(model, processor, out)
+
+
+def load_vlm(path: str | Path, dtype: Optional[torch.dtype] = None, device: str = "cpu", hint: str = "") -> VLM:
+    """Load a Qwen2-VL-family checkpoint directory and its processor (local files only)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    p = require_local_dir(path, "VLM", hint)
+    processor = AutoProcessor.from_pretrained(p, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(p, local_files_only=True, dtype=dtype or torch.float32)
+    model.to(device)
+    model.eval()
+    return VLM(model, processor, p)
+
+
+def vision_parameters(model) -> list[torch.nn.Parameter]:
+    """The vision encoder's parameters (frozen in fine-tuning); the merger is not included."""
+    visual = model.model.visual if hasattr(model, "model") else model.visual
+    merger = set(id(p) for p in visual.merger.parameters())
+    return [p for p in visual.parameters() if id(p) not in merger]

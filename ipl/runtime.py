@@ -1,0 +1,73 @@
+"""Ray at the edges: connect to a cluster or start a local one, and small run-dir helpers.
+
+``ensure_ray(cfg.ray)`` is called by each job's composer. Under ``ray job submit`` the
+``RAY_ADDRESS`` variable points at the cluster; locally Ray starts embedded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ipl.config import RayConfig
+
+log = logging.getLogger("ipl")
+
+
+def ensure_ray(cfg: RayConfig):
+    """Initialise Ray once per process according to ``cfg``; returns the ray module."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        kwargs["address"] = address
+    else:
+        if cfg.num_cpus:
+            kwargs["num_cpus"] = cfg.num_cpus
+        if cfg.object_store_mb:
+            kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
+        kwargs["include_dashboard"] = False
+    ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()
+    return ray
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to ``path`` via a temp file, fsync and rename (readers never see half a file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class Progress:
+    """Log progress of long work at most every ``every`` seconds: done/total, rate, ETA."""
+
+    def __init__(self, what: str, total: int, every: float = 5.0):
+        self.what, self.total, self.every = what, total, every
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(1e-9, now - self.start)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        log.info("%s: %d/%d (%.0f/s, ETA %.0fs)", self.what, done, self.total, rate, eta)

@@ -1,0 +1,42 @@
+"""The ``ipl synth`` stage: synthetic marketplace (Ray Data) then the tiny local models.
+
+Run as ``ipl synth [--config jobs/configs/synth_local.yaml] [key=value ...]`` or
+``ray job submit --working-dir . -- python jobs/synth.py --config ...``.
+"""
+from __future__ import annotations
+
+import logging
+
+from ipl.models.tiny import build_tiny_models
+from ipl.synth.config import SynthConfig
+from ipl.synth.pipeline import run_synth_data
+
+log = logging.getLogger("ipl.synth")
+
+
+def summarize(manifest: dict) -> str:
+    lines = [f"raw listings: {manifest['rows']} rows in {manifest['shards']} shards "
+             f"({manifest['bytes'] / 1e6:.1f} MB, {manifest['shards_reused']} shards reused)"]
+    lines.append("  by dirty reason: " + ", ".join(f"{k}={v}" for k, v in manifest["dirty_reasons"].items()))
+    lines.append("  by category:     " + ", ".join(f"{k}={v}" for k, v in manifest["categories"].items()))
+    return "\n".join(lines)
+
+
+def run(cfg: SynthConfig) -> dict:
+    """Synthesize ``<run>/raw`` and (if configured) build the tiny models; returns a summary."""
+    manifest = run_synth_data(cfg)
+    out = {"raw": manifest}
+    if cfg.models.build:
+        out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint())
+    return out
+
+
+def main(cfg: SynthConfig) -> int:
+    out = run(cfg)
+    print(summarize(out["raw"]))
+    if "models" in out:
+        m = out["models"]
+        print(f"tokenizer: {m['tokenizer']['vocab']} tokens   -> {m['tokenizer']['path']}")
+        print(f"tiny VLM:  {m['vlm']['parameters'] / 1e6:.2f}M parameters (Qwen2-VL) -> {m['vlm']['path']}")
+        print(f"tiny CLIP: {m['clip']['parameters'] / 1e6:.2f}M parameters, dim {m['clip']['dim']} -> {m['clip']['path']}")
+    return 0
