@@ -37,6 +37,7 @@ def ensure_ray(cfg: RayConfig):
     ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()
+    ctx.print_on_execution_start = False
     return ray
 
 

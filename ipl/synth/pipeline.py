@@ -102,7 +102,7 @@ def run_synth_data(cfg: SynthConfig) -> dict:
         batch_size=1,
         fn_kwargs={"cfg_json": cfg.model_dump_json(), "raw_dir": str(raw_dir.resolve())},
     )
-    progress = Progress("synth shards", num_shards)
+    progress = Progress("synth rows", cfg.rows)
     reasons: Counter = Counter()
     cats: Counter = Counter()
     rows = size = skipped = done = 0
@@ -113,7 +113,7 @@ def run_synth_data(cfg: SynthConfig) -> dict:
         skipped += int(summary["skipped"])
         reasons.update(json.loads(summary["reasons"]))
         cats.update(json.loads(summary["categories"]))
-        progress.update(done)
+        progress.update(rows, force=done == num_shards)
     if rows != cfg.rows:
         raise RuntimeError(f"synth wrote {rows} rows, expected {cfg.rows}")
     manifest = {

@@ -1,0 +1,24 @@
+"""`ipl demo` end to end as a newcomer runs it (small marketplace)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_and_names_unbuilt_stages(tmp_path):
+    from ipl.cli import STAGES
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "ipl.cli", "demo", f"run.root={tmp_path}", "synth.rows=300", "synth.shard_rows=150",
+           "synth.models.vlm.hidden_size=64", "synth.models.vlm.intermediate_size=128"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "raw listings: 300 rows" in out.stdout
+    assert "tiny VLM:" in out.stdout
+    for stage in STAGES.values():
+        if stage.runner is None:
+            assert f"- {stage.name}:" in out.stdout

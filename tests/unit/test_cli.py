@@ -1,0 +1,43 @@
+"""The `ipl` command line: help, unknown stages, stages not built yet, --print-config."""
+import subprocess
+import sys
+
+from ipl.cli import main
+
+
+def test_help_lists_every_stage(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("synth", "prepare", "train", "index", "eval", "serve", "demo"):
+        assert stage in out
+
+
+def test_unknown_stage(capsys):
+    assert main(["bake"]) == 2
+    assert "unknown stage 'bake'" in capsys.readouterr().err
+
+
+def test_print_config_validates_without_running(capsys):
+    assert main(["synth", "--print-config", "rows=7"]) == 0
+    assert "rows: 7" in capsys.readouterr().out
+
+
+def test_bad_override_exit_code_and_message(capsys):
+    assert main(["synth", "rows=-1"]) == 2
+    assert "rows" in capsys.readouterr().err
+
+
+def test_console_script_entrypoint():
+    out = subprocess.run([sys.executable, "-m", "ipl.cli", "synth", "--print-config", "language=zh"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "language: zh" in out.stdout
+
+
+def test_stages_not_built_say_which_issue(capsys):
+    from ipl.cli import STAGES
+
+    for stage in [s for s in STAGES.values() if s.runner is None]:
+        assert main([stage.name]) == 3
+        err = capsys.readouterr().err
+        assert "not built yet" in err and f"#{stage.issue}" in err
