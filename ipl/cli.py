@@ -38,7 +38,8 @@ STAGES = {
     for s in [
         Stage("synth", "synthesize a marketplace and build the tiny local models", "ipl.synth.config:SynthConfig",
               "ipl.synth.stage:main"),
-        Stage("prepare", "clean listings, mine templates, extract attributes, write instructions", None, None, 3),
+        Stage("prepare", "clean listings, extract attributes, mine templates, write instructions",
+              "ipl.data.config:PrepareConfig", "ipl.data.stage:main"),
         Stage("train", "fine-tune the VLM with Ray Train + DeepSpeed ZeRO-1", None, None, 4),
         Stage("index", "embed photos and build the sharded FAISS index + category predictor", None, None, 5),
         Stage("eval", "evaluate: paper metrics, RAG ablation, retrieval accuracy", None, None, 7),

@@ -11,6 +11,7 @@ import time
 from pydantic import Field
 
 from ipl.config import RayConfig, RunConfig, Strict
+from ipl.data.config import PrepareConfig
 from ipl.synth.config import SynthConfig
 
 log = logging.getLogger("ipl.demo")
@@ -22,6 +23,7 @@ class DemoConfig(Strict):
     run: RunConfig = Field(default_factory=RunConfig, description="Run directory shared by every stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection shared by every stage.")
     synth: SynthConfig = Field(default_factory=SynthConfig, description="Synthetic marketplace + tiny models.")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Cleaning, extraction, templates, instructions.")
 
     def stage(self, name: str):
         """The stage's config with the demo's run and ray settings."""
@@ -30,12 +32,17 @@ class DemoConfig(Strict):
 
 def main(cfg: DemoConfig) -> int:
     from ipl.cli import STAGES
+    from ipl.data import stage as prepare_stage
     from ipl.synth import stage as synth_stage
 
     print(f"IPL demo: run directory {cfg.run.dir}")
     t = time.monotonic()
     print("\n== synth: synthetic marketplace + tiny models")
     synth_stage.main(cfg.stage("synth"))
+    print(f"   ({time.monotonic() - t:.0f}s)")
+    t = time.monotonic()
+    print("\n== prepare: cleaning, attribute extraction, template mining, instruction data")
+    prepare_stage.main(cfg.stage("prepare"))
     print(f"   ({time.monotonic() - t:.0f}s)")
     missing = [s for s in STAGES.values() if s.runner is None]
     if missing:

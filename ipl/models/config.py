@@ -36,7 +36,7 @@ class TinyClipConfig(Strict):
     text_width: int = Field(128, ge=16, description="Text tower width.")
     text_layers: int = Field(2, ge=1, description="Text tower layers.")
     text_heads: int = Field(4, ge=1, description="Text tower heads.")
-    context_length: int = Field(40, ge=8, description="Text context length (open_clip BPE tokens).")
+    context_length: int = Field(24, ge=8, description="Text context length (open_clip BPE tokens).")
 
 
 class TinyModelsConfig(Strict):
@@ -46,5 +46,9 @@ class TinyModelsConfig(Strict):
     vocab_size: int = Field(4096, ge=400, description="Byte-level BPE vocabulary size (before special tokens).")
     tokenizer_rows: int = Field(20000, ge=10, description="Listings read to train the tokenizer.")
     seed: int = Field(0, description="Seed for model initialisation.")
+    clip_pretrain_steps: int = Field(250, ge=0, description="Contrastive pretraining steps of the tiny CLIP (0: random init).")
+    clip_pretrain_rows: int = Field(4000, ge=10, description="Raw listings the tiny CLIP is pretrained on.")
+    clip_batch_size: int = Field(128, ge=2, description="Contrastive batch size.")
+    clip_lr: float = Field(1e-3, gt=0, description="Contrastive learning rate (AdamW, cosine).")
     vlm: TinyVLMConfig = Field(default_factory=TinyVLMConfig, description="Tiny Qwen2-VL shape.")
     clip: TinyClipConfig = Field(default_factory=TinyClipConfig, description="Tiny open_clip shape.")

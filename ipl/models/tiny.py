@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from ipl.models.clip import build_tiny_clip
+from ipl.models.clip import Clip, build_tiny_clip, load_clip, save_clip_dir
 from ipl.models.config import TinyModelsConfig
 from ipl.models.tokenizer import train_tokenizer
 from ipl.models.vlm import build_tiny_vlm
@@ -66,6 +66,9 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
     log.info("building the tiny open_clip")
     clip = build_tiny_clip(cfg.clip, models_dir / "clip-base", seed=cfg.seed)
+    pretrain = pretrain_clip(cfg, clip, run_dir / "raw", models_dir / "clip-base") if cfg.clip_pretrain_steps else {}
+    if pretrain:
+        clip = load_clip(models_dir / "clip-base")
     info = {
         "key": key,
         "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
@@ -75,10 +78,39 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
             "parameters": sum(p.numel() for p in clip.model.parameters()),
             "fingerprint": clip.fingerprint,
             "dim": clip.dim,
+            "pretrain": pretrain,
         },
     }
     write_json_atomic(record, info)
     return info
+
+
+def raw_rows(raw_dir: Path, max_rows: int, columns: list[str]) -> list[dict]:
+    rows: list[dict] = []
+    for path in sorted(raw_dir.glob("part-*.parquet")):
+        rows.extend(pq.read_table(path, columns=columns).to_pylist())
+        if len(rows) >= max_rows:
+            break
+    return rows[:max_rows]
+
+
+def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, raw_dir: Path, out_dir: Path) -> dict:
+    """Contrastively pretrain the tiny CLIP on raw listings (stand-in for pretrained weights)."""
+    from ipl.models.clip_train import contrastive_train, prepare_data, retrieval_accuracy
+
+    rows = raw_rows(raw_dir, cfg.clip_pretrain_rows, ["sku_id", "category", "title", "photos"])
+    held = max(1, len(rows) // 10)
+    train, test = prepare_data(clip, rows[held:]), prepare_data(clip, rows[:held], max_photos=1)
+    before = retrieval_accuracy(clip, test)
+    log.info("pretraining the tiny CLIP: %d photos, %d steps", len(train.groups), cfg.clip_pretrain_steps)
+    losses = contrastive_train(clip.model, train, cfg.clip_pretrain_steps, cfg.clip_batch_size, cfg.clip_lr, cfg.seed)
+    after = retrieval_accuracy(clip, test)
+    model_cfg = json.loads((out_dir / "open_clip_config.json").read_text())["model_cfg"]
+    save_clip_dir(clip.model, model_cfg, out_dir)
+    log.info("tiny CLIP image->caption top-1 on %d held-out listings: %.2f -> %.2f", held, before, after)
+    return {"photos": int(len(train.groups)), "steps": cfg.clip_pretrain_steps, "loss_first": losses[0],
+            "loss_last": float(sum(losses[-20:]) / len(losses[-20:])), "heldout_top1_before": before,
+            "heldout_top1_after": after}
 
 
 def describe(info: dict) -> str:

@@ -1,0 +1,68 @@
+"""Configuration of ``ipl prepare`` (cleaning, extraction, template mining, instruction data)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional
+
+from pydantic import Field
+
+from ipl.catalog.library import LibraryConfig
+from ipl.catalog.templates import TemplateConfig
+from ipl.config import RayConfig, RunConfig, Strict
+from ipl.data.clean import CleanConfig
+from ipl.data.instructions import InstructionConfig
+from ipl.data.read import InputConfig
+from ipl.extract.llm import LLMConfig
+
+
+class SampleConfig(Strict):
+    """Stratified sampling by category (applied after the text filters, before the photo checks)."""
+
+    per_category: Optional[int] = Field(None, ge=1, description="Target listings per category (null: keep all).")
+    seed: int = Field(0, description="Seed of the (hash-based, deterministic) selection.")
+
+
+class ConsistencyConfig(Strict):
+    """Image-text consistency with open_clip (a Ray Data actor pool)."""
+
+    enabled: bool = Field(True, description="Run the check (skipped automatically when there are no photos).")
+    clip: Optional[str] = Field(None, description="CLIP directory or architecture (null: <run>/models/clip-base).")
+    weights: Optional[str] = Field(None, description="Weights file when `clip` is an architecture name.")
+    threshold: float = Field(0.2, ge=-1, le=1, description="Drop rows whose photo-caption cosine is below this.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch.")
+    concurrency: int = Field(1, ge=1, description="Actors (model replicas).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor.")
+
+
+class EvalConfig(Strict):
+    """Measure extraction against ground-truth columns (e.g. Mercari's brand_name)."""
+
+    ground_truth: dict[str, str] = Field(default_factory=dict, description="attribute key -> ground-truth column.")
+    fraction: float = Field(0.5, gt=0, le=1, description="Share of rows (by id hash) held out for evaluation; "
+                            "'column' library sources do not learn from them.")
+
+
+class PrepareConfig(Strict):
+    """``ipl prepare``: raw listings -> clean/, templates.yaml, instructions/."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run directory.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    input: InputConfig = Field(default_factory=InputConfig, description="Raw listings.")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Text filters and near-duplicates.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Stratified sampling.")
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig, description="Image-text check.")
+    library: LibraryConfig = Field(default_factory=LibraryConfig, description="Attribute keys and known values.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="LLM attribute extraction (optional).")
+    templates: TemplateConfig = Field(default_factory=TemplateConfig, description="Template mining.")
+    instructions: InstructionConfig = Field(default_factory=InstructionConfig, description="Instruction data.")
+    make_instructions: bool = Field(True, description="Write instructions/ (needs photos).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Extraction evaluation.")
+    batch_size: int = Field(256, ge=1, description="Rows per batch of the text stages.")
+    overwrite: bool = Field(False, description="Redo every part even if an up-to-date output exists.")
+
+    def fingerprint(self, *parts: str) -> str:
+        """Hash of the settings of the named parts (what decides whether an output is stale)."""
+        data = self.model_dump(mode="json")
+        keep = {k: data[k] for k in parts} if parts else {k: v for k, v in data.items() if k not in ("ray", "overwrite")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

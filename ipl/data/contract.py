@@ -1,0 +1,20 @@
+"""Column contracts: stages declare the columns they need; a missing one fails loudly."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+
+class MissingColumns(KeyError):
+    """A batch or dataset lacks columns a stage needs."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def require_columns(batch: Mapping, needed: Iterable[str], stage: str, source: str = "") -> None:
+    missing = [c for c in needed if c not in batch]
+    if missing:
+        where = f" in {source}" if source else ""
+        raise MissingColumns(
+            f"stage '{stage}' needs the column(s) {missing}{where}; present: {sorted(batch.keys())}"
+        )

@@ -1,0 +1,139 @@
+"""Instruction data in ChatML (paper Appendix A.1, Table 8) from cleaned, extracted listings.
+
+For each kept listing, ``MakeInstructions`` emits one description task, chosen by weight:
+
+* ``desc_image``: photos -> description (also the Appendix D "no category" fallback);
+* ``desc_template``: photos + category + template -> description (the "no reference" fallback);
+* ``desc_reference``: photos + category + template + reference attributes -> description. The
+  reference is the extracted attributes of *another* listing of the same group (the
+  identical product, as retrieval finds it when serving); without one it falls back to
+  ``desc_template`` and is counted;
+
+and, each with its probability, the domain-understanding tasks:
+
+* ``category``: photos -> the category name;
+* ``extraction``: listing text -> JSON of its grounded attributes (paper Table 3 format).
+
+The assistant turn is the training target. Rows are split train/validation by a hash of the
+group (SKU), so validation photos are of items never seen in training.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Optional
+
+import numpy as np
+from pydantic import Field
+
+from ipl.config import Strict
+from ipl.data.contract import require_columns
+from ipl.extract.prompt import extraction_messages
+from ipl.generate.prompts import description_messages, description_prompt
+
+TASKS = ("desc_image", "desc_template", "desc_reference", "category", "extraction")
+
+
+class InstructionConfig(Strict):
+    """Which tasks to generate, how often, and the split."""
+
+    desc_weights: dict[str, float] = Field(
+        default_factory=lambda: {"desc_image": 0.15, "desc_template": 0.25, "desc_reference": 0.6},
+        description="Relative weights of the three description tasks (one per listing).",
+    )
+    category_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a category task.")
+    extraction_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields an extraction task.")
+    group_column: str = Field("sku_id", description="Column grouping identical products (references, split).")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="Share of groups held out for validation.")
+    max_photos: int = Field(2, ge=1, le=9, description="Photos per instruction.")
+    seed: int = Field(0, description="Seed of the task choices.")
+    llamafactory_export: bool = Field(True, description="Also write a LLaMA-Factory JSONL export with image files.")
+
+
+def unit_hash(*parts: str) -> float:
+    """A deterministic number in [0, 1) from strings."""
+    return zlib.crc32("\x1f".join(parts).encode()) / 2**32
+
+
+def split_of(group: str, fraction: float) -> str:
+    return "validation" if unit_hash("split", group) < fraction else "train"
+
+
+def _choose(weights: dict[str, float], u: float) -> str:
+    names = [k for k, w in weights.items() if w > 0]
+    cum = np.cumsum([weights[k] for k in names])
+    return names[int(np.searchsorted(cum / cum[-1], u, side="right"))] if names else "desc_image"
+
+
+class MakeInstructions:
+    """Callable batch stage: kept listings in, instruction rows out."""
+
+    def __init__(self, cfg: InstructionConfig, templates: dict[str, list[str]], references: dict[str, list]):
+        unknown = set(cfg.desc_weights) - {"desc_image", "desc_template", "desc_reference"}
+        if unknown:
+            raise ValueError(f"instructions.desc_weights: unknown tasks {sorted(unknown)}")
+        self.cfg, self.templates, self.references = cfg, templates, references
+        self.categories = sorted(templates)
+
+    def reference_for(self, group: str, listing_id: str) -> Optional[dict]:
+        """Extracted attributes of another listing of the same group (deterministic choice)."""
+        others = [(lid, attrs) for lid, attrs in self.references.get(group, []) if lid != listing_id and attrs]
+        if not others:
+            return None
+        return others[int(unit_hash("ref", listing_id) * len(others))][1]
+
+    def __call__(self, batch: dict) -> dict:
+        cfg = self.cfg
+        require_columns(batch, ["listing_id", "category", "text", "photos", "extracted", cfg.group_column],
+                        "instructions")
+        out = {k: [] for k in ("id", "listing_id", "group", "split", "task", "language", "messages", "photos",
+                               "target", "fallback")}
+        n = len(batch["listing_id"])
+        languages = batch.get("language", ["en"] * n)
+        for i in range(n):
+            lid, cat, text = str(batch["listing_id"][i]), str(batch["category"][i]), batch["text"][i]
+            group = str(batch[cfg.group_column][i])
+            lang = languages[i] or "en"
+            photos = list(batch["photos"][i])[: cfg.max_photos]
+            attrs = json.loads(batch["extracted"][i])
+            template = self.templates.get(cat)
+            split = split_of(group, cfg.validation_fraction)
+
+            def emit(task, messages, images, target, fallback=None):
+                out["id"].append(f"{lid}:{task}")
+                out["listing_id"].append(lid)
+                out["group"].append(group)
+                out["split"].append(split)
+                out["task"].append(task)
+                out["language"].append(lang)
+                out["messages"].append(json.dumps(messages, ensure_ascii=False))
+                out["photos"].append(images)
+                out["target"].append(target)
+                out["fallback"].append(fallback)
+
+            task = _choose(cfg.desc_weights, unit_hash(str(cfg.seed), "task", lid))
+            reference, fallback = None, None
+            if task == "desc_reference":
+                reference = self.reference_for(group, lid)
+                if reference is None:
+                    task, fallback = "desc_template", "no_reference"
+            if task in ("desc_template", "desc_reference") and not template:
+                task, fallback = "desc_image", "no_template"
+            prompt = description_prompt(
+                cat if task != "desc_image" else None,
+                template if task != "desc_image" else None,
+                reference, lang,
+            )
+            emit(task, description_messages(len(photos), prompt, lang, text), photos, text, fallback)
+            if unit_hash(str(cfg.seed), "cat", lid) < cfg.category_prob and self.categories:
+                q = ("What category is this item? Answer with one of: " if lang != "zh" else "这件商品属于哪个类目？从中选一个：")
+                msgs = [{"role": "user", "content": [{"type": "image"}] * len(photos)
+                         + [{"type": "text", "text": q + ", ".join(self.categories)}]},
+                        {"role": "assistant", "content": cat}]
+                emit("category", msgs, photos, cat)
+            if attrs and unit_hash(str(cfg.seed), "ext", lid) < cfg.extraction_prob and template:
+                keys = list(dict.fromkeys([*template, *attrs]))
+                target = json.dumps({k: attrs.get(k) for k in keys}, ensure_ascii=False)
+                msgs = extraction_messages(cat, keys, text, lang) + [{"role": "assistant", "content": target}]
+                emit("extraction", msgs, [], target)
+        return out

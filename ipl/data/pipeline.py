@@ -1,0 +1,395 @@
+"""Ray Data composer of ``ipl prepare``: clean -> extract -> mine templates -> instructions.
+
+Passes (cheap work first, photos read once):
+
+1. **text** (photo columns not read): :class:`~ipl.data.clean.TextFilters` on every row,
+   then near-duplicates by MinHash-LSH (``groupby(band).map_groups``), then the stratified
+   sample. Rejected rows go to ``clean/dropped/text`` (reason + detail) or
+   ``clean/quarantine/text`` (error); the driver keeps only counts and the duplicate map.
+2. **photos** (survivors only): the same deterministic text decisions are re-applied, then
+   image-text consistency (open_clip actor pool) and attribute extraction (gazetteer +
+   optional LLM actors); written by status: ``clean/listings`` (kept),
+   ``clean/dropped/photo``, ``clean/quarantine/photo``.
+3. **templates**: mention statistics over the kept rows -> ``templates.yaml``.
+4. **instructions**: ChatML rows split by SKU -> ``instructions/split=train|validation`` and a
+   LLaMA-Factory export.
+
+Each part is written to a temp directory and renamed; its marker file records a fingerprint
+of its inputs and settings, so a re-run reuses what is up to date and redoes the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ipl.catalog.library import build_library
+from ipl.catalog.templates import TemplateStats, load_templates, mine_templates, write_templates
+from ipl.data.clean import TextFilters
+from ipl.data.config import PrepareConfig
+from ipl.data.consistency import ClipConsistency
+from ipl.data.dedup import explode_bands, mark_duplicates
+from ipl.data.export import export_llamafactory
+from ipl.data.instructions import MakeInstructions, unit_hash
+from ipl.data.read import ensure_photo_bytes, input_path, read_listings
+from ipl.extract.stage import ExtractAttributes
+from ipl.runtime import ensure_ray, read_json, write_json_atomic
+
+log = logging.getLogger("ipl.prepare")
+
+PHOTO_COLUMNS = ("photos", "photo_paths")
+SCORE_BINS = np.round(np.linspace(-1, 1, 41), 2)
+
+
+# ---------------------------------------------------------------- batch functions
+def text_filter_batch(batch: dict, cfg) -> dict:
+    return TextFilters(cfg)(batch)
+
+
+def decide(batch: dict, dups: dict, fractions: dict, seed: int) -> dict:
+    """Final text-level status per row: kept / dropped (reason) / quarantined (error)."""
+    n = len(batch["listing_id"])
+    status, reasons, details = [], list(batch["drop_reason"]), list(batch["drop_detail"])
+    for i in range(n):
+        lid = str(batch["listing_id"][i])
+        if batch["error"][i] is not None:
+            status.append("quarantined")
+            continue
+        if reasons[i] is None and lid in dups:
+            reasons[i], details[i] = "near_duplicate", str(dups[lid])
+        if reasons[i] is None:
+            frac = fractions.get(str(batch["category"][i]), 1.0)
+            if frac < 1.0 and unit_hash(str(seed), "sample", lid) >= frac:
+                reasons[i], details[i] = "sampled_out", f"{frac:.3f}"
+        status.append("kept" if reasons[i] is None else "dropped")
+    out = dict(batch)
+    out["status"], out["drop_reason"], out["drop_detail"] = status, reasons, details
+    return out
+
+
+def where(batch: dict, column: str, values: tuple) -> dict:
+    keep = np.array([v in values for v in batch[column]], dtype=bool)
+    return {k: np.asarray(v, dtype=object)[keep] if not isinstance(v, np.ndarray) else v[keep] for k, v in batch.items()}
+
+
+def candidates(batch: dict) -> dict:
+    ok = np.array([r is None and e is None for r, e in zip(batch["drop_reason"], batch["error"])], dtype=bool)
+    return {"listing_id": np.asarray(batch["listing_id"], dtype=object)[ok], "minhash": np.asarray(batch["minhash"])[ok]}
+
+
+def apply_clip(batch: dict, threshold: float) -> dict:
+    status, reasons, details = list(batch["status"]), list(batch["drop_reason"]), list(batch["drop_detail"])
+    for i, (score, err) in enumerate(zip(batch["clip_score"], batch["error"])):
+        if err is not None:
+            status[i] = "quarantined"
+        elif not np.isnan(score) and score < threshold:
+            status[i], reasons[i], details[i] = "dropped", "image_text_mismatch", f"{score:.3f}"
+    out = dict(batch)
+    out["status"], out["drop_reason"], out["drop_detail"] = status, reasons, details
+    return out
+
+
+def drop_columns(batch: dict, names: tuple) -> dict:
+    return {k: v for k, v in batch.items() if k not in names}
+
+
+# ---------------------------------------------------------------- helpers
+def input_fingerprint(cfg: PrepareConfig) -> str:
+    path = input_path(cfg.input, cfg.run.dir)
+    manifest = path / "_manifest.json"
+    if path.is_dir() and manifest.exists():
+        return read_json(manifest).get("fingerprint", "")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = json.dumps([(str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in files])
+    return hashlib.sha256(stamp.encode()).hexdigest()[:16]
+
+
+def fresh(dir_: Path) -> Path:
+    if dir_.exists():
+        shutil.rmtree(dir_)
+    dir_.mkdir(parents=True)
+    return dir_
+
+
+def move_partition(src_root: Path, status: str, dst: Path) -> None:
+    src = src_root / f"status={status}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.exists():
+        src.rename(dst)
+    else:
+        dst.mkdir(parents=True, exist_ok=True)
+
+
+def read_dir(path: Path, columns: Optional[list[str]] = None):
+    import ray
+
+    files = sorted(str(p) for p in path.rglob("*.parquet"))
+    if not files:
+        return None
+    return ray.data.read_parquet(files, columns=columns)
+
+
+def iter_rows(path: Path, columns: list[str]):
+    ds = read_dir(path, columns)
+    if ds is None:
+        return
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=4096):
+        yield from batch.to_pylist()
+
+
+def histogram(scores: list[float]) -> dict:
+    arr = np.array([s for s in scores if s is not None and not np.isnan(s)], dtype=float)
+    if arr.size == 0:
+        return {}
+    counts, _ = np.histogram(arr, bins=SCORE_BINS)
+    return {
+        "count": int(arr.size),
+        "quantiles": {q: round(float(np.quantile(arr, float(q))), 4) for q in ("0.01", "0.05", "0.25", "0.5", "0.75")},
+        "bins": [[float(SCORE_BINS[i]), int(c)] for i, c in enumerate(counts) if c],
+    }
+
+
+# ---------------------------------------------------------------- parts
+def clean_part(cfg: PrepareConfig, key: str) -> dict:
+    import ray
+
+    run_dir = cfg.run.dir
+    tmp = fresh(run_dir / ".clean.tmp")
+    ds_text, names = read_listings(cfg.input, run_dir, exclude=PHOTO_COLUMNS)
+    has_photos = any(c in names for c in PHOTO_COLUMNS)
+    text = ds_text.map_batches(text_filter_batch, fn_kwargs={"cfg": cfg.clean}, batch_size=cfg.batch_size)
+    text = text.materialize()
+    log.info("prepare: text filters done on %d rows", text.count())
+
+    dups: dict[str, str] = {}
+    if cfg.clean.dedup.enabled:
+        bands = text.map_batches(candidates, batch_size=cfg.batch_size).map_batches(
+            explode_bands, fn_kwargs={"cfg": cfg.clean.dedup}, batch_size=cfg.batch_size)
+        found = bands.groupby("band").map_groups(mark_duplicates, fn_kwargs={"threshold": cfg.clean.dedup.threshold},
+                                                  batch_format="numpy")
+        for b in found.iter_batches(batch_format="numpy"):
+            for lid, of in zip(b["listing_id"], b["duplicate_of"]):
+                dups.setdefault(str(lid), str(of))
+        log.info("prepare: %d near-duplicate descriptions", len(dups))
+
+    rows_in, survivors, pii = 0, Counter(), Counter()
+    for b in text.select_columns(["listing_id", "category", "drop_reason", "error", "pii"]).iter_batches(
+            batch_format="pyarrow", batch_size=8192):
+        for r in b.to_pylist():
+            rows_in += 1
+            pii.update(r["pii"] or [])
+            if r["error"] is None and r["drop_reason"] is None and r["listing_id"] not in dups:
+                survivors[r["category"]] += 1
+    target = cfg.sample.per_category
+    fractions = {c: min(1.0, target / n) for c, n in survivors.items()} if target else {}
+    decided = text.map_batches(decide, fn_kwargs={"dups": dups, "fractions": fractions, "seed": cfg.sample.seed},
+                               batch_size=cfg.batch_size)
+    rejected = decided.map_batches(where, fn_kwargs={"column": "status", "values": ("dropped", "quarantined")},
+                                   batch_size=cfg.batch_size)
+    rejected.map_batches(drop_columns, fn_kwargs={"names": ("minhash", "text")}).write_parquet(
+        str(tmp / "_text"), partition_cols=["status"])
+    move_partition(tmp / "_text", "dropped", tmp / "dropped" / "text")
+    move_partition(tmp / "_text", "quarantined", tmp / "quarantine" / "text")
+
+    # library (a 'column' source learns from non-eval rows only)
+    library_rows = None
+    if any(s.type == "column" for s in cfg.library.sources):
+        cols = ["listing_id", "category"] + sorted({s.column for s in cfg.library.sources if s.column})
+        library_rows = [r for r in text.select_columns(cols).take_all()
+                        if not (cfg.eval.ground_truth and unit_hash("eval", r["listing_id"]) < cfg.eval.fraction)]
+    library = build_library(cfg.library, library_rows)
+
+    # pass 2: survivors with photos
+    full, _ = read_listings(cfg.input, run_dir)
+    p2 = (full.map_batches(text_filter_batch, fn_kwargs={"cfg": cfg.clean}, batch_size=cfg.batch_size)
+          .map_batches(decide, fn_kwargs={"dups": dups, "fractions": fractions, "seed": cfg.sample.seed},
+                       batch_size=cfg.batch_size)
+          .map_batches(where, fn_kwargs={"column": "status", "values": ("kept",)}, batch_size=cfg.batch_size))
+    checked = has_photos and cfg.consistency.enabled
+    if checked:
+        cc = cfg.consistency
+        clip = cc.clip or str(run_dir / "models" / "clip-base")
+        p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
+        p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip}, batch_size=cc.batch_size,
+                            concurrency=cc.concurrency, num_gpus=cc.num_gpus or None)
+        p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": cc.threshold}, batch_size=cc.batch_size)
+    llm = cfg.llm
+    p2 = p2.map_batches(ExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
+                                                                 "library": library},
+                        batch_size=llm.batch_size if llm.backend != "none" else cfg.batch_size,
+                        concurrency=llm.concurrency, num_gpus=llm.num_gpus or None)
+    p2 = p2.map_batches(drop_columns, fn_kwargs={"names": ("minhash",)}, batch_size=cfg.batch_size)
+    p2.write_parquet(str(tmp / "_photo"), partition_cols=["status"])
+    move_partition(tmp / "_photo", "kept", tmp / "listings")
+    move_partition(tmp / "_photo", "dropped", tmp / "dropped" / "photo")
+    move_partition(tmp / "_photo", "quarantined", tmp / "quarantine" / "photo")
+    for d in ("_text", "_photo"):
+        shutil.rmtree(tmp / d, ignore_errors=True)
+
+    summary = summarize_clean(cfg, tmp, rows_in, pii, fractions, dups, has_photos, checked, key)
+    write_json_atomic(tmp / "summary.json", summary)
+    final = run_dir / "clean"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return summary
+
+
+def summarize_clean(cfg, tmp: Path, rows_in: int, pii: Counter, fractions: dict, dups: dict, has_photos: bool,
+                    checked: bool, key: str) -> dict:
+    dropped = Counter()
+    for part in ("text", "photo"):
+        for r in iter_rows(tmp / "dropped" / part, ["drop_reason"]) or []:
+            dropped[r["drop_reason"]] += 1
+    quarantined = sum(1 for part in ("text", "photo") for _ in (iter_rows(tmp / "quarantine" / part, ["error"]) or []))
+    gt_cols = sorted(set(cfg.eval.ground_truth.values()))
+    cols = ["listing_id", "category", "text", "extract_stats", "extracted"] + (["clip_score"] if checked else []) + gt_cols
+    kept_by_cat, extract, coverage, scores = Counter(), Counter(), defaultdict(Counter), []
+    eval_rows = []
+    for r in iter_rows(tmp / "listings", cols) or []:
+        kept_by_cat[r["category"]] += 1
+        extract.update(json.loads(r["extract_stats"]))
+        values = json.loads(r["extracted"])
+        for k in values:
+            coverage[r["category"]][k] += 1
+        if checked:
+            scores.append(r["clip_score"])
+        if cfg.eval.ground_truth and unit_hash("eval", r["listing_id"]) < cfg.eval.fraction:
+            eval_rows.append({"text": r["text"], "extracted": values, **{c: r.get(c) for c in gt_cols}})
+    if checked:
+        scores += [r["clip_score"] for r in iter_rows(tmp / "dropped" / "photo", ["clip_score"]) or []]
+    kept = sum(kept_by_cat.values())
+    return {
+        "key": key,
+        "rows_in": rows_in,
+        "kept": kept,
+        "dropped": dict(sorted(dropped.items())),
+        "quarantined": quarantined,
+        "accounted": kept + sum(dropped.values()) + quarantined,
+        "pii_hits": dict(sorted(pii.items())),
+        "near_duplicates": len(dups),
+        "sample_fractions": {c: round(f, 4) for c, f in sorted(fractions.items())},
+        "kept_by_category": dict(sorted(kept_by_cat.items())),
+        "image_text_check": {"ran": checked, "photos": has_photos, "threshold": cfg.consistency.threshold,
+                             "scores": histogram(scores)},
+        "extraction": {"llm_backend": cfg.llm.backend, "counts": dict(sorted(extract.items())),
+                       "coverage": {c: {k: round(v / kept_by_cat[c], 3) for k, v in sorted(cnt.items())}
+                                    for c, cnt in sorted(coverage.items())}},
+        "eval": evaluate_extraction(eval_rows, cfg.eval.ground_truth) if cfg.eval.ground_truth else {},
+    }
+
+
+def evaluate_extraction(rows: list[dict], ground_truth: dict[str, str]) -> dict:
+    """Precision/recall of extracted values against ground-truth columns.
+
+    Over rows whose ground-truth value appears in the text (what extraction can find):
+    precision = correct / predicted, recall = correct / rows. Also the rows where the value
+    is absent from the text, for context."""
+    from ipl.extract.grounding import is_grounded
+    from ipl.text.normalize import match_key
+
+    out = {}
+    for key, column in ground_truth.items():
+        with_gt = [r for r in rows if r.get(column)]
+        in_text = [r for r in with_gt if is_grounded(str(r[column]), r["text"])]
+        predicted = [r for r in in_text if key in r["extracted"]]
+        correct = [r for r in predicted if match_key(r["extracted"][key]) == match_key(str(r[column]))]
+        wrong_when_absent = [r for r in with_gt if r not in in_text and key in r["extracted"]]
+        out[key] = {
+            "column": column,
+            "eval_rows": len(rows),
+            "rows_with_ground_truth": len(with_gt),
+            "rows_value_in_text": len(in_text),
+            "predicted": len(predicted),
+            "correct": len(correct),
+            "precision": round(len(correct) / len(predicted), 4) if predicted else None,
+            "recall": round(len(correct) / len(in_text), 4) if in_text else None,
+            "predicted_when_value_not_in_text": len(wrong_when_absent),
+        }
+    return out
+
+
+def templates_part(cfg: PrepareConfig, key: str) -> dict:
+    stats = TemplateStats()
+    for r in iter_rows(cfg.run.dir / "clean" / "listings", ["category", "extracted_meta"]) or []:
+        stats.add(r["category"], json.loads(r["extracted_meta"]))
+    templates = mine_templates(stats, cfg.templates)
+    path = cfg.run.dir / "templates.yaml"
+    write_templates(path, templates, f"{cfg.run.dir / 'clean'} ({sum(stats.listings.values())} listings)")
+    write_json_atomic(cfg.run.dir / ".templates.json", {"key": key})
+    return templates
+
+
+def instructions_part(cfg: PrepareConfig, key: str) -> dict:
+    run_dir = cfg.run.dir
+    templates = load_templates(run_dir / "templates.yaml")
+    icfg = cfg.instructions
+    listings = run_dir / "clean" / "listings"
+    refs: dict[str, list] = defaultdict(list)
+    for r in iter_rows(listings, ["listing_id", icfg.group_column, "extracted"]) or []:
+        group = refs[str(r[icfg.group_column])]
+        if len(group) < 4:
+            group.append((r["listing_id"], json.loads(r["extracted"])))
+    tmp = fresh(run_dir / ".instructions.tmp")
+    ds = read_dir(listings)
+    if ds is None:
+        raise RuntimeError(f"no kept listings in {listings}: every row was dropped (see clean/summary.json)")
+    ds = ds.map_batches(MakeInstructions, fn_constructor_kwargs={"cfg": icfg, "templates": templates,
+                                                                "references": dict(refs)},
+                        batch_size=cfg.batch_size, concurrency=1)
+    ds.write_parquet(str(tmp), partition_cols=["split"])
+    counts: dict = {"split": Counter(), "task": Counter(), "fallback": Counter()}
+    for split in ("train", "validation"):
+        for r in iter_rows(tmp / f"split={split}", ["task", "fallback"]) or []:
+            counts["split"][split] += 1
+            counts["task"][r["task"]] += 1
+            if r["fallback"]:
+                counts["fallback"][r["fallback"]] += 1
+    manifest = {"key": key, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
+    if icfg.llamafactory_export:
+        manifest["llamafactory"] = export_llamafactory(tmp, tmp / "llamafactory")
+    write_json_atomic(tmp / "manifest.json", manifest)
+    final = run_dir / "instructions"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return manifest
+
+
+def run_prepare(cfg: PrepareConfig) -> dict:
+    """Run every part that is not up to date; returns {clean, templates, instructions}."""
+    ensure_ray(cfg.ray)
+    run_dir = cfg.run.dir
+    data_key = input_fingerprint(cfg)
+    clean_key = cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval") + data_key
+    summary_path = run_dir / "clean" / "summary.json"
+    if not cfg.overwrite and summary_path.exists() and read_json(summary_path).get("key") == clean_key:
+        log.info("prepare: %s is up to date, reusing it", run_dir / "clean")
+        summary = read_json(summary_path)
+    else:
+        summary = clean_part(cfg, clean_key)
+    out = {"clean": summary}
+    tpl_key = clean_key + cfg.fingerprint("templates")
+    marker = run_dir / ".templates.json"
+    if not cfg.overwrite and marker.exists() and read_json(marker).get("key") == tpl_key and (run_dir / "templates.yaml").exists():
+        log.info("prepare: templates.yaml is up to date")
+        import yaml
+
+        out["templates"] = yaml.safe_load((run_dir / "templates.yaml").read_text())["categories"]
+    else:
+        out["templates"] = templates_part(cfg, tpl_key)
+    if cfg.make_instructions and summary["image_text_check"]["photos"]:
+        ins_key = tpl_key + cfg.fingerprint("instructions")
+        manifest_path = run_dir / "instructions" / "manifest.json"
+        if not cfg.overwrite and manifest_path.exists() and read_json(manifest_path).get("key") == ins_key:
+            log.info("prepare: instructions/ is up to date")
+            out["instructions"] = read_json(manifest_path)
+        else:
+            out["instructions"] = instructions_part(cfg, ins_key)
+    return out

@@ -1,0 +1,114 @@
+"""Contrastive (CLIP) training on listings: photo <-> "<category> <title>" captions.
+
+Photos of the same group (SKU) in a batch are all positives of each other (multi-positive
+InfoNCE, both directions). ``contrastive_train`` is a plain loop over in-memory tensors; the
+tiny CLIP of ``ipl synth`` is pretrained with it on the raw synthetic listings (standing in
+for a pretrained open_clip checkpoint), and the index stage's fine-tuning reuses it per
+Ray Train worker.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ipl.models.clip import Clip
+
+log = logging.getLogger("ipl.models")
+
+
+@dataclass
+class ContrastiveData:
+    pixels: torch.Tensor  # (N, 3, H, W) preprocessed
+    tokens: torch.Tensor  # (N, context) open_clip tokens
+    groups: torch.Tensor  # (N,) int group id (same id = positives)
+
+
+def caption(category: str, title: str) -> str:
+    return f"{category}: {title}"
+
+
+def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2) -> ContrastiveData:
+    """Decode photos and tokenize captions once; rows need photos, category, title, sku_id."""
+    pixels, texts, groups, ids = [], [], [], {}
+    for row in rows:
+        text = caption(row["category"], row["title"])
+        gid = ids.setdefault(row["sku_id"], len(ids))
+        for jpeg in row["photos"][:max_photos]:
+            pixels.append(clip.preprocess(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+            texts.append(text)
+            groups.append(gid)
+    if not pixels:
+        raise ValueError("no photos to train the CLIP on")
+    return ContrastiveData(torch.stack(pixels), clip.tokenizer(texts), torch.tensor(groups))
+
+
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor, scale: torch.Tensor):
+    logits = scale * img @ txt.t()
+    target = (groups[:, None] == groups[None, :]).float()
+    target = target / target.sum(dim=1, keepdim=True)
+    return 0.5 * (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.t(), 1)).sum(1).mean())
+
+
+def contrastive_train(
+    model,
+    data: ContrastiveData,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    log_every: int = 50,
+    step_hook=None,
+) -> list[float]:
+    """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step."""
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))
+    )
+    n = len(data.groups)
+    losses = []
+    perm = torch.randperm(n, generator=gen)
+    cursor = 0
+    for step in range(steps):
+        if cursor + batch_size > n:
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        idx = perm[cursor : cursor + batch_size]
+        cursor += batch_size
+        img = F.normalize(model.encode_image(data.pixels[idx]), dim=-1)
+        txt = F.normalize(model.encode_text(data.tokens[idx]), dim=-1)
+        scale = model.logit_scale.exp().clamp(max=100)
+        loss = multi_positive_loss(img, txt, data.groups[idx], scale)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step_hook:
+            step_hook(step, losses[-1])
+        if log_every and (step + 1) % log_every == 0:
+            log.info("clip contrastive step %d/%d loss %.3f", step + 1, steps, np.mean(losses[-log_every:]))
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def retrieval_accuracy(clip: Clip, data: ContrastiveData, limit: Optional[int] = 512) -> float:
+    """Image->text top-1 accuracy (a text of the same group counts) on up to ``limit`` samples."""
+    m = clip.model
+    idx = torch.arange(min(limit or len(data.groups), len(data.groups)))
+    img = F.normalize(m.encode_image(data.pixels[idx]), dim=-1)
+    txt = F.normalize(m.encode_text(data.tokens[idx]), dim=-1)
+    best = (img @ txt.t()).argmax(1)
+    return float((data.groups[idx][best] == data.groups[idx]).float().mean())

@@ -1,0 +1,75 @@
+"""Instruction formats: the assistant turn is the target; references only in desc_reference; SKU split."""
+import json
+
+import numpy as np
+
+from ipl.data.instructions import InstructionConfig, MakeInstructions
+
+TEMPLATES = {"phone": ["Brand", "Model", "Storage", "Color"], "watch": ["Brand", "Model"]}
+
+
+def listing(i, sku="phone/a/b/blue/64gb", cat="phone"):
+    return {"listing_id": f"L{i:04d}", "category": cat, "text": f"Selling my Huawei P30, 64GB, Blue. Item {i}.",
+            "photos": [b"\xff\xd8jpeg"], "sku_id": sku, "language": "en",
+            "extracted": json.dumps({"Brand": "Huawei", "Model": "P30", "Storage": "64GB", "Color": "Blue"})}
+
+
+def run(rows, **cfg):
+    batch = {k: np.array([r[k] for r in rows] + [None], dtype=object)[:-1] for k in rows[0]}
+    refs = {}
+    for r in rows:
+        refs.setdefault(r["sku_id"], []).append((r["listing_id"], json.loads(r["extracted"])))
+    out = MakeInstructions(InstructionConfig(**cfg), TEMPLATES, refs)(batch)
+    return [dict(zip(out, vals)) for vals in zip(*out.values())]
+
+
+def test_description_tasks_and_targets():
+    rows = run([listing(i) for i in range(60)], category_prob=0, extraction_prob=0)
+    tasks = {r["task"] for r in rows}
+    assert tasks == {"desc_image", "desc_template", "desc_reference"}
+    for r in rows:
+        msgs = json.loads(r["messages"])
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+        assert msgs[-1]["content"] == r["target"].strip() or msgs[-1]["content"] == r["target"]
+        user_text = msgs[1]["content"][-1]["text"]
+        assert msgs[1]["content"][0] == {"type": "image"}
+        assert ("<reference>" in user_text) == (r["task"] == "desc_reference")
+        assert ("The item is a phone" in user_text) == (r["task"] != "desc_image")
+        if r["task"] == "desc_reference":
+            ref = json.loads(user_text.split("<reference>")[1].split("</reference>")[0])
+            assert ref["Brand"] == "Huawei"
+
+
+def test_reference_never_comes_from_the_listing_itself():
+    rows = run([listing(1, sku="phone/x/only")], desc_weights={"desc_reference": 1.0}, category_prob=0,
+               extraction_prob=0)
+    assert rows[0]["task"] == "desc_template" and rows[0]["fallback"] == "no_reference"
+
+
+def test_domain_tasks():
+    rows = run([listing(i) for i in range(20)], category_prob=1.0, extraction_prob=1.0)
+    cat = [r for r in rows if r["task"] == "category"]
+    ext = [r for r in rows if r["task"] == "extraction"]
+    assert len(cat) == len(ext) == 20
+    assert all(json.loads(r["messages"])[-1]["content"] == "phone" for r in cat)
+    target = json.loads(json.loads(ext[0]["messages"])[-1]["content"])
+    assert target == {"Brand": "Huawei", "Model": "P30", "Storage": "64GB", "Color": "Blue"}
+    assert ext[0]["photos"] == []
+
+
+def test_split_by_group():
+    rows = run([listing(i, sku=f"phone/s/{i % 40}") for i in range(400)], validation_fraction=0.2, category_prob=0,
+               extraction_prob=0)
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_group.values())
+    n_val = sum(s == {"validation"} for s in by_group.values())
+    assert 2 <= n_val <= 16
+
+
+def test_messages_render_with_the_chat_template(tokenizer):
+    rows = run([listing(i) for i in range(3)], category_prob=0, extraction_prob=0)
+    text = tokenizer.apply_chat_template(json.loads(rows[0]["messages"]), tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in text
+    assert text.rstrip().endswith(rows[0]["target"] + "<|im_end|>")
