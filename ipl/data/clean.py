@@ -86,10 +86,10 @@ class TextFilters:
         for i in range(n):
             try:
                 reason, detail, pii, text = self.row(batch["description"][i], quality[i], flags[i])
-                sig = minhash(text, self.cfg.dedup) if reason is None else np.zeros(0, dtype=np.uint32)
+                sig = minhash(text, self.cfg.dedup) if reason is None else np.zeros(self.cfg.dedup.num_perm, np.uint32)
                 err = None
             except Exception as exc:  # the row goes to quarantine with the error
-                reason, detail, pii, text, sig = None, None, [], "", np.zeros(0, dtype=np.uint32)
+                reason, detail, pii, text, sig = None, None, [], "", np.zeros(self.cfg.dedup.num_perm, np.uint32)
                 err = f"{type(exc).__name__}: {exc}"
             out["text"].append(text)
             out["drop_reason"].append(reason)
@@ -98,6 +98,9 @@ class TextFilters:
             out["minhash"].append(sig.astype(np.int64))
             out["error"].append(err)
         result = dict(batch)
+        if "risk_flags" in batch:  # numpy arrays of str -> plain lists (typed list<string> in Arrow)
+            result["risk_flags"] = [[str(f) for f in x] if x is not None and not isinstance(x, float) else []
+                                    for x in batch["risk_flags"]]
         for k, v in out.items():
             result[k] = v
         return result

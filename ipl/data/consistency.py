@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ipl.data.contract import require_columns
+from ipl.data.contract import nulls_to_none, require_columns
 from ipl.models.clip import load_clip
 from ipl.models.clip_train import caption
 
@@ -37,7 +37,7 @@ class ClipConsistency:
         require_columns(batch, ["category", "text", "photos"], "image_text_consistency")
         n = len(batch["category"])
         titles = batch.get("title", [None] * n)
-        errors = list(batch["error"]) if "error" in batch else [None] * n
+        errors = nulls_to_none(batch["error"]) if "error" in batch else [None] * n
         images, owners, captions = [], [], []
         for i in range(n):
             photos = batch["photos"][i]

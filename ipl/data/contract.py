@@ -18,3 +18,17 @@ def require_columns(batch: Mapping, needed: Iterable[str], stage: str, source: s
         raise MissingColumns(
             f"stage '{stage}' needs the column(s) {missing}{where}; present: {sorted(batch.keys())}"
         )
+
+
+def is_null(value) -> bool:
+    """None, or the NaN that Ray's numpy batches give for values of an all-null column."""
+    if value is None:
+        return True
+    try:
+        return value != value  # NaN
+    except (TypeError, ValueError):
+        return False
+
+
+def nulls_to_none(values) -> list:
+    return [None if is_null(v) else v for v in values]

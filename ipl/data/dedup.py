@@ -90,7 +90,11 @@ def explode_bands(batch: dict, cfg: DedupConfig) -> dict:
             keys.append(k)
             ids.append(lid)
             sigs.append(np.asarray(sig, dtype=np.int64))
-    return {"band": np.array(keys, dtype=np.int64), "listing_id": np.array(ids, dtype=object), "minhash": sigs}
+    return {
+        "band": np.array(keys, dtype=np.int64),
+        "listing_id": np.array(ids, dtype=object),
+        "minhash": np.stack(sigs) if sigs else np.zeros((0, cfg.num_perm), dtype=np.int64),
+    }
 
 
 def mark_duplicates(group: dict, threshold: float) -> dict:

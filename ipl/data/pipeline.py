@@ -31,9 +31,11 @@ import numpy as np
 
 from ipl.catalog.library import build_library
 from ipl.catalog.templates import TemplateStats, load_templates, mine_templates, write_templates
+from ipl.data.arrow import to_table
 from ipl.data.clean import TextFilters
 from ipl.data.config import PrepareConfig
 from ipl.data.consistency import ClipConsistency
+from ipl.data.contract import is_null, nulls_to_none
 from ipl.data.dedup import explode_bands, mark_duplicates
 from ipl.data.export import export_llamafactory
 from ipl.data.instructions import MakeInstructions, unit_hash
@@ -44,6 +46,7 @@ from ipl.runtime import ensure_ray, read_json, write_json_atomic
 log = logging.getLogger("ipl.prepare")
 
 PHOTO_COLUMNS = ("photos", "photo_paths")
+PIPELINE_VERSION = "3"  # bump when the outputs' meaning changes, so old outputs are not reused
 SCORE_BINS = np.round(np.linspace(-1, 1, 41), 2)
 
 
@@ -55,10 +58,11 @@ def text_filter_batch(batch: dict, cfg) -> dict:
 def decide(batch: dict, dups: dict, fractions: dict, seed: int) -> dict:
     """Final text-level status per row: kept / dropped (reason) / quarantined (error)."""
     n = len(batch["listing_id"])
-    status, reasons, details = [], list(batch["drop_reason"]), list(batch["drop_detail"])
+    status, reasons, details = [], nulls_to_none(batch["drop_reason"]), nulls_to_none(batch["drop_detail"])
+    errors = nulls_to_none(batch["error"])
     for i in range(n):
         lid = str(batch["listing_id"][i])
-        if batch["error"][i] is not None:
+        if errors[i] is not None:
             status.append("quarantined")
             continue
         if reasons[i] is None and lid in dups:
@@ -69,23 +73,32 @@ def decide(batch: dict, dups: dict, fractions: dict, seed: int) -> dict:
                 reasons[i], details[i] = "sampled_out", f"{frac:.3f}"
         status.append("kept" if reasons[i] is None else "dropped")
     out = dict(batch)
-    out["status"], out["drop_reason"], out["drop_detail"] = status, reasons, details
+    out["status"], out["drop_reason"], out["drop_detail"], out["error"] = status, reasons, details, errors
     return out
+
+
+def obj_array(values) -> np.ndarray:
+    """A 1-D object array (np.asarray would make equal-length lists 2-D)."""
+    values = list(values)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
 
 
 def where(batch: dict, column: str, values: tuple) -> dict:
     keep = np.array([v in values for v in batch[column]], dtype=bool)
-    return {k: np.asarray(v, dtype=object)[keep] if not isinstance(v, np.ndarray) else v[keep] for k, v in batch.items()}
+    return {k: (v if isinstance(v, np.ndarray) else obj_array(v))[keep] for k, v in batch.items()}
 
 
 def candidates(batch: dict) -> dict:
-    ok = np.array([r is None and e is None for r, e in zip(batch["drop_reason"], batch["error"])], dtype=bool)
-    return {"listing_id": np.asarray(batch["listing_id"], dtype=object)[ok], "minhash": np.asarray(batch["minhash"])[ok]}
+    ok = np.array([is_null(r) and is_null(e) for r, e in zip(batch["drop_reason"], batch["error"])], dtype=bool)
+    sigs = np.stack([np.asarray(s, dtype=np.int64) for s in batch["minhash"]]) if len(ok) else np.zeros((0, 1), np.int64)
+    return {"listing_id": np.asarray(batch["listing_id"], dtype=object)[ok], "minhash": sigs[ok]}
 
 
 def apply_clip(batch: dict, threshold: float) -> dict:
-    status, reasons, details = list(batch["status"]), list(batch["drop_reason"]), list(batch["drop_detail"])
-    for i, (score, err) in enumerate(zip(batch["clip_score"], batch["error"])):
+    status, reasons, details = list(batch["status"]), nulls_to_none(batch["drop_reason"]), nulls_to_none(batch["drop_detail"])
+    for i, (score, err) in enumerate(zip(batch["clip_score"], nulls_to_none(batch["error"]))):
         if err is not None:
             status[i] = "quarantined"
         elif not np.isnan(score) and score < threshold:
@@ -171,8 +184,10 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
     if cfg.clean.dedup.enabled:
         bands = text.map_batches(candidates, batch_size=cfg.batch_size).map_batches(
             explode_bands, fn_kwargs={"cfg": cfg.clean.dedup}, batch_size=cfg.batch_size)
-        found = bands.groupby("band").map_groups(mark_duplicates, fn_kwargs={"threshold": cfg.clean.dedup.threshold},
-                                                  batch_format="numpy")
+        # a few partitions per CPU: Ray's default (200) makes 200 reduce tasks even for small inputs
+        partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        found = bands.groupby("band", num_partitions=partitions).map_groups(
+            mark_duplicates, fn_kwargs={"threshold": cfg.clean.dedup.threshold}, batch_format="numpy")
         for b in found.iter_batches(batch_format="numpy"):
             for lid, of in zip(b["listing_id"], b["duplicate_of"]):
                 dups.setdefault(str(lid), str(of))
@@ -192,7 +207,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
                                batch_size=cfg.batch_size)
     rejected = decided.map_batches(where, fn_kwargs={"column": "status", "values": ("dropped", "quarantined")},
                                    batch_size=cfg.batch_size)
-    rejected.map_batches(drop_columns, fn_kwargs={"names": ("minhash", "text")}).write_parquet(
+    rejected.map_batches(drop_columns, fn_kwargs={"names": ("minhash", "text")}).map_batches(to_table).write_parquet(
         str(tmp / "_text"), partition_cols=["status"])
     move_partition(tmp / "_text", "dropped", tmp / "dropped" / "text")
     move_partition(tmp / "_text", "quarantined", tmp / "quarantine" / "text")
@@ -217,15 +232,17 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
         clip = cc.clip or str(run_dir / "models" / "clip-base")
         p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
         p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip}, batch_size=cc.batch_size,
-                            concurrency=cc.concurrency, num_gpus=cc.num_gpus or None)
+                            compute=ray.data.ActorPoolStrategy(size=cc.concurrency), num_cpus=cc.num_cpus,
+                            num_gpus=cc.num_gpus or None)
         p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": cc.threshold}, batch_size=cc.batch_size)
     llm = cfg.llm
     p2 = p2.map_batches(ExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
                                                                  "library": library},
                         batch_size=llm.batch_size if llm.backend != "none" else cfg.batch_size,
-                        concurrency=llm.concurrency, num_gpus=llm.num_gpus or None)
+                        compute=ray.data.ActorPoolStrategy(size=llm.concurrency), num_cpus=llm.num_cpus,
+                        num_gpus=llm.num_gpus or None)
     p2 = p2.map_batches(drop_columns, fn_kwargs={"names": ("minhash",)}, batch_size=cfg.batch_size)
-    p2.write_parquet(str(tmp / "_photo"), partition_cols=["status"])
+    p2.map_batches(to_table, batch_size=cfg.batch_size).write_parquet(str(tmp / "_photo"), partition_cols=["status"])
     move_partition(tmp / "_photo", "kept", tmp / "listings")
     move_partition(tmp / "_photo", "dropped", tmp / "dropped" / "photo")
     move_partition(tmp / "_photo", "quarantined", tmp / "quarantine" / "photo")
@@ -327,6 +344,8 @@ def templates_part(cfg: PrepareConfig, key: str) -> dict:
 
 
 def instructions_part(cfg: PrepareConfig, key: str) -> dict:
+    import ray
+
     run_dir = cfg.run.dir
     templates = load_templates(run_dir / "templates.yaml")
     icfg = cfg.instructions
@@ -342,8 +361,8 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
         raise RuntimeError(f"no kept listings in {listings}: every row was dropped (see clean/summary.json)")
     ds = ds.map_batches(MakeInstructions, fn_constructor_kwargs={"cfg": icfg, "templates": templates,
                                                                 "references": dict(refs)},
-                        batch_size=cfg.batch_size, concurrency=1)
-    ds.write_parquet(str(tmp), partition_cols=["split"])
+                        batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
+    ds.map_batches(to_table, batch_size=cfg.batch_size).write_parquet(str(tmp), partition_cols=["split"])
     counts: dict = {"split": Counter(), "task": Counter(), "fallback": Counter()}
     for split in ("train", "validation"):
         for r in iter_rows(tmp / f"split={split}", ["task", "fallback"]) or []:
@@ -352,10 +371,10 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
             if r["fallback"]:
                 counts["fallback"][r["fallback"]] += 1
     manifest = {"key": key, **{k: dict(sorted(v.items())) for k, v in counts.items()}}
-    if icfg.llamafactory_export:
-        manifest["llamafactory"] = export_llamafactory(tmp, tmp / "llamafactory")
-    write_json_atomic(tmp / "manifest.json", manifest)
     final = run_dir / "instructions"
+    if icfg.llamafactory_export:
+        manifest["llamafactory"] = {**export_llamafactory(tmp, tmp / "llamafactory"), "dir": str(final / "llamafactory")}
+    write_json_atomic(tmp / "manifest.json", manifest)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -367,7 +386,8 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     ensure_ray(cfg.ray)
     run_dir = cfg.run.dir
     data_key = input_fingerprint(cfg)
-    clean_key = cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval") + data_key
+    clean_key = (PIPELINE_VERSION + cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval")
+                 + data_key)
     summary_path = run_dir / "clean" / "summary.json"
     if not cfg.overwrite and summary_path.exists() and read_json(summary_path).get("key") == clean_key:
         log.info("prepare: %s is up to date, reusing it", run_dir / "clean")

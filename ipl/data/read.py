@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from ipl.config import ConfigError, Strict
+from ipl.data.contract import nulls_to_none
 
 REQUIRED = ("listing_id", "category", "description")
 
@@ -51,7 +52,8 @@ def _files(path: Path, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def read_listings(cfg: InputConfig, run_dir: Path, exclude: tuple = ()):
-    """A lazy Ray Dataset of raw listings with canonical column names, and those names.
+    """A lazy Ray Dataset of raw listings with canonical column names, and the canonical names
+    of every input column.
 
     Validates the columns up front; ``exclude`` names canonical columns not to read (the
     photos, for the text-only pass)."""
@@ -78,9 +80,10 @@ def read_listings(cfg: InputConfig, run_dir: Path, exclude: tuple = ()):
         )
     names = ds.schema().names
     rename = {src: dst for dst, src in cfg.columns.items()}
+    if cfg.format == "parquet":
+        names = names0  # every column of the files, also those not read
     if exclude and cfg.format != "parquet":
         ds = ds.drop_columns([n for n in names if rename.get(n, n) in exclude])
-        names = [n for n in names if rename.get(n, n) not in exclude]
     missing_src = [src for src in rename if src not in names]
     if missing_src:
         raise ConfigError(f"input.columns names source columns {missing_src} that {path} does not have; it has {names}")
@@ -133,7 +136,7 @@ def ensure_photo_bytes(batch: dict) -> dict:
     if "photos" in batch or "photo_paths" not in batch:
         return batch
     n = len(batch["photo_paths"])
-    errors = list(batch.get("error", [None] * n))
+    errors = nulls_to_none(batch.get("error", [None] * n))
     photos = []
     for i in range(n):
         try:

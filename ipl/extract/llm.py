@@ -32,6 +32,7 @@ class LLMConfig(Strict):
     max_new_tokens: int = Field(96, ge=8, description="Tokens generated per listing.")
     batch_size: int = Field(16, ge=1, description="Listings per generate call.")
     concurrency: int = Field(1, ge=1, description="Extraction actors.")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per extraction actor.")
     num_gpus: float = Field(0, ge=0, description="GPUs per extraction actor.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")

@@ -47,7 +47,7 @@ class TinyModelsConfig(Strict):
     tokenizer_rows: int = Field(20000, ge=10, description="Listings read to train the tokenizer.")
     seed: int = Field(0, description="Seed for model initialisation.")
     clip_pretrain_steps: int = Field(250, ge=0, description="Contrastive pretraining steps of the tiny CLIP (0: random init).")
-    clip_pretrain_rows: int = Field(4000, ge=10, description="Raw listings the tiny CLIP is pretrained on.")
+    clip_pretrain_rows: int = Field(3000, ge=10, description="Listings of the separate clean corpus the tiny CLIP is pretrained on.")
     clip_batch_size: int = Field(128, ge=2, description="Contrastive batch size.")
     clip_lr: float = Field(1e-3, gt=0, description="Contrastive learning rate (AdamW, cosine).")
     vlm: TinyVLMConfig = Field(default_factory=TinyVLMConfig, description="Tiny Qwen2-VL shape.")

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import pyarrow.parquet as pq
 
@@ -51,8 +51,13 @@ def corpus(raw_dir: Path, max_rows: int) -> Iterator[str]:
     yield " ".join(f"{k} {v['zh']}" for k, v in cat.colors.items())
 
 
-def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: str) -> dict:
-    """Build (or reuse) the tokenizer, tiny VLM and tiny CLIP under ``run_dir/models``."""
+def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: str,
+                      clip_corpus: Optional[Callable[[int], list[dict]]] = None) -> dict:
+    """Build (or reuse) the tokenizer, tiny VLM and tiny CLIP under ``run_dir/models``.
+
+    ``clip_corpus(n)`` returns ``n`` listings (photos, category, title, sku_id) to pretrain the
+    CLIP on: a corpus apart from the marketplace's own rows, as a real pretrained CLIP never
+    saw the listings it later checks (null: no pretraining)."""
     models_dir = run_dir / "models"
     key = hashlib.sha256((cfg.model_dump_json() + data_fingerprint).encode()).hexdigest()[:16]
     record = models_dir / "_build.json"
@@ -66,7 +71,9 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
     log.info("building the tiny open_clip")
     clip = build_tiny_clip(cfg.clip, models_dir / "clip-base", seed=cfg.seed)
-    pretrain = pretrain_clip(cfg, clip, run_dir / "raw", models_dir / "clip-base") if cfg.clip_pretrain_steps else {}
+    pretrain = {}
+    if cfg.clip_pretrain_steps and clip_corpus is not None:
+        pretrain = pretrain_clip(cfg, clip, clip_corpus(cfg.clip_pretrain_rows), models_dir / "clip-base")
     if pretrain:
         clip = load_clip(models_dir / "clip-base")
     info = {
@@ -85,20 +92,10 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     return info
 
 
-def raw_rows(raw_dir: Path, max_rows: int, columns: list[str]) -> list[dict]:
-    rows: list[dict] = []
-    for path in sorted(raw_dir.glob("part-*.parquet")):
-        rows.extend(pq.read_table(path, columns=columns).to_pylist())
-        if len(rows) >= max_rows:
-            break
-    return rows[:max_rows]
-
-
-def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, raw_dir: Path, out_dir: Path) -> dict:
-    """Contrastively pretrain the tiny CLIP on raw listings (stand-in for pretrained weights)."""
+def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, rows: list[dict], out_dir: Path) -> dict:
+    """Contrastively pretrain the tiny CLIP on ``rows`` (stand-in for pretrained weights)."""
     from ipl.models.clip_train import contrastive_train, prepare_data, retrieval_accuracy
 
-    rows = raw_rows(raw_dir, cfg.clip_pretrain_rows, ["sku_id", "category", "title", "photos"])
     held = max(1, len(rows) // 10)
     train, test = prepare_data(clip, rows[held:]), prepare_data(clip, rows[:held], max_photos=1)
     before = retrieval_accuracy(clip, test)

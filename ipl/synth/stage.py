@@ -22,12 +22,24 @@ def summarize(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def clip_corpus(cfg: SynthConfig, n: int) -> list[dict]:
+    """Clean listings from another seed of the same catalogue: the tiny CLIP's pretraining data
+    (the marketplace's own rows, dirty ones included, stay unseen by it)."""
+    from ipl.synth.dirty import REASONS
+    from ipl.synth.generate import ListingFactory
+
+    other = cfg.model_copy(update={"seed": cfg.seed + 1_000_003, "rows": n,
+                                   "dirty": cfg.dirty.model_copy(update={r: 0.0 for r in REASONS})})
+    return ListingFactory(other).table(0, n).to_pylist()
+
+
 def run(cfg: SynthConfig) -> dict:
     """Synthesize ``<run>/raw`` and (if configured) build the tiny models; returns a summary."""
     manifest = run_synth_data(cfg)
     out = {"raw": manifest}
     if cfg.models.build:
-        out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint())
+        out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint(),
+                                          clip_corpus=lambda n: clip_corpus(cfg, n))
     return out
 
 
