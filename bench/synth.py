@@ -5,7 +5,7 @@
 
 Each size runs ``ipl synth`` (Ray Data, local Ray, fresh process) into a temporary run
 directory while a sampler sums the PSS of the whole process tree (driver, raylet, Ray
-workers) twice a second. The baseline is a single-process loop over the same
+workers) every 2 seconds. The baseline is a single-process loop over the same
 ``ListingFactory`` on a slice, in the same run. It prints a table and the ratios that
 matter: Ray Data / single-process throughput, and peak memory at the largest size / the
 smallest (streaming must keep it flat: ratio close to 1 while rows grow 10x).
@@ -59,7 +59,7 @@ def run_synth(rows: int, shard_rows: int, root: str, extra: list[str]) -> dict:
                 peak = max(peak, tree_pss(ps))
             except psutil.Error:
                 pass
-            stop.wait(0.5)
+            stop.wait(2.0)  # PSS reads cost CPU: sample every 2 s
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -100,7 +100,12 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="ipl-bench-synth-")
     try:
         base = baseline(args.baseline_rows)
-        runs = [run_synth(n, args.shard_rows, root, args.extra) for n in sorted(args.rows)]
+        runs = []
+        for n in sorted(args.rows):
+            runs.append(run_synth(n, args.shard_rows, root, args.extra))
+            r = runs[-1]
+            print(f"done: {n} rows in {r['seconds']:.1f}s ({r['rows_per_s']:.0f} rows/s), peak {r['peak_mb']:.0f} MB",
+                  flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -68,7 +68,8 @@ def test_job_entrypoint_builds_tiny_models(tmp_path):
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(REPO / "jobs" / "synth.py"), "--config", str(REPO / "jobs/configs/synth_local.yaml"),
            f"run.root={tmp_path}", "run.name=job", "rows=300", "shard_rows=150", "models.vocab_size=600",
-           "models.vlm.hidden_size=64", "models.vlm.intermediate_size=128", "models.vlm.num_hidden_layers=1"]
+           "models.vlm.hidden_size=64", "models.vlm.intermediate_size=128", "models.vlm.num_hidden_layers=1",
+           "models.clip_pretrain_steps=10", "models.clip_pretrain_rows=100"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows in 2 shards" in out.stdout
