@@ -14,7 +14,8 @@ from ipl.data.pipeline import run_prepare
 from ipl.synth import stage as synth_stage
 from ipl.synth.config import SynthConfig
 
-pytestmark = pytest.mark.integration
+# slow: ~11 min on 2 cores (synth + CLIP pretraining + 3 prepare runs); `make test-slow` runs it.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 RATE = 0.04
 
