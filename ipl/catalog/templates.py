@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Optional
 
 import yaml
 from pydantic import Field
@@ -44,11 +43,6 @@ class TemplateStats:
         for rank, key in enumerate(order):
             self.mentions[category][key] += 1
             self.rank_sum[category][key] += rank / denom
-
-    def add_rows(self, categories: Iterable[str], metas: Iterable[str]) -> "TemplateStats":
-        for c, m in zip(categories, metas):
-            self.add(c, json.loads(m) if isinstance(m, str) else m)
-        return self
 
     def merge(self, other: "TemplateStats") -> "TemplateStats":
         for c, n in other.listings.items():
@@ -116,6 +110,3 @@ def load_templates(path: str | Path) -> dict[str, list[str]]:
         out[cat] = tpl
     return out
 
-
-def template_for(templates: dict[str, list[str]], category: Optional[str]) -> Optional[list[str]]:
-    return templates.get(category) if category else None

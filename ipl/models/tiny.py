@@ -109,6 +109,3 @@ def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, rows: list[dict], out_dir: 
             "loss_last": float(sum(losses[-20:]) / len(losses[-20:])), "heldout_top1_before": before,
             "heldout_top1_after": after}
 
-
-def describe(info: dict) -> str:
-    return json.dumps({k: v for k, v in info.items() if k != "key"}, indent=2)
