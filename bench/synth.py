@@ -94,10 +94,15 @@ def main() -> None:
     ap.add_argument("--shard-rows", type=int, default=5000)
     ap.add_argument("--baseline-rows", type=int, default=5000)
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    ap.add_argument("--root", help="write the runs here (kept) instead of a temporary directory; "
+                    "bench/prepare.py can read them back")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("extra", nargs="*", help="extra key=value overrides for ipl synth")
     args = ap.parse_args()
-    root = tempfile.mkdtemp(prefix="ipl-bench-synth-")
+    root = args.root or tempfile.mkdtemp(prefix="ipl-bench-synth-")
+    if args.root:
+        args.keep = True
+        Path(root).mkdir(parents=True, exist_ok=True)
     try:
         base = baseline(args.baseline_rows)
         runs = []

@@ -9,7 +9,6 @@ reads only ``template``.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 

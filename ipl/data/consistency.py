@@ -7,24 +7,13 @@ be decoded get an ``error`` (quarantine) instead of a score.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
 from ipl.data.contract import nulls_to_none, require_columns
 from ipl.models.clip import load_clip
 from ipl.models.clip_train import caption
-
-
-def decode_photo(data) -> Image.Image:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        img = Image.open(io.BytesIO(bytes(data)))
-    else:  # a local path
-        img = Image.open(str(data))
-    img.load()
-    return img.convert("RGB")
+from ipl.photos import decode_photo
 
 
 class ClipConsistency:

@@ -1,0 +1,144 @@
+"""Batches for fine-tuning: chat template + processor, and the loss mask of the paper's Eq. 1.
+
+``Collator(processor)`` turns instruction rows (``messages`` as ChatML JSON, ``photos`` as
+encoded image bytes) into model inputs. Only the assistant turns count: their tokens and
+the closing ``<|im_end|>`` keep their ids in ``labels``; the system and user turns (prompt
+and image placeholders), the role headers and the padding are ``-100``. Rows without
+photos and batches mixing rows with and without photos are handled (the processor expands
+``<|image_pad|>`` per image; text-only rows simply have none).
+
+A row longer than ``max_length`` is cut at the end (its answer is shortened) unless the cut
+would fall inside its image tokens; such a row is left out of the batch and counted in
+``stats``, never silently.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ipl.photos import decode_photo
+
+IGNORE = -100
+
+
+def _strip_images(messages: list[dict], keep: int) -> list[dict]:
+    """Drop image parts beyond the first ``keep`` (the photos list is cut the same way)."""
+    out, seen = [], 0
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    seen += 1
+                    if seen > keep:
+                        continue
+                parts.append(part)
+            m = {**m, "content": parts}
+        out.append(m)
+    return out
+
+
+class Collator:
+    """Rows -> ``input_ids``, ``attention_mask``, ``labels`` (+ ``pixel_values``, ``image_grid_thw``)."""
+
+    def __init__(self, processor, max_length: int = 1024, max_photos: int = 2):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_length, self.max_photos = max_length, max_photos
+        tok = self.tokenizer
+        self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
+        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.convert_tokens_to_ids("<|endoftext|>")
+        self.header = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+        self.stats: Counter = Counter()
+
+    def texts_and_images(self, rows: Sequence[dict]) -> tuple[list[str], list[Any], list[int]]:
+        """Chat-template texts, the decoded photos in order, and the photo count per row."""
+        texts, images, counts = [], [], []
+        for row in rows:
+            messages = row["messages"]
+            if isinstance(messages, str):
+                messages = json.loads(messages)
+            photos = list(row.get("photos") or [])[: self.max_photos]
+            messages = _strip_images(messages, len(photos))
+            n_parts = sum(1 for m in messages if isinstance(m["content"], list)
+                          for p in m["content"] if p.get("type") == "image")
+            if n_parts != len(photos):
+                raise ValueError(f"row {row.get('id', '?')}: {n_parts} image placeholders but {len(photos)} photos")
+            texts.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
+            images.extend(decode_photo(p) for p in photos)
+            counts.append(len(photos))
+        return texts, images, counts
+
+    def label_mask(self, ids: list[int]) -> list[int]:
+        """Labels for one sequence: assistant answers and their ``<|im_end|>``; the rest -100."""
+        labels = [IGNORE] * len(ids)
+        h, i = len(self.header), 0
+        while i < len(ids):
+            if ids[i] == self.im_start and ids[i : i + h] == self.header:
+                j = i + h
+                while j < len(ids) and ids[j] != self.im_end:
+                    labels[j] = ids[j]
+                    j += 1
+                if j < len(ids):
+                    labels[j] = ids[j]  # the closing <|im_end|> is a target too
+                i = j + 1
+            else:
+                i += 1
+        return labels
+
+    def __call__(self, rows: Sequence[dict]) -> Optional[dict]:
+        texts, images, counts = self.texts_and_images(rows)
+        enc = self.processor(text=texts, images=images or None, return_tensors=None, padding=False)
+        ids_list = enc["input_ids"]
+        keep, cut = [], []
+        for k, ids in enumerate(ids_list):
+            if len(ids) <= self.max_length:
+                keep.append(k)
+            elif self.image_pad in ids[self.max_length:]:
+                self.stats["dropped_too_long"] += 1
+            else:
+                keep.append(k)
+                cut.append(k)
+        self.stats["truncated"] += len(cut)
+        self.stats["rows"] += len(keep)
+        if not keep:
+            return None
+        # pixel rows per image = t*h*w of its grid; pick the images of the kept rows
+        batch_pixels, batch_grids = [], []
+        if images:
+            grids = torch.as_tensor(enc["image_grid_thw"])
+            pixels = torch.as_tensor(enc["pixel_values"])
+            offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), grids.prod(-1)]), 0)
+            img = 0
+            for k, n_img in enumerate(counts):
+                if k in keep:
+                    for m in range(img, img + n_img):
+                        batch_pixels.append(pixels[offsets[m] : offsets[m + 1]])
+                        batch_grids.append(grids[m])
+                img += n_img
+        seqs = [ids_list[k][: self.max_length] for k in keep]
+        types = enc.get("mm_token_type_ids")  # image/video token positions for M-RoPE
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+        mm_types = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, (k, s) in enumerate(zip(keep, seqs)):
+            input_ids[r, : len(s)] = torch.tensor(s)
+            attention[r, : len(s)] = 1
+            labels[r, : len(s)] = torch.tensor(self.label_mask(s))
+            if types is not None:
+                mm_types[r, : len(s)] = torch.tensor(types[k][: len(s)])
+        out = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if types is not None:
+            out["mm_token_type_ids"] = mm_types
+        if batch_pixels:
+            out["pixel_values"] = torch.cat(batch_pixels)
+            out["image_grid_thw"] = torch.stack(batch_grids)
+        return out

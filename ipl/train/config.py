@@ -1,0 +1,205 @@
+"""Configuration of ``ipl train`` (Ray Train + DeepSpeed ZeRO-1 fine-tuning of the VLM).
+
+The DeepSpeed section is DeepSpeed's own JSON config, written in the job's YAML. The keys
+that the rest of this config already decides (batch sizes, accumulation, clipping, precision)
+are filled in from it and may not be set there twice: :meth:`TrainConfig.deepspeed_config`
+returns the merged dict every worker passes to ``deepspeed.initialize``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ipl.config import RayConfig, RunConfig, Strict
+
+DESCRIPTION_TASKS = ("desc_image", "desc_template", "desc_reference")
+ALL_TASKS = (*DESCRIPTION_TASKS, "category", "extraction")
+# DeepSpeed keys derived from this config (set them through `optim`/`precision` instead).
+DERIVED_DS_KEYS = {
+    "train_batch_size": "optim.micro_batch_size x optim.grad_accum x scaling.num_workers",
+    "train_micro_batch_size_per_gpu": "optim.micro_batch_size",
+    "gradient_accumulation_steps": "optim.grad_accum",
+    "gradient_clipping": "optim.grad_clip",
+    "bf16": "precision",
+    "fp16": "precision",
+    "optimizer": "optim (a torch AdamW is passed to deepspeed.initialize)",
+    "scheduler": "optim (cosine with warmup, passed to deepspeed.initialize)",
+}
+
+
+class ModelConfig(Strict):
+    """The checkpoint fine-tuned (a save_pretrained directory of the Qwen2-VL family)."""
+
+    path: Optional[str] = Field(None, description="Base VLM directory (null: <run>/models/vlm-base from ipl synth).")
+    freeze_vision: bool = Field(True, description="Freeze the vision encoder (the merger/adapter still trains).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (7B on GPUs).")
+
+
+class DataConfig(Strict):
+    """The instruction data of ``ipl prepare``, streamed through Ray Data."""
+
+    instructions: Optional[str] = Field(None, description="Instructions directory (null: <run>/instructions).")
+    tasks: list[str] = Field(default_factory=lambda: list(ALL_TASKS), description="Tasks trained on.")
+    max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
+    max_photos: int = Field(2, ge=0, le=9, description="Photos per sample (0: text only).")
+    shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
+    validation_rows: Optional[int] = Field(None, ge=1, description="Cap on validation rows (null: all).")
+
+    @model_validator(mode="after")
+    def _known_tasks(self):
+        unknown = sorted(set(self.tasks) - set(ALL_TASKS))
+        if unknown or not self.tasks:
+            raise ValueError(f"data.tasks: unknown {unknown} (known: {list(ALL_TASKS)})" if unknown
+                             else "data.tasks: at least one task")
+        return self
+
+
+class OptimConfig(Strict):
+    """AdamW + cosine schedule with warmup (paper Appendix B)."""
+
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas.")
+    eps: float = Field(1e-6, gt=0, description="AdamW epsilon.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (not on biases and norms).")
+    warmup_ratio: float = Field(0.01, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a share of the peak.")
+    epochs: float = Field(3, gt=0, description="Passes over the training split.")
+    max_steps: Optional[int] = Field(None, ge=1, description="Optimizer steps (overrides epochs).")
+    micro_batch_size: int = Field(4, ge=1, description="Samples per worker per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    seed: int = Field(0, description="Seed of the shuffle.")
+
+    @model_validator(mode="after")
+    def _betas(self):
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must lie in [0, 1), got {self.betas}")
+        return self
+
+
+class ScalingConfig(Strict):
+    """Ray Train workers (``ray.train.ScalingConfig``)."""
+
+    num_workers: int = Field(2, ge=1, description="Data-parallel workers (one per GPU in production).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads on CPU).")
+    accelerator_type: Optional[str] = Field(None, description="Ray accelerator type, e.g. A100 (null: any).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How workers are placed on nodes.")
+    gpu_class: Optional[Literal["ampere+", "volta"]] = Field(
+        None, description="GPU class for precision 'auto' (ampere+: bf16, volta: fp16; null: detect on the worker).")
+
+
+class CheckpointConfig(Strict):
+    """DeepSpeed checkpoints reported to Ray Train (every rank saves its optimizer shard)."""
+
+    every_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints kept in storage.")
+    storage_path: Optional[str] = Field(None, description="Ray Train storage (shared on a cluster, e.g. NFS or "
+                                        "s3://; null: <run>/train).")
+
+
+class EvalConfig(Strict):
+    """Metrics per report and the generation check after training."""
+
+    report_every: int = Field(10, ge=1, description="Report loss, lr, samples/s, tokens/s every N steps.")
+    validation_every: int = Field(50, ge=1, description="Validation loss every N steps (and at the end).")
+    recall_rows: int = Field(48, ge=0, description="Validation desc_reference rows generated after training to "
+                             "measure attribute recall (0: skip).")
+    max_new_tokens: int = Field(96, ge=8, description="Generation length of the recall check.")
+
+
+class ChaosConfig(Strict):
+    """Fault injection for tests and drills: a worker kills itself (SIGKILL) once."""
+
+    kill_at_step: Optional[int] = Field(None, ge=1, description="Optimizer step after which a worker dies (null: never).")
+    rank: int = Field(1, ge=0, description="Which worker.")
+
+
+class TrainConfig(Strict):
+    """``ipl train``: instructions/ + a base VLM -> <run>/models/vlm-ft (Hugging Face format)."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run directory.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base checkpoint.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Instruction data.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Workers.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on Ampere+ GPUs, fp16 on V100-class GPUs.")
+    deepspeed: dict[str, Any] = Field(
+        default_factory=lambda: {"zero_optimization": {"stage": 1}},
+        description="DeepSpeed config (JSON keys); batch, accumulation, clipping and precision come from this config.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
+    max_failures: int = Field(2, ge=-1, description="Worker failures survived by resuming from the last checkpoint "
+                              "(-1: unlimited).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Metrics and the recall check.")
+    output: Optional[str] = Field(None, description="Exported model directory (null: <run>/models/vlm-ft).")
+    chaos: ChaosConfig = Field(default_factory=ChaosConfig, description="Fault injection (tests).")
+    overwrite: bool = Field(False, description="Discard checkpoints of an earlier run with a different config.")
+
+    @model_validator(mode="after")
+    def _deepspeed_keys(self):
+        clash = sorted(set(self.deepspeed) & set(DERIVED_DS_KEYS))
+        if clash:
+            raise ValueError("deepspeed: " + "; ".join(f"{k} is set by {DERIVED_DS_KEYS[k]}" for k in clash))
+        stage = self.deepspeed.get("zero_optimization", {}).get("stage", 0)
+        if stage not in (0, 1, 2, 3):
+            raise ValueError(f"deepspeed.zero_optimization.stage must be 0-3, got {stage!r}")
+        if self.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
+            raise ValueError(f"precision {self.precision} needs scaling.use_gpu=true (CPU training runs in fp32)")
+        return self
+
+    # -- resolved paths -------------------------------------------------------------------
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model.path) if self.model.path else self.run.dir / "models" / "vlm-base"
+
+    @property
+    def instructions_dir(self) -> Path:
+        return Path(self.data.instructions) if self.data.instructions else self.run.dir / "instructions"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.run.dir / "train"
+
+    @property
+    def storage_path(self) -> str:
+        return self.checkpoint.storage_path or str(self.train_dir.resolve())
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output else self.run.dir / "models" / "vlm-ft"
+
+    def resolve_precision(self, gpu_class: Optional[str]) -> str:
+        """The precision a worker uses (``gpu_class`` as detected on it when not configured)."""
+        if self.precision != "auto":
+            return self.precision
+        if not self.scaling.use_gpu:
+            return "fp32"
+        return "fp16" if (self.scaling.gpu_class or gpu_class) == "volta" else "bf16"
+
+    def deepspeed_config(self, precision: str) -> dict:
+        """DeepSpeed's config: the YAML section plus the keys derived from this config."""
+        ds = json.loads(json.dumps(self.deepspeed))
+        ds.setdefault("zero_optimization", {"stage": 1})
+        ds.update({
+            "train_micro_batch_size_per_gpu": self.optim.micro_batch_size,
+            "gradient_accumulation_steps": self.optim.grad_accum,
+            "train_batch_size": self.optim.micro_batch_size * self.optim.grad_accum * self.scaling.num_workers,
+            "gradient_clipping": self.optim.grad_clip,
+            "bf16": {"enabled": precision == "bf16"},
+            "fp16": {"enabled": precision == "fp16"},
+        })
+        ds.setdefault("steps_per_print", 10**9)  # progress is reported through Ray Train
+        ds.setdefault("wall_clock_breakdown", False)
+        return ds
+
+    def key(self) -> str:
+        """What a resumed run must share with the run that wrote the checkpoints."""
+        keep = self.model_dump(mode="json", exclude={"run", "ray", "eval", "chaos", "overwrite", "max_failures"})
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

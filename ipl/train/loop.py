@@ -1,0 +1,210 @@
+"""The Ray Train worker loop: DeepSpeed ZeRO-1 over Ray Data shards, checkpoints, metrics.
+
+Every worker runs :func:`train_loop` (``TorchTrainer(train_loop, ...)``):
+
+1. load the base checkpoint with :func:`ipl.models.vlm.load_vlm` (tiny or 7B, same code),
+   freeze the vision encoder, build AdamW + the cosine schedule and hand them to
+   ``deepspeed.initialize`` with the job's DeepSpeed config;
+2. resume from ``ray.train.get_checkpoint()`` if there is one (a restarted worker group,
+   or the same command re-run with the same run name): ``engine.load_checkpoint`` restores
+   model, ZeRO optimizer shard and scheduler, and the step to continue from;
+3. stream ``ray.train.get_dataset_shard("train")`` in micro-batches through the
+   :class:`~ipl.train.collate.Collator`; ``engine.backward``/``engine.step`` do accumulation
+   and clipping;
+4. every ``eval.report_every`` steps report loss, learning rate, samples/s and tokens/s
+   (summed over workers); every ``eval.validation_every`` steps the validation loss on the
+   SKU-held-out split; every ``checkpoint.every_steps`` steps a DeepSpeed checkpoint saved by
+   every rank and reported with ``ray.train.report`` (Ray merges the ranks' files);
+5. at the end the final checkpoint also carries ``hf/``: rank 0's ``save_pretrained``
+   export with the processor, which the driver copies to the output directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("ipl.train")
+
+
+def _gpu_class() -> str | None:
+    if not torch.cuda.is_available():
+        return None
+    return "ampere+" if torch.cuda.get_device_capability()[0] >= 8 else "volta"
+
+
+def _rows(batch: dict) -> list[dict]:
+    n = len(batch["messages"])
+    return [{"id": str(batch["id"][i]), "messages": batch["messages"][i],
+             "photos": list(batch["photos"][i]) if batch["photos"][i] is not None else []} for i in range(n)]
+
+
+def _allreduce(values: list[float], device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _to(batch: dict, device, dtype) -> dict:
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device)
+        if k == "pixel_values" and dtype is not None:
+            v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+def _loss_sum(engine, inputs: dict) -> tuple[torch.Tensor, int]:
+    """Mean next-token loss of a batch and its number of target tokens."""
+    out = engine(**inputs)
+    n = int((inputs["labels"][:, 1:] != -100).sum())
+    return out.loss, n
+
+
+def validate(engine, shard, collator, cfg, device, dtype) -> float:
+    """Token-weighted validation loss over every worker's validation shard."""
+    engine.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i, batch in enumerate(shard.iter_batches(batch_size=cfg.optim.micro_batch_size, batch_format="numpy")):
+            if cfg.data.validation_rows and i * cfg.optim.micro_batch_size >= cfg.data.validation_rows:
+                break
+            inputs = collator(_rows(batch))
+            if inputs is None:
+                continue
+            loss, n = _loss_sum(engine, _to(inputs, device, dtype))
+            total += float(loss) * n
+            tokens += n
+    engine.train()
+    total, tokens = _allreduce([total, tokens], device)
+    return total / tokens if tokens else float("nan")
+
+
+def train_loop(config: dict) -> None:
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    from ipl.models.vlm import load_vlm
+    from ipl.train.collate import Collator
+    from ipl.train.config import TrainConfig
+    from ipl.train.optim import build_optimizer, build_scheduler, freeze_vision
+
+    cfg = TrainConfig.model_validate(config["cfg"])
+    plan = config["plan"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    if not cfg.scaling.use_gpu:
+        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    precision = cfg.resolve_precision(_gpu_class())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    vlm = load_vlm(plan["model_path"])
+    model = vlm.model
+    if cfg.model.freeze_vision:
+        freeze_vision(model)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    model.train()
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, plan["total_steps"])
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=cfg.deepspeed_config(precision))
+
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            path, client = engine.load_checkpoint(d)
+            if path is None:
+                raise RuntimeError(f"rank {rank}: no DeepSpeed checkpoint in {d}")
+            step = int(client["step"])
+        if rank == 0:
+            log.warning("resumed from step %d of %d", step, plan["total_steps"])
+
+    collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    total, spe, accum = plan["total_steps"], plan["steps_per_epoch"], cfg.optim.grad_accum
+    window = {"loss": 0.0, "micro": 0, "samples": 0, "tokens": 0, "t0": time.monotonic()}
+
+    def report(final: bool = False) -> None:
+        due_val = final or step % cfg.eval.validation_every == 0
+        due_ckpt = final or step % cfg.checkpoint.every_steps == 0
+        loss_sum, micro, samples, tokens = _allreduce(
+            [window["loss"], window["micro"], window["samples"], window["tokens"]], device)
+        elapsed = max(1e-9, time.monotonic() - window["t0"])
+        metrics = {"step": step, "epoch": round(step / spe, 3), "total_steps": total,
+                   "loss": loss_sum / micro if micro else None, "lr": scheduler.get_last_lr()[0],
+                   "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+                   "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"]}
+        if due_val:
+            metrics["val_loss"] = validate(engine, val_shard, collator, cfg, device, dtype)
+        if not due_ckpt:
+            ray.train.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory(prefix="ipl-ckpt-") as tmp:
+                engine.save_checkpoint(tmp, tag=f"step{step:08d}", client_state={"step": step})
+                if final and rank == 0:
+                    hf = Path(tmp) / "hf"
+                    engine.module.save_pretrained(hf)
+                    vlm.processor.save_pretrained(hf)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"checkpoint_step{step:08d}")
+        window.update(loss=0.0, micro=0, samples=0, tokens=0, t0=time.monotonic())
+
+    while step < total:
+        epoch, skip = step // spe, (step % spe) * accum
+        it = train_shard.iter_batches(batch_size=cfg.optim.micro_batch_size, batch_format="numpy", drop_last=True,
+                                      local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+                                      local_shuffle_seed=cfg.optim.seed + epoch)
+        for i, batch in enumerate(it):
+            if i < skip:
+                continue  # resumed mid-epoch: these micro-batches were trained on before
+            if i >= spe * accum:
+                break
+            inputs = collator(_rows(batch))
+            inputs = _to(inputs, device, dtype) if inputs is not None else None
+            if inputs is None:  # every row too long: a zero loss keeps the ranks in step
+                loss = sum(p.sum() for p in engine.module.parameters() if p.requires_grad) * 0.0
+            else:
+                loss, _ = _loss_sum(engine, inputs)
+                window["samples"] += int(inputs["input_ids"].shape[0])
+                window["tokens"] += int(inputs["attention_mask"].sum())
+            engine.backward(loss)
+            engine.step()
+            window["loss"] += float(loss)
+            window["micro"] += 1
+            if (i + 1) % accum:
+                continue
+            step += 1
+            if cfg.chaos.kill_at_step == step and rank == cfg.chaos.rank:
+                marker = Path(plan["train_dir"]) / f"chaos-killed-step{step}"
+                if not marker.exists():
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(str(os.getpid()))
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if step >= total:
+                break
+            if step % cfg.eval.report_every == 0 or step % cfg.checkpoint.every_steps == 0 \
+                    or step % cfg.eval.validation_every == 0:
+                report()
+        if step < total and step % spe:
+            raise RuntimeError(f"rank {rank}: the training shard ran out at step {step} ({spe} steps planned per "
+                               f"epoch): the split changed since the plan was made")
+    report(final=True)
+    if rank == 0:
+        Path(plan["train_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(plan["train_dir"]) / "collator_stats.json").write_text(json.dumps(dict(collator.stats)))

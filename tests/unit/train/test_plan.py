@@ -1,0 +1,71 @@
+"""The training plan made before any worker starts, and its errors."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ipl.config import ConfigError, validate
+from ipl.train.config import TrainConfig
+from ipl.train.stage import check_previous, make_plan
+
+
+def write_split(root, split, tasks):
+    d = root / "instructions" / f"split={split}"
+    d.mkdir(parents=True)
+    pq.write_table(pa.table({"id": [f"{i}" for i in range(len(tasks))], "task": tasks,
+                             "messages": ["[]"] * len(tasks), "photos": [[]] * len(tasks)}), d / "part-0.parquet")
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_vlm):
+    run = tmp_path / "r"
+    write_split(run, "train", ["desc_reference"] * 90 + ["category"] * 10)
+    write_split(run, "validation", ["desc_reference"] * 10 + ["category"] * 4)
+    return run, tiny_vlm.path
+
+
+def cfg_for(run, model, **extra):
+    data = {"run": {"root": str(run.parent), "name": run.name}, "model": {"path": str(model)},
+            "optim": {"micro_batch_size": 4, "grad_accum": 2, "epochs": 2}}
+    for k, v in extra.items():
+        data[k] = {**data.get(k, {}), **v}
+    return validate(TrainConfig, data)
+
+
+def test_plan_counts_rows_of_the_chosen_tasks(run_dir):
+    run, model = run_dir
+    plan = make_plan(cfg_for(run, model))
+    assert plan["train_rows"] == 100 and plan["rows_per_worker"] == 50
+    assert plan["steps_per_epoch"] == 50 // 8 and plan["total_steps"] == 2 * 6
+    assert plan["global_batch"] == 16
+    only = make_plan(cfg_for(run, model, data={"tasks": ["category"]}, optim={"micro_batch_size": 1, "grad_accum": 1}))
+    assert only["train_rows"] == 10 and only["steps_per_epoch"] == 5
+    assert make_plan(cfg_for(run, model, optim={"max_steps": 7}))["total_steps"] == 7
+
+
+def test_missing_inputs_name_the_command_that_makes_them(run_dir, tmp_path):
+    run, model = run_dir
+    with pytest.raises(FileNotFoundError, match="ipl prepare"):
+        make_plan(cfg_for(tmp_path / "empty", model))
+    with pytest.raises(FileNotFoundError, match="ipl synth"):
+        make_plan(cfg_for(run, tmp_path / "no-model"))
+
+
+def test_too_few_rows_for_the_batch_is_a_config_error(run_dir):
+    run, model = run_dir
+    with pytest.raises(ConfigError, match="too few"):
+        make_plan(cfg_for(run, model, optim={"micro_batch_size": 64}))
+
+
+def test_a_changed_config_is_refused_unless_overwrite(run_dir):
+    run, model = run_dir
+    cfg = cfg_for(run, model)
+    (run / "train").mkdir()
+    (run / "train" / "_config.json").write_text(json.dumps({"key": cfg.key()}))
+    assert check_previous(cfg) is None  # same config, unfinished: resume
+    changed = cfg_for(run, model, optim={"lr": 0.5})
+    with pytest.raises(ConfigError, match="different config"):
+        check_previous(changed)
+    assert check_previous(changed.model_copy(update={"overwrite": True})) is None
+    assert not (run / "train").exists()

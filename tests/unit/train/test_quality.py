@@ -1,0 +1,30 @@
+"""Attribute recall and casual-style scoring of generated descriptions."""
+from ipl.generate.prompts import description_messages, description_prompt
+from ipl.train.quality import is_casual, product_keys, reference_of, score
+
+
+def test_reference_is_read_back_from_the_prompt():
+    ref = {"Brand": "Huawei", "Model": "Mate 10 Pro", "Storage": "128GB"}
+    msgs = description_messages(1, description_prompt("phone", ["Brand", "Model"], ref), "en", "x")
+    assert reference_of(msgs) == ref
+    assert reference_of(description_messages(1, description_prompt("phone", ["Brand"]), "en")) is None
+
+
+def test_recall_counts_grounded_values_with_spelling_tolerance():
+    ref = {"Brand": "Huawei", "Model": "Mate 10 Pro", "Storage": "128GB", "Color": "Blue"}
+    keys = list(ref)
+    assert score("selling my huawei mate10pro, 128 gb, blue", ref, keys) == (4, 4)
+    assert score("selling my Huawei P30 in red", ref, keys) == (1, 4)
+
+
+def test_listing_level_values_do_not_count_for_catalogue_categories():
+    keys = ["Brand", "Model", "Storage", "Color", "Version", "Screen condition"]
+    assert product_keys("phone", keys) == ["Brand", "Model", "Storage", "Color"]
+    assert product_keys("a category nobody knows", ["Brand", "Condition"]) == ["Brand", "Condition"]
+
+
+def test_casual_register():
+    assert is_casual("Selling my Coach Willow, white, barely used. Ask me anything.")
+    assert is_casual("自用华为手机，成色如图")
+    assert not is_casual("The best-in-class premium quality handbag!!")
+    assert not is_casual("Coach Willow handbag, white canvas.")
