@@ -55,6 +55,8 @@ class RayConfig(Strict):
         None, ge=64, description="Object store size of a locally started Ray, in MiB (null: Ray's default)."
     )
     progress: bool = Field(True, description="Show Ray Data progress bars.")
+    dashboard: bool = Field(True, description="Start the dashboard with a local Ray (Ray Train's state API and "
+                            "operators use it).")
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict:

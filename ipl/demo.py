@@ -13,6 +13,7 @@ from pydantic import Field
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.data.config import PrepareConfig
 from ipl.synth.config import SynthConfig
+from ipl.train.config import TrainConfig
 
 log = logging.getLogger("ipl.demo")
 
@@ -24,6 +25,7 @@ class DemoConfig(Strict):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection shared by every stage.")
     synth: SynthConfig = Field(default_factory=SynthConfig, description="Synthetic marketplace + tiny models.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Cleaning, extraction, templates, instructions.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (Ray Train + DeepSpeed ZeRO-1).")
 
     def stage(self, name: str):
         """The stage's config with the demo's run and ray settings."""
@@ -34,6 +36,7 @@ def main(cfg: DemoConfig) -> int:
     from ipl.cli import STAGES
     from ipl.data import stage as prepare_stage
     from ipl.synth import stage as synth_stage
+    from ipl.train import stage as train_stage
 
     print(f"IPL demo: run directory {cfg.run.dir}")
     t = time.monotonic()
@@ -43,6 +46,10 @@ def main(cfg: DemoConfig) -> int:
     t = time.monotonic()
     print("\n== prepare: cleaning, attribute extraction, template mining, instruction data")
     prepare_stage.main(cfg.stage("prepare"))
+    print(f"   ({time.monotonic() - t:.0f}s)")
+    t = time.monotonic()
+    print("\n== train: Ray Train + DeepSpeed ZeRO-1 fine-tuning of the tiny Qwen2-VL")
+    train_stage.main(cfg.stage("train"))
     print(f"   ({time.monotonic() - t:.0f}s)")
     missing = [s for s in STAGES.values() if s.runner is None]
     if missing:

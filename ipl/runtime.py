@@ -33,7 +33,7 @@ def ensure_ray(cfg: RayConfig):
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.object_store_mb:
             kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
-        kwargs["include_dashboard"] = False
+        kwargs["include_dashboard"] = cfg.dashboard
     ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()

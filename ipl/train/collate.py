@@ -24,7 +24,7 @@ from ipl.photos import decode_photo
 IGNORE = -100
 
 
-def _strip_images(messages: list[dict], keep: int) -> list[dict]:
+def limit_images(messages: list[dict], keep: int) -> list[dict]:
     """Drop image parts beyond the first ``keep`` (the photos list is cut the same way)."""
     out, seen = [], 0
     for m in messages:
@@ -65,7 +65,7 @@ class Collator:
             if isinstance(messages, str):
                 messages = json.loads(messages)
             photos = list(row.get("photos") or [])[: self.max_photos]
-            messages = _strip_images(messages, len(photos))
+            messages = limit_images(messages, len(photos))
             n_parts = sum(1 for m in messages if isinstance(m["content"], list)
                           for p in m["content"] if p.get("type") == "image")
             if n_parts != len(photos):

@@ -48,6 +48,8 @@ class DataConfig(Strict):
     max_photos: int = Field(2, ge=0, le=9, description="Photos per sample (0: text only).")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
     validation_rows: Optional[int] = Field(None, ge=1, description="Cap on validation rows (null: all).")
+    read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/filter task feeding the workers (what "
+                             "the workers leave free must cover one).")
 
     @model_validator(mode="after")
     def _known_tasks(self):
@@ -86,10 +88,13 @@ class ScalingConfig(Strict):
 
     num_workers: int = Field(2, ge=1, description="Data-parallel workers (one per GPU in production).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads on CPU).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker; on CPU its torch threads are "
+                                   "this rounded up.")
     accelerator_type: Optional[str] = Field(None, description="Ray accelerator type, e.g. A100 (null: any).")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="How workers are placed on nodes.")
+    check_capacity: bool = Field(True, description="Refuse up front when the workers cannot fit the cluster "
+                                 "(turn off on autoscaling clusters that add nodes on demand).")
     gpu_class: Optional[Literal["ampere+", "volta"]] = Field(
         None, description="GPU class for precision 'auto' (ampere+: bf16, volta: fp16; null: detect on the worker).")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -106,7 +107,7 @@ def train_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     if not cfg.scaling.use_gpu:
-        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+        torch.set_num_threads(max(1, math.ceil(cfg.scaling.cpus_per_worker)))
     precision = cfg.resolve_precision(_gpu_class())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -133,12 +134,15 @@ def train_loop(config: dict) -> None:
             step = int(client["step"])
         if rank == 0:
             log.warning("resumed from step %d of %d", step, plan["total_steps"])
+            with open(Path(plan["train_dir"]) / "resumes.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"from_step": step, "time": time.time()}) + "\n")
 
     collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     total, spe, accum = plan["total_steps"], plan["steps_per_epoch"], cfg.optim.grad_accum
     window = {"loss": 0.0, "micro": 0, "samples": 0, "tokens": 0, "t0": time.monotonic()}
+    started, first_step = time.monotonic(), step
 
     def report(final: bool = False) -> None:
         due_val = final or step % cfg.eval.validation_every == 0
@@ -152,6 +156,12 @@ def train_loop(config: dict) -> None:
                    "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"]}
         if due_val:
             metrics["val_loss"] = validate(engine, val_shard, collator, cfg, device, dtype)
+        if rank == 0:  # progress in the job's log (Ray Train keeps the metrics with the checkpoints)
+            eta = (total - step) * (time.monotonic() - started) / max(1, step - first_step)
+            print(f"[ipl.train] step {step}/{total} epoch {metrics['epoch']:.2f} loss {metrics['loss'] or 0:.4f} "
+                  f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.1f} samples/s {metrics['tokens_per_s']:.0f} "
+                  f"tokens/s" + (f" val_loss {metrics['val_loss']:.4f}" if due_val else "") + f" ETA {eta:.0f}s",
+                  flush=True)
         if not due_ckpt:
             ray.train.report(metrics)
         else:

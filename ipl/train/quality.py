@@ -61,6 +61,7 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
 
     from ipl.generate.local import generate_batch
     from ipl.models.vlm import load_vlm
+    from ipl.train.collate import limit_images
     from ipl.train.stage import split_dir
 
     n = rows or cfg.eval.recall_rows
@@ -76,8 +77,9 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
         messages = json.loads(messages)
         refs.append(reference_of(messages) or {})
         cats.append(group.split("/")[0])
-        prompt = [m for m in messages if m["role"] != "assistant"]
-        requests.append((prompt, (photos or [])[: cfg.data.max_photos]))
+        photos = (photos or [])[: cfg.data.max_photos]
+        prompt = limit_images([m for m in messages if m["role"] != "assistant"], len(photos))
+        requests.append((prompt, photos))
     generated = generate_batch(vlm, requests, cfg.eval.max_new_tokens)
     found = total = casual = 0
     per_key: dict[str, list[int]] = {}

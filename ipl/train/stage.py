@@ -25,6 +25,7 @@ from pathlib import Path
 from ipl.config import ConfigError
 from ipl.models.vlm import require_local_dir
 from ipl.runtime import ensure_ray, read_json, write_json_atomic
+from ipl.train.capacity import check_capacity
 from ipl.train.config import TrainConfig
 
 log = logging.getLogger("ipl.train")
@@ -71,8 +72,8 @@ def datasets(cfg: TrainConfig) -> dict:
     cols = ["id", "task", "messages", "photos"]
     out = {}
     for split in ("train", "validation"):
-        ds = ray.data.read_parquet(str(split_dir(cfg, split).resolve()), columns=cols)
-        out[split] = ds.filter(expr=col("task").is_in(list(cfg.data.tasks)))
+        ds = ray.data.read_parquet(str(split_dir(cfg, split).resolve()), columns=cols, num_cpus=cfg.data.read_cpus)
+        out[split] = ds.filter(expr=col("task").is_in(list(cfg.data.tasks)), num_cpus=cfg.data.read_cpus)
     return out
 
 
@@ -105,7 +106,7 @@ def fit(cfg: TrainConfig, plan: dict):
         placement_strategy=cfg.scaling.placement_strategy, accelerator_type=cfg.scaling.accelerator_type)
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not cfg.scaling.use_gpu:
-        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, int(cfg.scaling.cpus_per_worker)))})
+        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, math.ceil(cfg.scaling.cpus_per_worker)))})
     run_config = ray.train.RunConfig(
         name=TRAINER_NAME, storage_path=cfg.storage_path,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
@@ -152,7 +153,10 @@ def run(cfg: TrainConfig) -> dict:
     log.warning("training: %d rows, %d steps (%d per epoch, global batch %d) on %d workers",
                 plan["train_rows"], plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"],
                 cfg.scaling.num_workers)
-    ensure_ray(cfg.ray)
+    ray = ensure_ray(cfg.ray)
+    if cfg.scaling.check_capacity:
+        placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=cfg.data.read_cpus)
+        log.info("workers per node: %s", placement)
     result = fit(cfg, plan)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")

@@ -1,0 +1,11 @@
+"""The demo's stage sections stay in line with the stages' own local configs."""
+from ipl.config import load_config
+from ipl.demo import DemoConfig
+from ipl.train.config import TrainConfig
+
+
+def test_demo_trains_like_train_local():
+    demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("train")
+    local = load_config(TrainConfig, "jobs/configs/train_local.yaml")
+    assert demo.key() == local.key()
+    assert demo.eval == local.eval
