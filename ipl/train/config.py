@@ -47,7 +47,8 @@ class DataConfig(Strict):
     max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
     max_photos: int = Field(2, ge=0, le=9, description="Photos per sample (0: text only).")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
-    validation_rows: Optional[int] = Field(None, ge=1, description="Cap on validation rows (null: all).")
+    validation_rows: Optional[int] = Field(None, ge=1, description="Validation rows per validation pass, over all "
+                                           "workers (null: the whole split).")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/filter task feeding the workers (what "
                              "the workers leave free must cover one).")
 
@@ -123,6 +124,9 @@ class ChaosConfig(Strict):
 
     kill_at_step: Optional[int] = Field(None, ge=1, description="Optimizer step after which a worker dies (null: never).")
     rank: int = Field(1, ge=0, description="Which worker.")
+    delay_s: float = Field(5.0, ge=0, description="Seconds the worker waits before dying. Ray Train's controller "
+                           "polls every 2 s: a checkpoint reported just before a crash may not be registered yet, "
+                           "and the run then resumes from the one before it.")
 
 
 class TrainConfig(Strict):

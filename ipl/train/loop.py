@@ -76,9 +76,10 @@ def validate(engine, shard, collator, cfg, device, dtype) -> float:
     """Token-weighted validation loss over every worker's validation shard."""
     engine.eval()
     total, tokens = 0.0, 0
+    limit = math.ceil(cfg.data.validation_rows / cfg.scaling.num_workers) if cfg.data.validation_rows else None
     with torch.no_grad():
         for i, batch in enumerate(shard.iter_batches(batch_size=cfg.optim.micro_batch_size, batch_format="numpy")):
-            if cfg.data.validation_rows and i * cfg.optim.micro_batch_size >= cfg.data.validation_rows:
+            if limit and i * cfg.optim.micro_batch_size >= limit:
                 break
             inputs = collator(_rows(batch))
             if inputs is None:
@@ -205,6 +206,7 @@ def train_loop(config: dict) -> None:
                 if not marker.exists():
                     marker.parent.mkdir(parents=True, exist_ok=True)
                     marker.write_text(str(os.getpid()))
+                    time.sleep(cfg.chaos.delay_s)
                     os.kill(os.getpid(), signal.SIGKILL)
             if step >= total:
                 break

@@ -19,6 +19,7 @@ from typing import Optional
 from ipl.extract.grounding import is_grounded
 
 _REFERENCE = re.compile(r"<reference>(.*?)</reference>", re.S)
+_REFERENCE_SENTENCE = re.compile(r"\s*(Reference attributes|同款商品的参考属性)[^<]*<reference>.*?</reference>", re.S)
 FIRST_PERSON = re.compile(r"\b(my|i|i'm|i've|me|selling|self-used|personal|used|letting go)\b|自用|闲置|我|出", re.I)
 MARKETING = re.compile(r"\b(best[- ]in[- ]class|unbeatable|premium quality|luxurious|must[- ]have|amazing deal|"
                        r"state[- ]of[- ]the[- ]art|world[- ]class)\b|!!|顶级|奢华|史上最", re.I)
@@ -37,6 +38,18 @@ def reference_of(messages: list[dict]) -> Optional[dict]:
                 except json.JSONDecodeError:
                     return None
     return None
+
+
+def without_reference(messages: list[dict]) -> list[dict]:
+    """The messages with the reference sentence removed from the user turn."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [{**p, "text": _REFERENCE_SENTENCE.sub("", p["text"]).rstrip()} if p.get("type") == "text" else p
+                       for p in content]
+        out.append({**m, "content": content})
+    return out
 
 
 def product_keys(category: str, keys: list[str]) -> list[str]:
@@ -81,6 +94,9 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
         prompt = limit_images([m for m in messages if m["role"] != "assistant"], len(photos))
         requests.append((prompt, photos))
     generated = generate_batch(vlm, requests, cfg.eval.max_new_tokens)
+    # the same rows without the reference: what the model states from photos + template alone
+    bare = generate_batch(vlm, [(without_reference(m), p) for m, p in requests], cfg.eval.max_new_tokens)
+    found_bare = sum(score(text, ref, product_keys(cat, list(ref)))[0] for text, ref, cat in zip(bare, refs, cats))
     found = total = casual = 0
     per_key: dict[str, list[int]] = {}
     for text, ref, cat in zip(generated, refs, cats):
@@ -94,6 +110,7 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
                 hit[0] += is_grounded(str(ref[k]), text)
                 hit[1] += 1
     return {"rows": len(generated), "values": total, "found": found, "recall": found / total if total else 0.0,
+            "recall_without_reference": found_bare / total if total else 0.0,
             "casual": casual / len(generated),
             "per_key": {k: round(a / b, 3) for k, (a, b) in sorted(per_key.items())},
             "example": {"group": table["group"][0].as_py(), "reference": refs[0], "generated": generated[0]}}

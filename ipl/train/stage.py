@@ -183,7 +183,8 @@ def report(summary: dict) -> str:
     rec = summary.get("recall")
     if rec:
         lines.append(f"  attribute recall of generations on {rec['rows']} held-out rows (given template + reference): "
-                     f"{rec['recall']:.2f} ({rec['found']}/{rec['values']} reference values stated); "
+                     f"{rec['recall']:.2f} ({rec['found']}/{rec['values']} reference values stated; "
+                     f"{rec['recall_without_reference']:.2f} when the reference is left out); "
                      f"casual style {rec['casual']:.2f}")
         if rec.get("example"):
             ex = rec["example"]

@@ -15,12 +15,14 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "ipl.cli", "demo", f"run.root={tmp_path}", "synth.rows=300", "synth.shard_rows=150",
            "synth.models.vlm.hidden_size=64", "synth.models.vlm.intermediate_size=128",
-           "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300", "prepare.templates.min_listings=5"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env)
+           "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300", "prepare.templates.min_listings=5",
+           "train.optim.max_steps=4", "train.eval.recall_rows=4", "train.eval.max_new_tokens=16"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows" in out.stdout
     assert "tiny VLM:" in out.stdout
     assert "clean: 300 rows in" in out.stdout and "instructions:" in out.stdout
+    assert "trained 4 steps" in out.stdout and "attribute recall of generations on 4 held-out rows" in out.stdout
     for stage in STAGES.values():
         if stage.runner is None:
             assert f"- {stage.name}:" in out.stdout

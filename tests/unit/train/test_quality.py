@@ -1,6 +1,6 @@
 """Attribute recall and casual-style scoring of generated descriptions."""
 from ipl.generate.prompts import description_messages, description_prompt
-from ipl.train.quality import is_casual, product_keys, reference_of, score
+from ipl.train.quality import is_casual, product_keys, reference_of, score, without_reference
 
 
 def test_reference_is_read_back_from_the_prompt():
@@ -28,3 +28,14 @@ def test_casual_register():
     assert is_casual("自用华为手机，成色如图")
     assert not is_casual("The best-in-class premium quality handbag!!")
     assert not is_casual("Coach Willow handbag, white canvas.")
+
+
+def test_without_reference_removes_only_the_reference_sentence():
+    ref = {"Brand": "Huawei"}
+    msgs = description_messages(1, description_prompt("phone", ["Brand", "Model"], ref), "en", "x")
+    bare = without_reference(msgs)
+    text = bare[1]["content"][-1]["text"]
+    assert text == description_prompt("phone", ["Brand", "Model"])
+    assert bare[1]["content"][0] == {"type": "image"} and reference_of(bare) is None
+    zh = description_messages(1, description_prompt("phone", ["Brand"], ref, "zh"), "zh")
+    assert without_reference(zh)[1]["content"][-1]["text"] == description_prompt("phone", ["Brand"], None, "zh")
