@@ -65,6 +65,28 @@ def _to(batch: dict, device, dtype) -> dict:
     return out
 
 
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _tensors(x)
+    elif hasattr(obj, "values"):
+        for x in obj.values():
+            yield from _tensors(x)
+
+
+def vision_touch(model, dummy: dict) -> torch.Tensor:
+    """A zero-valued term through the vision tower and merger.
+
+    Every rank must produce gradients for the same parameters each step, or DeepSpeed's
+    gradient reduction goes out of step between ranks (gloo: "Received data size doesn't match
+    expected size"): a micro-batch without photos (extraction rows) leaves the merger without
+    gradients. Adding ``0 * merger(dummy photo)`` gives it zero gradients instead of none."""
+    out = model.get_image_features(dummy["pixel_values"], dummy["image_grid_thw"])
+    return sum(t.float().sum() for t in _tensors(out) if t.is_floating_point()) * 0.0
+
+
 def _loss_sum(engine, inputs: dict) -> tuple[torch.Tensor, int]:
     """Mean next-token loss of a batch and its number of target tokens."""
     out = engine(**inputs)
@@ -139,6 +161,10 @@ def train_loop(config: dict) -> None:
                 fh.write(json.dumps({"from_step": step, "time": time.time()}) + "\n")
 
     collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
+    from PIL import Image
+
+    dummy = vlm.processor.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    dummy = _to({"pixel_values": dummy["pixel_values"], "image_grid_thw": dummy["image_grid_thw"]}, device, dtype)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     total, spe, accum = plan["total_steps"], plan["steps_per_epoch"], cfg.optim.grad_accum
@@ -194,6 +220,8 @@ def train_loop(config: dict) -> None:
                 loss, _ = _loss_sum(engine, inputs)
                 window["samples"] += int(inputs["input_ids"].shape[0])
                 window["tokens"] += int(inputs["attention_mask"].sum())
+                if "pixel_values" not in inputs:
+                    loss = loss + vision_touch(engine.module, dummy)
             engine.backward(loss)
             engine.step()
             window["loss"] += float(loss)

@@ -157,9 +157,15 @@ def run(cfg: TrainConfig) -> dict:
     if cfg.scaling.check_capacity:
         placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=cfg.data.read_cpus)
         log.info("workers per node: %s", placement)
-    result = fit(cfg, plan)
-    if result.error:
-        raise RuntimeError(f"training failed: {result.error}")
+    try:
+        result = fit(cfg, plan)
+        error = result.error
+    except Exception as exc:  # Ray raises TrainingFailedError / WorkerGroupError once max_failures is spent
+        error = exc
+    if error:
+        raise RuntimeError(f"training failed after {cfg.max_failures} restarts: {str(error)[:2000]}\n"
+                           f"Checkpoints are kept in {cfg.storage_path}/{TRAINER_NAME}: re-run the same command "
+                           f"(same run.name) to resume from the latest one.") from None
     export(result, cfg.output_dir)
     summary = {"key": cfg.key(), "plan": plan, "output": str(cfg.output_dir), "final": result.metrics,
                "checkpoint": str(result.checkpoint.path)}
