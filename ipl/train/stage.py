@@ -72,8 +72,9 @@ def datasets(cfg: TrainConfig) -> dict:
     cols = ["id", "task", "messages", "photos"]
     out = {}
     for split in ("train", "validation"):
-        ds = ray.data.read_parquet(str(split_dir(cfg, split).resolve()), columns=cols, num_cpus=cfg.data.read_cpus)
-        out[split] = ds.filter(expr=col("task").is_in(list(cfg.data.tasks)), num_cpus=cfg.data.read_cpus)
+        ds = ray.data.read_parquet(str(split_dir(cfg, split).resolve()), num_cpus=cfg.data.read_cpus)
+        ds = ds.select_columns(cols).filter(expr=col("task").is_in(list(cfg.data.tasks)), num_cpus=cfg.data.read_cpus)
+        out[split] = ds
     return out
 
 
