@@ -183,7 +183,10 @@ def train_loop(config: dict) -> None:
                    "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"]}
         if due_val:
             metrics["val_loss"] = validate(engine, val_shard, collator, cfg, device, dtype)
-        if rank == 0:  # progress in the job's log (Ray Train keeps the metrics with the checkpoints)
+        if rank == 0:  # every report in metrics.jsonl (Ray Train keeps only the checkpoints' metrics)
+            with open(Path(plan["train_dir"]) / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+        if rank == 0:  # progress in the job's log
             eta = (total - step) * (time.monotonic() - started) / max(1, step - first_step)
             print(f"[ipl.train] step {step}/{total} epoch {metrics['epoch']:.2f} loss {metrics['loss'] or 0:.4f} "
                   f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.1f} samples/s {metrics['tokens_per_s']:.0f} "

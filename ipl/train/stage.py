@@ -135,12 +135,12 @@ def export(result, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
-def metrics_history(result) -> list[dict]:
-    rows = []
-    df = getattr(result, "metrics_dataframe", None)
-    if df is not None:
-        rows = json.loads(df.to_json(orient="records"))
-    return rows
+def metrics_history(cfg: TrainConfig) -> list[dict]:
+    """Every report rank 0 wrote (a resumed run repeats the steps after its checkpoint)."""
+    path = cfg.train_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -170,7 +170,7 @@ def run(cfg: TrainConfig) -> dict:
     export(result, cfg.output_dir)
     summary = {"key": cfg.key(), "plan": plan, "output": str(cfg.output_dir), "final": result.metrics,
                "checkpoint": str(result.checkpoint.path)}
-    history = metrics_history(result)
+    history = metrics_history(cfg)
     if cfg.eval.recall_rows:
         from ipl.train.quality import recall_check
 
