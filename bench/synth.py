@@ -1,7 +1,7 @@
 """Benchmark of ``ipl synth``: rows/s and peak memory at two sizes, side by side in one run.
 
     .venv/bin/python bench/synth.py                      # 100k and 1M rows (~40 min on 2 cores)
-    .venv/bin/python bench/synth.py --rows 10000 100000  # quicker
+    .venv/bin/python bench/synth.py --rows 10000 100000  # quicker (~7 min)
 
 Each size runs ``ipl synth`` (Ray Data, local Ray, fresh process) into a temporary run
 directory while a sampler sums the PSS of the whole process tree (driver, raylet, Ray
