@@ -1,7 +1,7 @@
 """Tokenizer: round trips (English, Chinese, full-width), special tokens, chat template, save/load."""
 import pytest
 
-from ipl.models.tokenizer import SPECIAL_TOKENS, special_token_ids
+from ipl.models.tokenizer import SPECIAL_TOKENS, special_token_ids, train_tokenizer
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,17 @@ def test_save_and_load(tokenizer, tmp_path):
     text = "自用 Apple iPhone 11 128GB <|im_end|>"
     assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert loaded.chat_template == tokenizer.chat_template
+
+
+def test_prompt_vocabulary_keeps_chat_prompts_short(small_rows):
+    from ipl.generate.prompts import description_prompt
+    from ipl.models.tiny import prompt_corpus
+    from ipl.synth.catalogue import Catalogue
+
+    texts = [r["description"] for r in small_rows]
+    plain = train_tokenizer(texts, vocab_size=2000)
+    tuned = train_tokenizer(texts + list(prompt_corpus(Catalogue.build())), vocab_size=2000)
+    header = "<|im_start|>assistant\n"
+    assert len(tuned.encode(header)) == 3 < len(plain.encode(header))
+    prompt = description_prompt("phone", ["Brand", "Model", "Storage"], {"Brand": "Huawei"})
+    assert len(tuned.encode(prompt)) < 0.7 * len(plain.encode(prompt))
