@@ -1,5 +1,6 @@
 """`ipl demo` end to end as a newcomer runs it (small marketplace)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
     assert "raw listings: 300 rows" in out.stdout
     assert "tiny VLM:" in out.stdout
     assert "clean: 300 rows in" in out.stdout and "instructions:" in out.stdout
-    assert "trained 4 steps" in out.stdout and "attribute recall of generations on 4 held-out rows" in out.stdout
+    assert "trained 4 steps" in out.stdout
+    assert re.search(r"attribute recall of generations on [1-4] held-out rows", out.stdout)
     for stage in STAGES.values():
         if stage.runner is None:
             assert f"- {stage.name}:" in out.stdout
