@@ -29,58 +29,64 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def ray_arm(run: Path, steps: int, micro: int, warmup: int, root: str) -> dict:
+def bench_config(run: Path, steps: int, micro: int, root: str):
+    """The local training config both arms use (the DDP arm takes its optimizer and data settings)."""
     from ipl.config import load_config
     from ipl.train.config import TrainConfig
-    from ipl.train.stage import run as run_train
 
-    cfg = load_config(TrainConfig, REPO / "jobs/configs/train_local.yaml", [
+    return load_config(TrainConfig, REPO / "jobs/configs/train_local.yaml", [
         f"run.root={root}", "run.name=bench", f"data.instructions={run / 'instructions'}",
         f"model.path={run / 'models' / 'vlm-base'}", f"optim.max_steps={steps}", f"optim.micro_batch_size={micro}",
         "eval.report_every=1", f"eval.validation_every={10 * steps}", f"checkpoint.every_steps={10 * steps}",
         "eval.recall_rows=0"])
+
+
+def ray_arm(cfg, warmup: int) -> dict:
+    from ipl.train.stage import metrics_history
+    from ipl.train.stage import run as run_train
+
     start = time.monotonic()
     run_train(cfg)
     wall = time.monotonic() - start
-    history = json.loads((cfg.train_dir / "metrics.json").read_text())
-    steady = [m for m in history if m["step"] > warmup and "val_loss" not in m]
+    steady = [m for m in metrics_history(cfg) if m["step"] > warmup and "val_loss" not in m]
     return {"wall_s": wall, "samples_per_s": sum(m["samples_per_s"] for m in steady) / len(steady),
-            "tokens_per_s": sum(m["tokens_per_s"] for m in steady) / len(steady), "steps": steps}
+            "tokens_per_s": sum(m["tokens_per_s"] for m in steady) / len(steady), "steps": cfg.optim.max_steps}
 
 
-def _ddp_worker(rank: int, world: int, run: str, steps: int, micro: int, warmup: int, port: int, out: str):
+def _ddp_worker(rank: int, world: int, cfg_json: dict, warmup: int, port: int, out: str):
     import pyarrow.dataset as ds
     import torch
     import torch.distributed as dist
 
     from ipl.models.vlm import load_vlm
     from ipl.train.collate import Collator
-    from ipl.train.config import OptimConfig
+    from ipl.train.config import TrainConfig
     from ipl.train.optim import build_optimizer, build_scheduler, freeze_vision
 
-    torch.set_num_threads(1)
+    cfg = TrainConfig.model_validate(cfg_json)
+    steps, micro = cfg.optim.max_steps, cfg.optim.micro_batch_size
+    torch.set_num_threads(cfg.scaling.torch_threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    vlm = load_vlm(Path(run) / "models" / "vlm-base")
+    vlm = load_vlm(cfg.model_path)
     model = vlm.model
     freeze_vision(model)
     model.config.use_cache = False
     model.train()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    ocfg = OptimConfig(lr=2e-3)
-    opt = build_optimizer(model, ocfg)
-    sched = build_scheduler(opt, ocfg, steps)
-    table = ds.dataset(Path(run) / "instructions" / "split=train", format="parquet").to_table(
-        columns=["id", "messages", "photos"])
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps)
+    table = ds.dataset(cfg.instructions_dir / "split=train", format="parquet").to_table(
+        columns=["id", "messages", "photos"], filter=ds.field("task").isin(cfg.data.tasks))
     rows = table.to_pylist()[rank::world]
-    collator = Collator(vlm.processor, 512, 1)
+    collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
     times, samples = [], 0
     for step in range(steps):
         t = time.monotonic()
         batch = collator(rows[step * micro:(step + 1) * micro])
         loss = ddp(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad()
@@ -94,15 +100,16 @@ def _ddp_worker(rank: int, world: int, run: str, steps: int, micro: int, warmup:
     dist.destroy_process_group()
 
 
-def ddp_arm(run: Path, steps: int, micro: int, warmup: int) -> dict:
+def ddp_arm(cfg, warmup: int) -> dict:
     import torch.multiprocessing as mp
 
     out = tempfile.mktemp(suffix=".json")
     start = time.monotonic()
-    mp.spawn(_ddp_worker, args=(2, str(run), steps, micro, warmup, 29533, out), nprocs=2, join=True)
+    world = cfg.scaling.num_workers
+    mp.spawn(_ddp_worker, args=(world, cfg.model_dump(mode="json"), warmup, 29533, out), nprocs=world, join=True)
     wall = time.monotonic() - start
     r = json.loads(Path(out).read_text())
-    return {"wall_s": wall, "samples_per_s": r["samples"] / r["seconds"], "steps": steps}
+    return {"wall_s": wall, "samples_per_s": r["samples"] / r["seconds"], "steps": cfg.optim.max_steps}
 
 
 def main() -> None:
@@ -118,9 +125,10 @@ def main() -> None:
         raise SystemExit(f"{run}/instructions not found: run `ipl synth` and `ipl prepare` for that run first")
     root = tempfile.mkdtemp(prefix="ipl-bench-train-")
     try:
-        ddp = ddp_arm(run, args.steps, args.micro_batch, args.warmup)
+        cfg = bench_config(run, args.steps, args.micro_batch, root)
+        ddp = ddp_arm(cfg, args.warmup)
         print(f"done: DDP {ddp['samples_per_s']:.1f} samples/s, wall {ddp['wall_s']:.0f}s", flush=True)
-        ray = ray_arm(run, args.steps, args.micro_batch, args.warmup, root)
+        ray = ray_arm(cfg, args.warmup)
         print(f"done: Ray Train + DeepSpeed {ray['samples_per_s']:.1f} samples/s, wall {ray['wall_s']:.0f}s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

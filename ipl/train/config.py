@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -98,6 +99,12 @@ class ScalingConfig(Strict):
                                  "(turn off on autoscaling clusters that add nodes on demand).")
     gpu_class: Optional[Literal["ampere+", "volta"]] = Field(
         None, description="GPU class for precision 'auto' (ampere+: bf16, volta: fp16; null: detect on the worker).")
+
+
+    @property
+    def torch_threads(self) -> int:
+        """Torch threads of a CPU worker: its reserved CPUs rounded up."""
+        return max(1, math.ceil(self.cpus_per_worker))
 
 
 class CheckpointConfig(Strict):

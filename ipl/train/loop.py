@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 log = logging.getLogger("ipl.train")
 
@@ -130,7 +131,7 @@ def train_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     if not cfg.scaling.use_gpu:
-        torch.set_num_threads(max(1, math.ceil(cfg.scaling.cpus_per_worker)))
+        torch.set_num_threads(cfg.scaling.torch_threads)
     precision = cfg.resolve_precision(_gpu_class())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -161,8 +162,6 @@ def train_loop(config: dict) -> None:
                 fh.write(json.dumps({"from_step": step, "time": time.time()}) + "\n")
 
     collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
-    from PIL import Image
-
     dummy = vlm.processor.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
     dummy = _to({"pixel_values": dummy["pixel_values"], "image_grid_thw": dummy["image_grid_thw"]}, device, dtype)
     train_shard = ray.train.get_dataset_shard("train")
@@ -183,10 +182,9 @@ def train_loop(config: dict) -> None:
                    "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"]}
         if due_val:
             metrics["val_loss"] = validate(engine, val_shard, collator, cfg, device, dtype)
-        if rank == 0:  # every report in metrics.jsonl (Ray Train keeps only the checkpoints' metrics)
+        if rank == 0:  # every report in metrics.jsonl (Ray Train keeps only the checkpoints' metrics), progress
             with open(Path(plan["train_dir"]) / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(metrics) + "\n")
-        if rank == 0:  # progress in the job's log
             eta = (total - step) * (time.monotonic() - started) / max(1, step - first_step)
             print(f"[ipl.train] step {step}/{total} epoch {metrics['epoch']:.2f} loss {metrics['loss'] or 0:.4f} "
                   f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.1f} samples/s {metrics['tokens_per_s']:.0f} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Optional
 
 from ipl.extract.grounding import is_grounded
@@ -52,11 +53,16 @@ def without_reference(messages: list[dict]) -> list[dict]:
     return out
 
 
-def product_keys(category: str, keys: list[str]) -> list[str]:
-    """Keys of SKU-level attributes when ``category`` is in the synthetic catalogue, else all."""
+@lru_cache(maxsize=1)
+def _catalogue():
     from ipl.synth.catalogue import Catalogue
 
-    cat = Catalogue.build().categories.get(category)
+    return Catalogue.build()
+
+
+def product_keys(category: str, keys: list[str]) -> list[str]:
+    """Keys of SKU-level attributes when ``category`` is in the synthetic catalogue, else all."""
+    cat = _catalogue().categories.get(category)
     return [k for k in keys if cat is None or cat.level(k) != "listing"]
 
 

@@ -27,6 +27,7 @@ from ipl.models.vlm import require_local_dir
 from ipl.runtime import ensure_ray, read_json, write_json_atomic
 from ipl.train.capacity import check_capacity
 from ipl.train.config import TrainConfig
+from ipl.train.optim import warmup_steps
 
 log = logging.getLogger("ipl.train")
 TRAINER_NAME = "vlm"
@@ -62,7 +63,7 @@ def make_plan(cfg: TrainConfig) -> dict:
     return {"model_path": str(model_path.resolve()), "train_rows": n_train, "validation_rows": n_val,
             "rows_per_worker": per_worker, "steps_per_epoch": spe, "total_steps": total,
             "global_batch": micro * accum * workers, "train_dir": str(cfg.train_dir.resolve()),
-            "warmup_steps": math.ceil(cfg.optim.warmup_ratio * total)}
+            "warmup_steps": warmup_steps(cfg.optim, total)}
 
 
 def datasets(cfg: TrainConfig) -> dict:
@@ -107,7 +108,7 @@ def fit(cfg: TrainConfig, plan: dict):
         placement_strategy=cfg.scaling.placement_strategy, accelerator_type=cfg.scaling.accelerator_type)
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not cfg.scaling.use_gpu:
-        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, math.ceil(cfg.scaling.cpus_per_worker)))})
+        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(cfg.scaling.torch_threads)})
     run_config = ray.train.RunConfig(
         name=TRAINER_NAME, storage_path=cfg.storage_path,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
@@ -170,12 +171,10 @@ def run(cfg: TrainConfig) -> dict:
     export(result, cfg.output_dir)
     summary = {"key": cfg.key(), "plan": plan, "output": str(cfg.output_dir), "final": result.metrics,
                "checkpoint": str(result.checkpoint.path)}
-    history = metrics_history(cfg)
     if cfg.eval.recall_rows:
         from ipl.train.quality import recall_check
 
         summary["recall"] = recall_check(cfg, cfg.output_dir)
-    write_json_atomic(cfg.train_dir / "metrics.json", history)
     write_json_atomic(cfg.train_dir / "summary.json", summary)
     return summary
 

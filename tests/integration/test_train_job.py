@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from ipl.config import load_config
 from ipl.models.vlm import load_vlm, vision_parameters
 from ipl.train.config import TrainConfig
+from ipl.train.stage import metrics_history
 from ipl.train.stage import run as run_train
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def test_worker_killed_at_step_3_resumes_from_checkpoint_and_exports(prepared):
     resumes = [json.loads(x) for x in (train_dir / "resumes.jsonl").read_text().splitlines()]
     assert [r["from_step"] for r in resumes] == [2]  # the checkpoint before the kill
     assert summary["final"]["step"] == summary["plan"]["total_steps"] == 6
-    history = json.loads((train_dir / "metrics.json").read_text())
+    history = metrics_history(cfg)
     for key in ("loss", "lr", "samples_per_s", "tokens_per_s"):
         assert all(key in m for m in history), key
     assert any(m.get("val_loss") is not None for m in history)
