@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ipl.models.config import TinyClipConfig
+from ipl.runtime import sha256_file
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -106,14 +107,6 @@ def build_tiny_clip(cfg: TinyClipConfig, out_dir: str | Path, seed: int = 0) -> 
     return load_clip(out_dir)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: str = "cpu") -> Clip:
     """Load a CLIP from a local directory, or from an architecture name plus a weights file."""
     import open_clip
@@ -130,7 +123,7 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
         weight_files = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.bin")) + sorted(src.glob("*.pt*"))
         if not weight_files:
             raise FileNotFoundError(f"CLIP directory {src} has no weights file")
-        digest = hashlib.sha256(((src / CONFIG_NAME).read_bytes() + _file_digest(weight_files[0]).encode())).hexdigest()
+        digest = hashlib.sha256(((src / CONFIG_NAME).read_bytes() + sha256_file(weight_files[0]).encode())).hexdigest()
     else:
         arch = str(source)
         if arch not in open_clip.list_models():
@@ -144,6 +137,6 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
             arch, pretrained=str(weights), device=device, pretrained_text=False, pretrained_image=False
         )
         tokenizer = open_clip.get_tokenizer(arch)
-        digest = hashlib.sha256((arch + _file_digest(Path(weights))).encode()).hexdigest()
+        digest = hashlib.sha256((arch + sha256_file(Path(weights))).encode()).hexdigest()
     model.eval()
     return Clip(model, preprocess, tokenizer, digest[:16], str(source))

@@ -67,8 +67,13 @@ def contrastive_train(
     seed: int = 0,
     log_every: int = 50,
     step_hook=None,
+    after_backward=None,
 ) -> list[float]:
-    """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step."""
+    """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step.
+
+    ``after_backward(model)`` runs between ``backward`` and the optimizer step (the index
+    stage's Ray Train workers average gradients there).
+    """
     gen = torch.Generator().manual_seed(seed)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
@@ -91,6 +96,8 @@ def contrastive_train(
         loss = multi_positive_loss(img, txt, data.groups[idx], scale)
         opt.zero_grad()
         loss.backward()
+        if after_backward:  # e.g. average gradients across data-parallel workers
+            after_backward(model)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()

@@ -1,0 +1,141 @@
+"""Configuration of ``ipl index``: encoder fine-tuning, embedding, sharded FAISS, category head.
+
+``ipl index [--config jobs/configs/index_local.yaml] [key=value ...]`` or
+``ray job submit --working-dir . -- python jobs/build_index.py --config ...``.
+``action=rollback`` points ``current`` back at the previous version; ``action=verify``
+loads the current version with every check and prints its manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ipl.config import RayConfig, RunConfig, Strict
+from ipl.train.config import ScalingConfig
+
+INDEX_TYPES = ("Flat", "IVF-Flat", "IVF-PQ", "HNSW")
+
+
+class EncoderConfig(Strict):
+    """The open_clip image encoder and its contrastive fine-tuning on the cleaned listings."""
+
+    path: Optional[str] = Field(None, description="Base CLIP: a directory (open_clip_config.json + weights) or an "
+                                "open_clip architecture name with `weights` (null: <run>/models/clip-base).")
+    weights: Optional[str] = Field(None, description="Local weights file when `path` is an architecture name.")
+    finetune: bool = Field(True, description="Fine-tune contrastively (photo <-> category + title; same-SKU photos "
+                           "are positives) with Ray Train before embedding.")
+    steps: int = Field(150, ge=1, description="Fine-tuning steps per worker.")
+    batch_size: int = Field(96, ge=2, description="Contrastive batch per worker.")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate (cosine schedule).")
+    max_photos: int = Field(2, ge=1, description="Photos per listing used for fine-tuning.")
+    scaling: ScalingConfig = Field(default_factory=lambda: ScalingConfig(num_workers=2, cpus_per_worker=0.5),
+                                   description="Ray Train workers (gradients are averaged across them; leave CPU for the Ray Data read).")
+    output: Optional[str] = Field(None, description="Fine-tuned CLIP directory (null: <run>/models/clip).")
+
+
+class EmbedConfig(Strict):
+    """The Ray Data actor-pool stage that embeds listing photos."""
+
+    batch_size: int = Field(64, ge=1, description="Listings per batch.")
+    concurrency: int = Field(1, ge=1, description="Embedding actors (model replicas).")
+    num_cpus: float = Field(1, gt=0, description="CPUs per actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor (production: 1 or a fraction).")
+    photos_per_listing: int = Field(3, ge=1, description="A listing's vector is the normalised mean of its first N "
+                                    "photos.")
+
+
+class FaissConfig(Strict):
+    """The sharded FAISS index (cosine = inner product on L2-normalised vectors)."""
+
+    type: Literal["Flat", "IVF-Flat", "IVF-PQ", "HNSW"] = Field("IVF-Flat", description="Index type.")
+    shards: int = Field(2, ge=1, description="Shards, each built by its own Ray task and searched in parallel.")
+    nlist: Optional[int] = Field(None, ge=1, description="IVF lists (null: about 4*sqrt(n), at most n/39).")
+    nprobe: int = Field(16, ge=1, description="IVF lists searched per query.")
+    pq_m: int = Field(16, ge=1, description="IVF-PQ sub-quantizers (must divide the dimension).")
+    pq_bits: int = Field(8, ge=1, le=16, description="IVF-PQ bits per sub-quantizer code.")
+    hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node.")
+    ef_construction: int = Field(80, ge=8, description="HNSW efConstruction.")
+    ef_search: int = Field(64, ge=1, description="HNSW efSearch.")
+    train_sample: int = Field(100_000, ge=100, description="Vectors sampled to train the coarse quantizer / PQ once.")
+    shard_cpus: float = Field(1, gt=0, description="CPUs per shard-building Ray task.")
+
+
+class CategoryConfig(Strict):
+    """The category predictor: a linear head on image embeddings + a zero-shot fallback."""
+
+    epochs: int = Field(60, ge=1, description="Passes over the training embeddings.")
+    lr: float = Field(1e-2, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    top_k: int = Field(3, ge=1, description="Categories returned per photo.")
+    prompt: str = Field("a photo of {category}", description="Zero-shot prompt ({category} is replaced).")
+
+
+class EvalConfig(Strict):
+    """Held-out evaluation: listings kept out of the index whose SKUs are in it."""
+
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Listings held out of the index and the category "
+                                    "head (only of SKUs with another listing in the index).")
+    seed: int = Field(0, description="Seed of the held-out choice.")
+    target_precision: float = Field(0.9, gt=0, le=1, description="The identical-product threshold is calibrated "
+                                    "as the lowest similarity whose top-1 hits are this precise.")
+    same_product_dir: Optional[str] = Field(None, description="Folder of <product>/*.jpg groups (e.g. "
+                                            "../shared/realdata/abo): rank each photo's same-product photos.")
+
+
+class IndexConfig(Strict):
+    """``ipl index``: <run>/clean/listings + a CLIP -> <run>/index/<version> + <run>/models/{clip,category}."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run directory.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    action: Literal["build", "rollback", "verify"] = Field("build", description="build a new version; roll back "
+                                                          "to the previous one; verify the current one.")
+    listings: Optional[str] = Field(None, description="Cleaned listings (null: <run>/clean/listings).")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Image encoder.")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding stage.")
+    faiss: FaissConfig = Field(default_factory=FaissConfig, description="Index.")
+    identical_threshold: Optional[float] = Field(None, ge=-1, le=1, description="Cosine similarity from which a hit "
+                                                 "is the identical product (null: calibrated on the held-out).")
+    category: CategoryConfig = Field(default_factory=CategoryConfig, description="Category predictor.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    rebuild: bool = Field(False, description="Build a new version even when the current one was built from the same "
+                          "listings, encoder and settings (otherwise it is reused).")
+    keep_versions: int = Field(2, ge=2, description="Index versions kept (current + previous for rollback, ...).")
+    output: Optional[str] = Field(None, description="Index root (null: <run>/index).")
+
+    @model_validator(mode="after")
+    def _pq(self):
+        if self.faiss.type == "IVF-PQ" and self.faiss.pq_bits > 8 and self.faiss.pq_m > 64:
+            raise ValueError("faiss: pq_bits > 8 with pq_m > 64 makes codes larger than a flat index")
+        return self
+
+    @property
+    def listings_dir(self) -> Path:
+        return Path(self.listings) if self.listings else self.run.dir / "clean" / "listings"
+
+    @property
+    def base_clip(self) -> str:
+        return self.encoder.path or str(self.run.dir / "models" / "clip-base")
+
+    @property
+    def clip_dir(self) -> Path:
+        return Path(self.encoder.output) if self.encoder.output else self.run.dir / "models" / "clip"
+
+    @property
+    def category_dir(self) -> Path:
+        return self.run.dir / "models" / "category"
+
+    @property
+    def index_root(self) -> Path:
+        return Path(self.output) if self.output else self.run.dir / "index"
+
+    def encoder_key(self) -> str:
+        """What the fine-tuned encoder depends on (a re-run with the same key reuses it)."""
+        blob = json.dumps({"base": self.base_clip, "weights": self.encoder.weights,
+                           "enc": self.encoder.model_dump(exclude={"output"}),
+                           "listings": str(self.listings_dir), "eval": self.eval.model_dump(exclude={"same_product_dir"})},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

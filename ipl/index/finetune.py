@@ -1,0 +1,132 @@
+"""Contrastive fine-tuning of the open_clip encoder on the cleaned listings, with Ray Train.
+
+Each ``TorchTrainer`` worker reads its Ray Data shard of the index's listings (held-out
+listings excluded), decodes photos and captions ("<category>: <title>"), and runs
+:func:`ipl.models.clip_train.contrastive_train` (multi-positive InfoNCE: photos of the same
+SKU are positives). Gradients are averaged across workers after every backward pass
+(``torch.distributed.all_reduce`` over the gloo/nccl group Ray Train sets up), so the
+replicas stay identical. Rank 0 writes the model in open_clip's local-dir layout and reports
+it as the run's checkpoint; the driver copies it to ``<run>/models/clip`` atomically.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ipl.index.config import IndexConfig
+from ipl.runtime import read_json, write_json_atomic
+
+log = logging.getLogger("ipl.index")
+KEY_FILE = "_finetune.json"
+READ_CPUS = 0.25  # per Ray Data read task feeding the workers
+READ_FREE_CPUS = 1.0  # Ray 2.60's Parquet read does not start with less than one free CPU (measured)
+
+
+def _average_gradients(model) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def finetune_loop(config: dict) -> None:
+    """Ray Train worker: fine-tune, then rank 0 reports the model directory as a checkpoint."""
+    import json
+
+    import numpy as np
+    import ray.train
+    import torch
+
+    from ipl.models.clip import load_clip, save_clip_dir
+    from ipl.models.clip_train import contrastive_train, prepare_data
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])  # identical initial replicas
+    clip = load_clip(config["base"], config["weights"])
+    holdout = set(config["holdout"])
+    rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
+    data = prepare_data(clip, rows, max_photos=config["max_photos"])
+    losses = contrastive_train(
+        clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
+        lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
+        step_hook=lambda s, loss: (s + 1) % 25 == 0 and rank == 0 and print(
+            f"clip fine-tune step {s + 1}/{config['steps']} loss {loss:.3f}", flush=True))
+    metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
+               "photos": int(len(data.groups)), "steps": len(losses)}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(config["base"]) / "open_clip_config.json"
+            model_cfg = json.loads(cfg_path.read_text())["model_cfg"] if cfg_path.is_file() else config["model_cfg"]
+            save_clip_dir(clip.model, model_cfg, tmp)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics)
+
+
+def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
+    """Fine-tune (or reuse a fine-tuned encoder with the same key); returns what was done."""
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = cfg.clip_dir
+    key = cfg.encoder_key()
+    if (out / KEY_FILE).is_file() and read_json(out / KEY_FILE).get("key") == key:
+        log.info("encoder %s is already fine-tuned with this config: reusing it", out)
+        return {**read_json(out / KEY_FILE), "reused": True}
+    if not Path(cfg.base_clip).is_dir() and cfg.encoder.weights is None:
+        raise FileNotFoundError(f"base CLIP {cfg.base_clip} not found: run `ipl synth` (tiny model) or set "
+                                "encoder.path (+ encoder.weights)")
+    sc = cfg.encoder.scaling
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), columns=["listing_id", "sku_id", "category", "title",
+                                                                         "photos"], num_cpus=READ_CPUS)
+    model_cfg = None
+    if not Path(cfg.base_clip).is_dir():
+        import open_clip
+
+        model_cfg = open_clip.get_model_config(cfg.base_clip)
+    threads = sc.torch_threads
+    if sc.check_capacity:
+        from ipl.train.capacity import check_capacity
+
+        check_capacity(sc, ray.nodes(), data_cpus=READ_FREE_CPUS)
+    trainer = TorchTrainer(
+        finetune_loop,
+        train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,
+                           "weights": cfg.encoder.weights, "holdout": holdout, "steps": cfg.encoder.steps,
+                           "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
+                           "max_photos": cfg.encoder.max_photos, "threads": threads, "model_cfg": model_cfg},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+            resources_per_worker={"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})},
+            placement_strategy=sc.placement_strategy, accelerator_type=sc.accelerator_type),
+        run_config=ray.train.RunConfig(
+            name="clip", storage_path=str((cfg.run.dir / "index-train").resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=1),
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}}),
+        datasets={"listings": ds},
+        torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"))
+    result = trainer.fit()
+    if result.error or result.checkpoint is None:
+        raise RuntimeError(f"encoder fine-tuning failed: {result.error}")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(d, tmp)
+    record = {"key": key, "base": cfg.base_clip, **{k: result.metrics[k] for k in ("loss_first", "loss_last",
+                                                                                  "photos", "steps")}}
+    write_json_atomic(tmp / KEY_FILE, record)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return record

@@ -1,0 +1,159 @@
+"""Verified loading and fan-out search of a sharded index version.
+
+``ShardedIndex.load(root, dim=..., fingerprint=...)`` reads ``root/current`` (or a version
+directory), checks every file's size and sha256 against the manifest, the dimension and the
+encoder fingerprint, and only then calls ``faiss.read_index``. ``search(vectors, k)`` queries
+every shard in parallel threads (FAISS releases the GIL), merges the top-k and returns hits
+with their similarity, whether they pass the identical-product threshold, and the listing's
+metadata. ``IndexHolder`` keeps the loaded version serving while a newer one is checked: a
+bad new version is refused and the old one stays.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ipl.index.faiss_index import merge_topk, normalize, set_search_params
+from ipl.index.manifest import (IndexIntegrityError, check_compatible, current_version, read_manifest,
+                                verify_files)
+
+log = logging.getLogger("ipl.index")
+META_COLUMNS = ("listing_id", "sku_id", "spu_id", "category", "price", "description", "attributes")
+
+
+def resolve_version_dir(path: Path) -> Path:
+    """A version directory, or an index root whose ``current`` names one."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    cur = current_version(path)
+    if cur is None:
+        raise FileNotFoundError(f"no index at {path}: no manifest.json and no 'current' pointer (run `ipl index`)")
+    return path / cur
+
+
+class ShardedIndex:
+    def __init__(self, version_dir: Path, manifest: dict, shards: list, offsets: list[int], metadata,
+                 identical_threshold: float):
+        self.version_dir, self.manifest = version_dir, manifest
+        self.shards, self.offsets, self.metadata = shards, offsets, metadata
+        self.identical_threshold = identical_threshold
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dimension"])
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.manifest["ntotal"])
+
+    @classmethod
+    def load(cls, path: Path, dim: Optional[int] = None, fingerprint: Optional[str] = None,
+             nprobe: Optional[int] = None, ef_search: Optional[int] = None,
+             identical_threshold: Optional[float] = None) -> "ShardedIndex":
+        import faiss
+        import pyarrow.parquet as pq
+
+        version_dir = resolve_version_dir(path)
+        manifest = verify_files(version_dir)
+        check_compatible(manifest, dim, fingerprint, version_dir)
+        params = manifest.get("search", {})
+        shards, offsets, frames = [], [], []
+        for shard in manifest["shards"]:
+            try:
+                index = faiss.read_index(str(version_dir / shard["index"]))
+            except RuntimeError as exc:
+                raise IndexIntegrityError(f"{version_dir / shard['index']}: faiss cannot read it: "
+                                          f"{str(exc).splitlines()[0]}") from None
+            if index.d != manifest["dimension"] or index.ntotal != shard["id_end"] - shard["id_start"]:
+                raise IndexIntegrityError(f"{shard['index']}: dimension {index.d} / {index.ntotal} vectors, manifest "
+                                          f"says {manifest['dimension']} / {shard['id_end'] - shard['id_start']}")
+            set_search_params(index, nprobe or params.get("nprobe", 16), ef_search or params.get("ef_search", 64))
+            meta = pq.read_table(version_dir / shard["metadata"]).to_pandas()
+            if len(meta) != index.ntotal or (len(meta) and (meta["id"].iloc[0] != shard["id_start"])):
+                raise IndexIntegrityError(f"{shard['metadata']}: {len(meta)} rows do not match shard {shard['index']}")
+            shards.append(index)
+            offsets.append(shard["id_start"])
+            frames.append(meta)
+        import pandas as pd
+
+        metadata = pd.concat(frames).set_index("id") if frames else pd.DataFrame()
+        threshold = identical_threshold if identical_threshold is not None else \
+            manifest.get("thresholds", {}).get("identical", 1.0)
+        log.info("loaded index %s: %d vectors in %d shards (%s)", version_dir, manifest["ntotal"], len(shards),
+                 manifest["index_type"])
+        return cls(version_dir, manifest, shards, offsets, metadata, float(threshold))
+
+    def search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, global ids), both (nq, k); fans out to the shards in parallel."""
+        q = normalize(np.atleast_2d(queries))
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query vectors have dimension {q.shape[1]}, the index {self.dim}")
+        results = list(self._pool.map(lambda ix: ix.search(q, min(k, max(1, ix.ntotal))), self.shards))
+        return merge_topk([r[0] for r in results], [r[1] for r in results], self.offsets, k)
+
+    def search(self, queries: np.ndarray, k: int = 5) -> list[list[dict]]:
+        """Per query, up to k hits: id, score, identical (score >= threshold), metadata."""
+        scores, ids = self.search_raw(queries, k)
+        out = []
+        for row_s, row_i in zip(scores, ids):
+            hits = []
+            for s, i in zip(row_s, row_i):
+                if i < 0:
+                    continue
+                meta = self.metadata.loc[int(i)].to_dict()
+                if isinstance(meta.get("attributes"), str):
+                    try:
+                        meta["attributes"] = json.loads(meta["attributes"])
+                    except ValueError:
+                        pass
+                hits.append({"id": int(i), "score": float(s), "identical": bool(s >= self.identical_threshold),
+                             **meta})
+            out.append(hits)
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+class IndexHolder:
+    """The version being served, swapped only for a newer one that passes every check."""
+
+    def __init__(self, root: Path, dim: Optional[int] = None, fingerprint: Optional[str] = None, **load_kwargs):
+        self.root, self.dim, self.fingerprint, self.load_kwargs = Path(root), dim, fingerprint, load_kwargs
+        self.index: Optional[ShardedIndex] = None
+        self.last_error: Optional[str] = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Load ``current`` if it differs from the served version; False (and the old one stays) if refused."""
+        with self._lock:
+            try:
+                target = resolve_version_dir(self.root)
+                if self.index is not None and target.name == self.index.version_dir.name:
+                    return True
+                new = ShardedIndex.load(target, dim=self.dim, fingerprint=self.fingerprint, **self.load_kwargs)
+            except (IndexIntegrityError, FileNotFoundError) as exc:
+                self.last_error = str(exc)
+                log.error("index refresh refused, still serving %s: %s",
+                          self.index.version if self.index else "nothing", exc)
+                return False
+            old, self.index, self.last_error = self.index, new, None
+            if old is not None:
+                old.close()
+            return True
+
+
+def manifest_of(path: Path) -> dict:
+    return read_manifest(resolve_version_dir(path))

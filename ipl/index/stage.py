@@ -1,0 +1,395 @@
+"""The ``ipl index`` stage: fine-tune the encoder, embed, build the sharded FAISS index, publish.
+
+``ipl index [--config jobs/configs/index_local.yaml] [key=value ...]`` or
+``ray job submit --working-dir . -- python jobs/build_index.py --config ...``. In order:
+
+1. hold out ``eval.holdout_fraction`` of the listings whose SKU has other listings;
+2. fine-tune the CLIP contrastively with Ray Train (:mod:`ipl.index.finetune`);
+3. embed every listing with a Ray Data actor pool (:class:`ipl.index.embed.ListingEmbedder`)
+   into ``<index>/.embeddings-<version>/`` Parquet;
+4. train the coarse quantizer once on a sample, fill the shards in parallel Ray tasks, each
+   writing ``shard-NNN.faiss`` + ``shard-NNN.parquet`` (metadata) into a staging directory;
+5. train the category head (a Ray task) and evaluate identical (SKU), similar (SPU) and
+   category top-1 on the held-out photos; calibrate the identical-product threshold;
+6. publish: manifest with checksums, rename, switch ``current`` (:mod:`ipl.index.manifest`).
+
+A re-run with the same listings, encoder and settings reuses the current version
+(``rebuild=true`` builds a new one).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ipl.index.config import IndexConfig
+from ipl.index.embed import arrow_to_vectors
+from ipl.index.faiss_index import INNER_PRODUCT, factory_string
+from ipl.index.manifest import (MANIFEST, current_version, next_version, publish, read_manifest, rollback,
+                                staging_dir)
+from ipl.runtime import ensure_ray, write_json_atomic
+
+log = logging.getLogger("ipl.index")
+META_SOURCE = {"listing_id": "listing_id", "sku_id": "sku_id", "spu_id": "spu_id", "category": "category",
+               "price": "price", "description": "description", "attributes": "extracted"}
+
+
+# -- 1. held-out choice -------------------------------------------------------------------------
+def choose_holdout(listing_ids: list[str], sku_ids: list[str], fraction: float, seed: int) -> list[str]:
+    """Listings kept out of the index: a stable hash picks ``fraction`` of those whose SKU has
+    another listing, and every SKU keeps at least one listing in the index."""
+    if fraction <= 0:
+        return []
+    by_sku: dict[str, list[str]] = defaultdict(list)
+    for lid, sku in zip(listing_ids, sku_ids):
+        by_sku[sku].append(lid)
+    chosen = []
+    for lids in by_sku.values():
+        if len(lids) < 2:
+            continue
+        lids = sorted(lids)
+        picked = [lid for lid in lids if zlib.crc32(f"{seed}:{lid}".encode()) % 10_000 < fraction * 10_000]
+        chosen += picked[1:] if len(picked) == len(lids) else picked
+    return sorted(chosen)
+
+
+def listing_files(cfg: IndexConfig) -> list[Path]:
+    files = sorted(cfg.listings_dir.rglob("*.parquet")) if cfg.listings_dir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no cleaned listings at {cfg.listings_dir}: run `ipl prepare` first")
+    return files
+
+
+def build_key(cfg: IndexConfig, fingerprint: str) -> str:
+    """What a version depends on: listing files, encoder, index and evaluation settings."""
+    files = [(str(p), p.stat().st_size) for p in listing_files(cfg)]
+    blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
+                       "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
+                       "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# -- 3. embedding ---------------------------------------------------------------------------------
+def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
+    import ray.data
+
+    from ipl.index.embed import ListingEmbedder
+
+    cols = sorted(set(META_SOURCE.values()) | {"photos"})
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), columns=cols, num_cpus=0.25)
+    e = cfg.embed
+    ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
+        "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,
+        "threads": max(1, int(e.num_cpus)), "device": "cuda" if e.num_gpus else "cpu"},
+        batch_size=e.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=e.concurrency),
+        num_cpus=e.num_cpus, num_gpus=e.num_gpus or None)
+    ds.write_parquet(str(out_dir.resolve()))
+
+
+# -- 4. shards ---------------------------------------------------------------------------------------
+def _kept(table, holdout: set) -> np.ndarray:
+    ids = table.column("listing_id").to_pylist()
+    errors = table.column("embed_error").to_pylist()
+    return np.array([e is None and i not in holdout for i, e in zip(ids, errors)], dtype=bool)
+
+
+def plan_shards(counts: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
+    """Split the kept rows of files (``counts`` each) into up to ``shards`` contiguous, balanced
+    shards; a shard is a list of (file index, first kept row, end kept row) slices."""
+    total = sum(counts)
+    shards = max(1, min(shards, total))
+    bounds = [round(total * s / shards) for s in range(shards + 1)]
+    out = []
+    starts = np.cumsum([0] + list(counts))
+    for s in range(shards):
+        lo, hi, piece = bounds[s], bounds[s + 1], []
+        for f, c in enumerate(counts):
+            a, b = max(lo, starts[f]), min(hi, starts[f] + c)
+            if a < b:
+                piece.append((f, int(a - starts[f]), int(b - starts[f])))
+        if piece:
+            out.append(piece)
+    return out
+
+
+def build_shard(template, slices: list[tuple[str, int, int]], holdout: set, shard_no: int, id_start: int,
+                out_dir: str, threads: int) -> dict:
+    """Ray task body: add this shard's vectors to the trained template; write index + metadata."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ipl.index.faiss_index import fill_shard
+
+    tables = []
+    for f, a, b in slices:
+        t = pq.read_table(f)
+        tables.append(t.filter(pa.array(_kept(t, holdout))).slice(a, b - a))
+    table = pa.concat_tables(tables)
+    vectors = arrow_to_vectors(table.column("embedding"))
+    index = fill_shard(template, vectors, threads)
+    name = f"shard-{shard_no:03d}"
+    faiss.write_index(index, str(Path(out_dir) / f"{name}.faiss"))
+    meta = {"id": pa.array(np.arange(id_start, id_start + len(table), dtype=np.int64))}
+    for dst, src in META_SOURCE.items():
+        meta[dst] = table.column(src) if src in table.column_names else pa.nulls(len(table), pa.string())
+    pq.write_table(pa.table(meta), str(Path(out_dir) / f"{name}.parquet"))
+    return {"index": f"{name}.faiss", "metadata": f"{name}.parquet", "id_start": id_start,
+            "id_end": id_start + len(table), "ntotal": int(index.ntotal)}
+
+
+def training_sample(files: list[Path], holdout: set, n: int, seed: int) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    parts, have = [], 0
+    for i in rng.permutation(len(files)):
+        t = pq.read_table(files[i], columns=["listing_id", "embed_error", "embedding"])
+        v = arrow_to_vectors(t.filter(pa.array(_kept(t, holdout))).column("embedding"))
+        parts.append(v)
+        have += len(v)
+        if have >= n:
+            break
+    sample = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    return sample[rng.permutation(len(sample))[:n]]
+
+
+def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, dim: int) -> tuple[list, dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from ipl.index.faiss_index import trained_template
+
+    files = sorted(emb_dir.glob("*.parquet"))
+    counts, errors = [], Counter()
+    for f in files:
+        t = pq.read_table(f, columns=["listing_id", "embed_error"])
+        counts.append(int(_kept(t, holdout).sum()))
+        errors.update(e for e in t.column("embed_error").to_pylist() if e is not None)
+    n = sum(counts)
+    if n == 0:
+        raise RuntimeError(f"no listing could be embedded ({dict(errors)})")
+    spec = factory_string(cfg.faiss.type, dim, n, cfg.faiss.nlist, cfg.faiss.pq_m, cfg.faiss.pq_bits,
+                          cfg.faiss.hnsw_m)
+    t0 = time.monotonic()
+    template = trained_template(spec, dim, training_sample(files, holdout, cfg.faiss.train_sample, cfg.eval.seed),
+                                cfg.faiss.ef_construction)
+    log.info("index %s: trained on a sample in %.1fs", spec, time.monotonic() - t0)
+    groups = plan_shards(counts, cfg.faiss.shards)
+    starts = np.cumsum([0] + [sum(b - a for _, a, b in g) for g in groups])[:-1]
+    task = ray.remote(num_cpus=cfg.faiss.shard_cpus)(build_shard)
+    t_ref, h_ref = ray.put(template), ray.put(holdout)
+    refs = [task.remote(t_ref, [(str(files[f]), a, b) for f, a, b in g], h_ref, s, int(starts[s]), str(staged),
+                        max(1, int(cfg.faiss.shard_cpus))) for s, g in enumerate(groups)]
+    shards = ray.get(refs)
+    _ = pa  # pyarrow is imported for the tasks' serialisation context
+    return shards, {"spec": spec, "vectors": n, "embed_errors": dict(errors), "build_s": time.monotonic() - t0}
+
+
+# -- 5. evaluation -------------------------------------------------------------------------------
+def load_embeddings(emb_dir: Path, which: set | None, holdout: set, columns=("listing_id", "sku_id", "spu_id",
+                                                                               "category")):
+    """(vectors, metadata dict) of the held-out rows (``which`` = holdout) or of the indexed ones (None)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pds
+
+    t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*columns, "embed_error", "embedding"])
+    ids = t.column("listing_id").to_pylist()
+    err = t.column("embed_error").to_pylist()
+    mask = [e is None and ((i in which) if which is not None else (i not in holdout)) for i, e in zip(ids, err)]
+    t = t.filter(pa.array(mask))
+    return arrow_to_vectors(t.column("embedding")), {c: t.column(c).to_pylist() for c in columns}
+
+
+def calibrate_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> dict:
+    """The lowest top-1 similarity above which the top-1 hits are at least ``target`` precise."""
+    if len(scores) == 0:
+        return {"threshold": 1.0, "precision": None, "coverage": 0.0}
+    order = np.argsort(-scores)
+    prec = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(prec >= target)[0]
+    if len(ok) == 0:
+        return {"threshold": float(scores.max()) + 1e-6, "precision": None, "coverage": 0.0}
+    last = ok[-1]
+    return {"threshold": float(scores[order[last]]), "precision": float(prec[last]),
+            "coverage": float((last + 1) / len(scores))}
+
+
+def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig) -> dict:
+    if len(vectors) == 0:
+        return {"queries": 0}
+    scores, ids = index.search_raw(vectors, 5)
+    top = index.metadata.loc[ids[:, 0]]
+    sku_ok = np.array(top["sku_id"].tolist()) == np.array(meta["sku_id"])
+    spu_ok = np.array(top["spu_id"].tolist()) == np.array(meta["spu_id"])
+    cat = np.array(meta["category"])
+    out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
+           "identical_top5": float(np.mean([s in set(index.metadata.loc[row]["sku_id"]) for s, row in
+                                            zip(meta["sku_id"], ids)]))}
+    out["threshold"] = calibrate_threshold(scores[:, 0], sku_ok, cfg.eval.target_precision)
+    if predictor is not None:
+        pred = np.array([p[0]["category"] for p in predictor.predict(vectors, 1)])
+        out["category_top1"] = float((pred == cat).mean())
+    if zero_shot is not None:
+        pred = np.array([p[0]["category"] for p in zero_shot.predict(vectors, 1)])
+        out["category_top1_zero_shot"] = float((pred == cat).mean())
+    return out
+
+
+def same_product_ranking(clip, folder: Path) -> dict:
+    """Leave-one-out over photo groups (one sub-folder per product): is a same-product photo first,
+    and do all same-product photos rank above every other product's?"""
+    from PIL import Image
+
+    groups = [d for d in sorted(folder.iterdir()) if d.is_dir()]
+    paths, owner = [], []
+    for g in groups:
+        for p in sorted(g.glob("*.jpg")) + sorted(g.glob("*.png")):
+            paths.append(p)
+            owner.append(g.name)
+    if len(set(owner)) < 2:
+        raise FileNotFoundError(f"{folder}: needs at least 2 product folders of photos")
+    v = clip.encode_images([Image.open(p).convert("RGB") for p in paths]).numpy()
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    owner = np.array(owner)
+    first, all_first = [], []
+    for i in range(len(paths)):
+        order = np.argsort(-sim[i])[:-1]
+        same = owner[order] == owner[i]
+        first.append(bool(same[0]))
+        n_same = int(same.sum())
+        all_first.append(bool(same[:n_same].all()) if n_same else False)
+    return {"photos": len(paths), "products": len(groups), "top1_same_product": float(np.mean(first)),
+            "all_same_product_first": float(np.mean(all_first))}
+
+
+# -- the stage -------------------------------------------------------------------------------------
+def build(cfg: IndexConfig) -> dict:
+    import pyarrow.dataset as pds
+
+    from ipl.index.category import CategoryPredictor, save_head, train_head
+    from ipl.index.finetune import finetune
+    from ipl.index.search import ShardedIndex
+    from ipl.models.clip import load_clip
+
+    root = cfg.index_root
+    files = listing_files(cfg)
+    table = pds.dataset([str(f) for f in files], format="parquet").to_table(columns=["listing_id", "sku_id"])
+    holdout = choose_holdout(table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist(),
+                             cfg.eval.holdout_fraction, cfg.eval.seed)
+    ray = ensure_ray(cfg.ray)
+    summary: dict = {"listings": table.num_rows, "holdout": len(holdout)}
+    t0 = time.monotonic()
+    if cfg.encoder.finetune:
+        summary["finetune"] = finetune(cfg, holdout)
+        clip_source, weights = str(cfg.clip_dir), None
+        summary["finetune"]["seconds"] = round(time.monotonic() - t0, 1)
+    else:
+        clip_source, weights = cfg.base_clip, cfg.encoder.weights
+    clip = load_clip(clip_source, weights)
+    key = build_key(cfg, clip.fingerprint)
+    cur = current_version(root)
+    if cur and not cfg.rebuild and (root / cur / MANIFEST).is_file():
+        manifest = read_manifest(root / cur)
+        if manifest.get("build_key") == key:
+            log.warning("index %s was built from the same listings, encoder and settings: reusing it "
+                        "(rebuild=true builds a new version)", root / cur)
+            return {**manifest, "reused": True}
+    version = next_version(root)
+    staged = staging_dir(root, version)
+    emb_dir = root / f".embeddings-{version}"
+    shutil.rmtree(emb_dir, ignore_errors=True)
+    try:
+        t1 = time.monotonic()
+        embed(cfg, clip_source, weights, emb_dir)
+        embed_s = time.monotonic() - t1
+        hold = set(holdout)
+        shards, info = build_shards(cfg, emb_dir, hold, staged, clip.dim)
+        manifest = {"version": version, "dimension": clip.dim, "metric": INNER_PRODUCT, "index_type": cfg.faiss.type,
+                    "factory": info["spec"], "ntotal": info["vectors"], "shards": shards,
+                    "search": {"nprobe": cfg.faiss.nprobe, "ef_search": cfg.faiss.ef_search},
+                    "encoder": {"source": clip_source, "fingerprint": clip.fingerprint}, "build_key": key,
+                    "build": {"embed_s": round(embed_s, 1), "shards_s": round(info["build_s"], 1),
+                              "embed_errors": info["embed_errors"]}}
+        write_json_atomic(staged / MANIFEST, manifest)
+        train_vecs, train_meta = load_embeddings(emb_dir, None, hold, columns=("listing_id", "category"))
+        c = cfg.category
+        head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
+            train_vecs, train_meta["category"], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
+        tmp_cat = cfg.category_dir.with_name(f".{cfg.category_dir.name}.tmp")
+        shutil.rmtree(tmp_cat, ignore_errors=True)
+        save_head(head, tmp_cat, clip.fingerprint)
+        predictor = CategoryPredictor.load(clip, tmp_cat)
+        zero_shot = CategoryPredictor(clip, None, head["classes"], c.prompt)
+        index = ShardedIndex.load(staged, dim=clip.dim, fingerprint=clip.fingerprint)
+        vecs, meta = load_embeddings(emb_dir, hold, hold)
+        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg)
+        index.close()
+        result["category_train_accuracy"] = head["train_accuracy"]
+        if cfg.eval.same_product_dir:
+            result["same_product"] = same_product_ranking(clip, Path(cfg.eval.same_product_dir))
+        threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
+            result.get("threshold", {}).get("threshold", 1.0)
+        manifest.update({"thresholds": {"identical": threshold,
+                                        "calibrated": cfg.identical_threshold is None},
+                         "eval": result, "category_head": str(cfg.category_dir)})
+        if cfg.category_dir.exists():
+            shutil.rmtree(cfg.category_dir)
+        tmp_cat.rename(cfg.category_dir)
+        final = publish(root, staged, manifest, keep=cfg.keep_versions)
+    finally:
+        shutil.rmtree(emb_dir, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
+    summary.update(read_manifest(final))
+    return summary
+
+
+def report(s: dict) -> str:
+    ev = s.get("eval", {})
+    lines = [f"index {s['version']}{' [reused]' if s.get('reused') else ''}: {s['ntotal']} vectors, dim "
+             f"{s['dimension']}, {s['index_type']} ({s['factory']}) in {len(s['shards'])} shards"]
+    if s.get("finetune"):
+        f = s["finetune"]
+        lines.append(f"  encoder fine-tuned: loss {f['loss_first']:.2f} -> {f['loss_last']:.2f} over {f['steps']} "
+                     f"steps{' [reused]' if f.get('reused') else ''}")
+    if ev.get("queries"):
+        lines.append(f"  held-out photos ({ev['queries']}): identical (SKU) top-1 {ev['identical_top1']:.2f}, "
+                     f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; category "
+                     f"top-1 {ev.get('category_top1', float('nan')):.2f} (zero-shot "
+                     f"{ev.get('category_top1_zero_shot', float('nan')):.2f})")
+        th = s.get("thresholds", {})
+        cal = ev.get("threshold", {})
+        lines.append(f"  identical-product threshold {th.get('identical'):.3f}"
+                     + (f" (calibrated: precision {cal['precision']:.2f} on {cal['coverage']:.0%} of queries)"
+                        if th.get("calibrated") and cal.get("precision") is not None else ""))
+    if ev.get("same_product"):
+        sp = ev["same_product"]
+        lines.append(f"  same-product photos ({sp['photos']} photos, {sp['products']} products): top-1 "
+                     f"{sp['top1_same_product']:.2f}, all first {sp['all_same_product_first']:.2f}")
+    return "\n".join(lines)
+
+
+def main(cfg: IndexConfig) -> int:
+    root = cfg.index_root
+    if cfg.action == "rollback":
+        version = rollback(root)
+        print(f"index rolled back: current is {root / version}")
+        return 0
+    if cfg.action == "verify":
+        from ipl.index.search import ShardedIndex
+
+        index = ShardedIndex.load(root)
+        print(f"index {index.version_dir}: verified {len(index.shards)} shards, {index.ntotal} vectors, dim {index.dim}")
+        return 0
+    print(report(build(cfg)))
+    return 0
