@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.data.config import PrepareConfig
+from ipl.index.config import IndexConfig
 from ipl.synth.config import SynthConfig
 from ipl.train.config import TrainConfig
 
@@ -26,6 +27,8 @@ class DemoConfig(Strict):
     synth: SynthConfig = Field(default_factory=SynthConfig, description="Synthetic marketplace + tiny models.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Cleaning, extraction, templates, instructions.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (Ray Train + DeepSpeed ZeRO-1).")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Encoder fine-tuning, sharded FAISS index, "
+                               "category predictor.")
 
     def stage(self, name: str):
         """The stage's config with the demo's run and ray settings."""
@@ -35,6 +38,7 @@ class DemoConfig(Strict):
 def main(cfg: DemoConfig) -> int:
     from ipl.cli import STAGES
     from ipl.data import stage as prepare_stage
+    from ipl.index import stage as index_stage
     from ipl.synth import stage as synth_stage
     from ipl.train import stage as train_stage
 
@@ -50,6 +54,10 @@ def main(cfg: DemoConfig) -> int:
     t = time.monotonic()
     print("\n== train: Ray Train + DeepSpeed ZeRO-1 fine-tuning of the tiny Qwen2-VL")
     train_stage.main(cfg.stage("train"))
+    print(f"   ({time.monotonic() - t:.0f}s)")
+    t = time.monotonic()
+    print("\n== index: open_clip fine-tuning (Ray Train), embeddings (Ray Data), sharded FAISS, category head")
+    index_stage.main(cfg.stage("index"))
     print(f"   ({time.monotonic() - t:.0f}s)")
     missing = [s for s in STAGES.values() if s.runner is None]
     if missing:

@@ -32,6 +32,8 @@ class EncoderConfig(Strict):
     batch_size: int = Field(96, ge=2, description="Contrastive batch per worker.")
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate (cosine schedule).")
     max_photos: int = Field(2, ge=1, description="Photos per listing used for fine-tuning.")
+    image_weight: float = Field(0.0, ge=0, description="Weight of the photo <-> photo term (other photos of the same "
+                                "SKU as positives) added to the photo <-> text loss.")
     scaling: ScalingConfig = Field(default_factory=lambda: ScalingConfig(num_workers=2, cpus_per_worker=0.5),
                                    description="Ray Train workers (gradients are averaged across them; leave CPU for the Ray Data read).")
     output: Optional[str] = Field(None, description="Fine-tuned CLIP directory (null: <run>/models/clip).")

@@ -59,6 +59,7 @@ def finetune_loop(config: dict) -> None:
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
+        image_weight=config["image_weight"],
         step_hook=lambda s, loss: (s + 1) % 25 == 0 and rank == 0 and print(
             f"clip fine-tune step {s + 1}/{config['steps']} loss {loss:.3f}", flush=True))
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
@@ -89,8 +90,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         raise FileNotFoundError(f"base CLIP {cfg.base_clip} not found: run `ipl synth` (tiny model) or set "
                                 "encoder.path (+ encoder.weights)")
     sc = cfg.encoder.scaling
-    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), columns=["listing_id", "sku_id", "category", "title",
-                                                                         "photos"], num_cpus=READ_CPUS)
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=READ_CPUS).select_columns(
+        ["listing_id", "sku_id", "category", "title", "photos"])
     model_cfg = None
     if not Path(cfg.base_clip).is_dir():
         import open_clip
@@ -106,7 +107,7 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,
                            "weights": cfg.encoder.weights, "holdout": holdout, "steps": cfg.encoder.steps,
                            "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
-                           "max_photos": cfg.encoder.max_photos, "threads": threads, "model_cfg": model_cfg},
+                           "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight, "threads": threads, "model_cfg": model_cfg},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})},

@@ -83,7 +83,7 @@ def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
     from ipl.index.embed import ListingEmbedder
 
     cols = sorted(set(META_SOURCE.values()) | {"photos"})
-    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), columns=cols, num_cpus=0.25)
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=0.25).select_columns(cols)
     e = cfg.embed
     ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
         "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,

@@ -57,6 +57,21 @@ def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, groups: torch.Tens
     return 0.5 * (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.t(), 1)).sum(1).mean())
 
 
+def image_positive_loss(img: torch.Tensor, groups: torch.Tensor, scale: torch.Tensor):
+    """Supervised contrastive loss among the photos: other photos of the same group are positives
+    (what identical-product retrieval compares: photo with photo). Photos without a positive in
+    the batch do not count."""
+    logits = scale * img @ img.t()
+    eye = torch.eye(len(img), dtype=torch.bool, device=img.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    pos = (groups[:, None] == groups[None, :]) & ~eye
+    has = pos.any(1)
+    if not has.any():
+        return logits.new_zeros(())
+    logp = F.log_softmax(logits, 1).masked_fill(~pos, 0.0)
+    return (-(logp.sum(1)[has] / pos.sum(1)[has])).mean()
+
+
 def contrastive_train(
     model,
     data: ContrastiveData,
@@ -68,9 +83,11 @@ def contrastive_train(
     log_every: int = 50,
     step_hook=None,
     after_backward=None,
+    image_weight: float = 0.0,
 ) -> list[float]:
     """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step.
 
+    ``image_weight`` adds :func:`image_positive_loss` (photo <-> photo of the same group).
     ``after_backward(model)`` runs between ``backward`` and the optimizer step (the index
     stage's Ray Train workers average gradients there).
     """
@@ -94,6 +111,8 @@ def contrastive_train(
         txt = F.normalize(model.encode_text(data.tokens[idx]), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
         loss = multi_positive_loss(img, txt, data.groups[idx], scale)
+        if image_weight:
+            loss = loss + image_weight * image_positive_loss(img, data.groups[idx], scale)
         opt.zero_grad()
         loss.backward()
         if after_backward:  # e.g. average gradients across data-parallel workers

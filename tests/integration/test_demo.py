@@ -17,7 +17,8 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
     cmd = [sys.executable, "-m", "ipl.cli", "demo", f"run.root={tmp_path}", "synth.rows=300", "synth.shard_rows=150",
            "synth.models.vlm.hidden_size=64", "synth.models.vlm.intermediate_size=128",
            "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300", "prepare.templates.min_listings=5",
-           "train.optim.max_steps=4", "train.eval.recall_rows=4", "train.eval.max_new_tokens=16"]
+           "train.optim.max_steps=4", "train.eval.recall_rows=4", "train.eval.max_new_tokens=16",
+           "index.encoder.steps=5", "index.encoder.batch_size=16", "index.eval.holdout_fraction=0.2"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows" in out.stdout
@@ -25,6 +26,8 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
     assert "clean: 300 rows in" in out.stdout and "instructions:" in out.stdout
     assert "trained 4 steps" in out.stdout
     assert re.search(r"attribute recall of generations on [1-4] held-out rows", out.stdout)
+    assert re.search(r"index v0001: \d+ vectors, dim \d+, IVF-Flat .* in 2 shards", out.stdout)
+    assert re.search(r"held-out photos \(\d+\): identical \(SKU\) top-1 [01]\.\d\d", out.stdout)
     for stage in STAGES.values():
         if stage.runner is None:
             assert f"- {stage.name}:" in out.stdout

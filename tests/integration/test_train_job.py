@@ -17,23 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prepared(ray_local, tmp_path_factory):
-    """A small marketplace through the real `ipl synth` and `ipl prepare` stages."""
-    from ipl.data.config import PrepareConfig
-    from ipl.data.pipeline import run_prepare
-    from ipl.synth.config import SynthConfig
-    from ipl.synth.stage import run as run_synth
-
-    root = tmp_path_factory.mktemp("train")
-    common = [f"run.root={root}", "run.name=t"]
-    run_synth(load_config(SynthConfig, None, [*common, "rows=300", "shard_rows=150", "photos_max=1",
-                                              "models.tokenizer_rows=300", "models.clip_pretrain_steps=0",
-                                              "models.vlm.hidden_size=64", "models.vlm.num_hidden_layers=2",
-                                              "models.vlm.intermediate_size=128"]))
-    run_prepare(load_config(PrepareConfig, None, [*common, "consistency.enabled=false",
-                                                  "instructions.validation_fraction=0.2",
-                                                  "instructions.llamafactory_export=false"]))
-    return root
+def prepared(prepared_marketplace):
+    return prepared_marketplace
 
 
 def train_cfg(root, name, *overrides):

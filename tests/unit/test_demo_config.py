@@ -1,6 +1,7 @@
 """The demo's stage sections stay in line with the stages' own local configs."""
 from ipl.config import load_config
 from ipl.demo import DemoConfig
+from ipl.index.config import IndexConfig
 from ipl.train.config import TrainConfig
 
 
@@ -9,3 +10,9 @@ def test_demo_trains_like_train_local():
     local = load_config(TrainConfig, "jobs/configs/train_local.yaml")
     assert demo.key() == local.key()
     assert demo.eval == local.eval
+
+
+def test_demo_indexes_like_index_local():
+    demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("index")
+    local = load_config(IndexConfig, "jobs/configs/index_local.yaml")
+    assert demo.model_dump(exclude={"run", "ray"}) == local.model_dump(exclude={"run", "ray"})

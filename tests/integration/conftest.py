@@ -1,0 +1,24 @@
+"""A small marketplace through the real `ipl synth` and `ipl prepare` stages, shared by the
+integration tests of the later stages (train, index)."""
+import pytest
+
+from ipl.config import load_config
+
+
+@pytest.fixture(scope="session")
+def prepared_marketplace(ray_local, tmp_path_factory):
+    from ipl.data.config import PrepareConfig
+    from ipl.data.pipeline import run_prepare
+    from ipl.synth.config import SynthConfig
+    from ipl.synth.stage import run as run_synth
+
+    root = tmp_path_factory.mktemp("market")
+    common = [f"run.root={root}", "run.name=t"]
+    run_synth(load_config(SynthConfig, None, [*common, "rows=300", "shard_rows=150", "photos_max=1",
+                                              "models.tokenizer_rows=300", "models.clip_pretrain_steps=0",
+                                              "models.vlm.hidden_size=64", "models.vlm.num_hidden_layers=2",
+                                              "models.vlm.intermediate_size=128"]))
+    run_prepare(load_config(PrepareConfig, None, [*common, "consistency.enabled=false",
+                                                  "instructions.validation_fraction=0.2",
+                                                  "instructions.llamafactory_export=false"]))
+    return root

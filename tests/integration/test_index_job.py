@@ -1,0 +1,79 @@
+"""`ipl index` on local Ray: Ray Train fine-tuning of the tiny CLIP, Ray Data embedding, shards
+built by Ray tasks, publish/reuse/rebuild/rollback, a corrupted version refused, search and
+category prediction for a held-out photo."""
+import io
+import json
+
+import numpy as np
+import pyarrow.dataset as pds
+import pytest
+from PIL import Image
+
+from ipl.config import load_config
+from ipl.index.category import CategoryPredictor
+from ipl.index.config import IndexConfig
+from ipl.index.manifest import IndexIntegrityError, current_version, versions
+from ipl.index.search import ShardedIndex
+from ipl.index.stage import build, main
+from ipl.models.clip import load_clip
+
+pytestmark = pytest.mark.integration
+
+
+def index_cfg(root, *overrides):
+    return load_config(IndexConfig, None, [
+        f"run.root={root}", "run.name=t", "encoder.steps=4", "encoder.batch_size=16",
+        "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=32", "faiss.type=IVF-Flat", "faiss.shards=2",
+        "faiss.nprobe=4", "category.epochs=30", "eval.holdout_fraction=0.2", *overrides])
+
+
+def test_index_build_search_reuse_rollback(prepared_marketplace):
+    root = prepared_marketplace
+    cfg = index_cfg(root)
+    s = build(cfg)
+    assert s["version"] == "v0001" and current_version(cfg.index_root) == "v0001"
+    assert s["finetune"]["steps"] == 4 and (cfg.clip_dir / "open_clip_config.json").is_file()
+    listings = pds.dataset(str(cfg.listings_dir), format="parquet").count_rows()
+    assert s["ntotal"] + s["holdout"] == listings and s["holdout"] > 0
+    assert len(s["shards"]) == 2 and s["shards"][0]["id_end"] == s["shards"][1]["id_start"]
+    ev = s["eval"]
+    assert ev["queries"] == s["holdout"]
+    for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot"):
+        assert 0 <= ev[key] <= 1, key
+    assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU
+    assert s["thresholds"]["calibrated"] is True
+
+    # a held-out photo: its SKU's other listings are in the index; hits carry metadata
+    clip = load_clip(cfg.clip_dir)
+    index = ShardedIndex.load(cfg.index_root, dim=clip.dim, fingerprint=clip.fingerprint)
+    assert index.ntotal == s["ntotal"]
+    indexed = set(index.metadata["listing_id"])
+    rows = pds.dataset(str(cfg.listings_dir), format="parquet").to_table(
+        columns=["listing_id", "sku_id", "category", "photos"]).to_pylist()
+    held = [r for r in rows if r["listing_id"] not in indexed]
+    assert held and all(r["sku_id"] in set(index.metadata["sku_id"]) for r in held)
+    vec = clip.encode_images([Image.open(io.BytesIO(held[0]["photos"][0])).convert("RGB")]).numpy()
+    hits = index.search(vec, 5)[0]
+    assert len(hits) == 5 and hits[0]["score"] >= hits[-1]["score"]
+    assert {"listing_id", "sku_id", "spu_id", "category", "price", "description", "attributes", "identical"} <= set(hits[0])
+    pred = CategoryPredictor.load(clip, cfg.category_dir)
+    assert pred.source == "head" and len(pred.predict(vec, 3)[0]) == 3
+
+    # same command again: reused; rebuild=true: a new version; rollback; a damaged version refused
+    assert build(cfg)["reused"] is True and versions(cfg.index_root) == ["v0001"]
+    v2 = build(index_cfg(root, "rebuild=true", "faiss.type=HNSW", "faiss.shards=3"))
+    assert v2["version"] == "v0002" and v2["index_type"] == "HNSW" and len(v2["shards"]) == 3
+    assert v2["finetune"].get("reused") is True  # the encoder did not change
+    assert json.loads((cfg.index_root / "v0002" / "manifest.json").read_text())["previous"] == "v0001"
+    assert main(index_cfg(root, "action=rollback")) == 0 and current_version(cfg.index_root) == "v0001"
+    shard = cfg.index_root / "v0002" / "shard-002.faiss"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(IndexIntegrityError, match="truncated"):
+        ShardedIndex.load(cfg.index_root / "v0002")
+    assert main(index_cfg(root, "action=verify")) == 0  # v0001 still serves
+    assert np.isfinite(ShardedIndex.load(cfg.index_root).search_raw(vec, 1)[0]).all()
+
+
+def test_index_without_clean_listings_says_which_command(tmp_path, ray_local):
+    with pytest.raises(FileNotFoundError, match="run `ipl prepare` first"):
+        build(load_config(IndexConfig, None, [f"run.root={tmp_path}", "run.name=none"]))
