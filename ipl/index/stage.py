@@ -380,6 +380,18 @@ def report(s: dict) -> str:
 
 
 def main(cfg: IndexConfig) -> int:
+    import sys
+
+    from ipl.index.manifest import IndexIntegrityError
+
+    try:
+        return _main(cfg)
+    except IndexIntegrityError as exc:
+        print(f"ipl index: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(cfg: IndexConfig) -> int:
     root = cfg.index_root
     if cfg.action == "rollback":
         version = rollback(root)

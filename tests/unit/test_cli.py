@@ -41,3 +41,16 @@ def test_stages_not_built_say_which_issue(capsys):
         assert main([stage.name]) == 3
         err = capsys.readouterr().err
         assert "not built yet" in err and f"#{stage.issue}" in err
+
+
+def test_index_job_entrypoint_validates_production_config():
+    """`ray job submit ... python jobs/build_index.py --config jobs/configs/index_cluster.yaml` parses."""
+    out = subprocess.run([sys.executable, "jobs/build_index.py", "--config", "jobs/configs/index_cluster.yaml",
+                          "--print-config"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "type: IVF-PQ" in out.stdout and "shards: 16" in out.stdout
+
+
+def test_index_without_listings_exits_2_naming_the_command(tmp_path, capsys):
+    assert main(["index", f"run.root={tmp_path}", "action=verify"]) == 2
+    assert "run `ipl index`" in capsys.readouterr().err
