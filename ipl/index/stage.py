@@ -340,8 +340,8 @@ def build(cfg: IndexConfig) -> dict:
             result["same_product"] = same_product_ranking(clip, Path(cfg.eval.same_product_dir))
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
             result.get("threshold", {}).get("threshold", 1.0)
-        manifest.update({"thresholds": {"identical": threshold,
-                                        "calibrated": cfg.identical_threshold is None},
+        manifest.update({"thresholds": {"identical": threshold, "calibrated": cfg.identical_threshold is None},
+                         "target_precision": cfg.eval.target_precision,
                          "eval": result, "category_head": str(cfg.category_dir)})
         if cfg.category_dir.exists():
             shutil.rmtree(cfg.category_dir)
@@ -369,9 +369,14 @@ def report(s: dict) -> str:
                      f"{ev.get('category_top1_zero_shot', float('nan')):.2f})")
         th = s.get("thresholds", {})
         cal = ev.get("threshold", {})
-        lines.append(f"  identical-product threshold {th.get('identical'):.3f}"
-                     + (f" (calibrated: precision {cal['precision']:.2f} on {cal['coverage']:.0%} of queries)"
-                        if th.get("calibrated") and cal.get("precision") is not None else ""))
+        if th.get("calibrated") and cal.get("precision") is None:
+            lines.append(f"  identical-product threshold {th.get('identical'):.3f}: no top-1 similarity reached precision "
+                         f"{s.get('target_precision', 'target')} on the held-out photos, so no hit is marked identical "
+                         "(set identical_threshold to choose one)")
+        else:
+            lines.append(f"  identical-product threshold {th.get('identical'):.3f}"
+                         + (f" (calibrated: precision {cal['precision']:.2f} on {cal['coverage']:.0%} of queries)"
+                            if th.get("calibrated") else " (configured)"))
     if ev.get("same_product"):
         sp = ev["same_product"]
         lines.append(f"  same-product photos ({sp['photos']} photos, {sp['products']} products): top-1 "

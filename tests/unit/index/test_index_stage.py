@@ -89,3 +89,22 @@ def test_index_config_errors(tmp_path):
     cfg = load_config(IndexConfig, None, ["run.name=x"])
     assert str(cfg.index_root) == "runs/x/index" and cfg.base_clip == "runs/x/models/clip-base"
     assert cfg.encoder_key() != load_config(IndexConfig, None, ["run.name=x", "encoder.steps=3"]).encoder_key()
+
+
+def test_report_says_when_no_threshold_reaches_the_target():
+    from ipl.index.stage import report
+
+    s = {"version": "v0003", "ntotal": 10, "dimension": 8, "index_type": "HNSW", "factory": "HNSW32",
+         "shards": [{}, {}], "target_precision": 0.9,
+         "eval": {"queries": 4, "identical_top1": 0.25, "identical_top5": 0.5, "similar_top1": 0.5,
+                  "category_top1": 0.75, "category_top1_zero_shot": 0.25,
+                  "threshold": {"threshold": 0.99, "precision": None, "coverage": 0.0}},
+         "thresholds": {"identical": 0.99, "calibrated": True}}
+    text = report(s)
+    assert "index v0003: 10 vectors, dim 8, HNSW (HNSW32) in 2 shards" in text
+    assert "no top-1 similarity reached precision 0.9" in text
+    s["eval"]["threshold"] = {"threshold": 0.8, "precision": 0.92, "coverage": 0.4}
+    s["thresholds"]["identical"] = 0.8
+    assert "calibrated: precision 0.92 on 40% of queries" in report(s)
+    s["thresholds"]["calibrated"] = False
+    assert "(configured)" in report(s)
