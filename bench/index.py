@@ -17,7 +17,8 @@ in parallel threads as the Ray tasks of ``ipl index`` do, searched in parallel a
 run.
 
 ``--embed-run`` also measures the Ray Data embedding stage (``ListingEmbedder`` actor pool)
-on that run's cleaned listings with 1 and then 2 actors.
+on that run's cleaned listings with 1 and then 2 actors (one torch thread each), in one Ray
+session, each after a warm-up pass.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def embed_throughput(run: Path, concurrency: int) -> dict:
 
     cfg = load_config(IndexConfig, REPO / "jobs/configs/index_local.yaml",
                       [f"run.root={run.parent}", f"run.name={run.name}", f"embed.concurrency={concurrency}",
-                       "ray.progress=false"])
+                       "embed.num_cpus=0.5", "ray.progress=false"])  # 1 torch thread per actor; the
+    # Parquet read needs one whole free CPU (Ray 2.60), so 2 actors x 0.5 CPU leave it one
     ensure_ray(cfg.ray)
     clip = str(cfg.clip_dir if cfg.clip_dir.is_dir() else cfg.base_clip)
     out = Path(tempfile.mkdtemp(prefix="bench-embed-"))

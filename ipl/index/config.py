@@ -46,6 +46,8 @@ class EmbedConfig(Strict):
     concurrency: int = Field(1, ge=1, description="Embedding actors (model replicas).")
     num_cpus: float = Field(1, gt=0, description="CPUs per actor.")
     num_gpus: float = Field(0, ge=0, description="GPUs per actor (production: 1 or a fraction).")
+    block_rows: int = Field(256, ge=1, description="Rows per Ray Data block fed to the actors (streaming "
+                            "repartition: a single large Parquet file would otherwise keep all but one actor idle).")
     photos_per_listing: int = Field(3, ge=1, description="A listing's vector is the normalised mean of its first N "
                                     "photos.")
 

@@ -83,8 +83,9 @@ def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
     from ipl.index.embed import ListingEmbedder
 
     cols = sorted(set(META_SOURCE.values()) | {"photos"})
-    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=0.25).select_columns(cols)
     e = cfg.embed
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=0.25).select_columns(cols)
+    ds = ds.repartition(target_num_rows_per_block=e.block_rows)
     ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
         "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,
         "threads": max(1, int(e.num_cpus)), "device": "cuda" if e.num_gpus else "cpu"},
