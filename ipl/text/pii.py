@@ -19,10 +19,17 @@ from ipl.text.normalize import normalize
 
 KINDS = ("phone", "wechat", "email", "url", "platform")
 
-_SEP = r"[\s\-.()]{0,2}"
-_CN_MOBILE = re.compile(r"(?<![A-Za-z0-9])(?:\+?86" + _SEP + r")?1[3-9]\d" + _SEP + r"\d{4}" + _SEP + r"\d{4}(?![A-Za-z0-9])")
-_INTL = re.compile(r"(?<![A-Za-z0-9])\+\d{1,3}" + _SEP + r"(?:\(?\d{2,4}\)?" + _SEP + r"){2,4}\d{2,4}(?![A-Za-z0-9])")
-_LONG_DIGITS = re.compile(r"(?<![A-Za-z0-9])(?:\d" + _SEP + r"){9,14}\d(?![A-Za-z0-9])")
+# dots separate phone groups only in the fixed shapes below ("555.123.4567", "138.1234.5678"):
+# free runs of dotted numbers are years, versions and lists ("1902.1903.1905.1907." on Mercari)
+_SEP = r"[\s\-()]{0,2}"
+_DSEP = r"[\s\-.()]{0,2}"
+_CN_MOBILE = re.compile(r"(?<![A-Za-z0-9.])(?:\+?86" + _DSEP + r")?1[3-9]\d" + _DSEP + r"\d{4}" + _DSEP + r"\d{4}"
+                        r"(?![A-Za-z0-9]|\.\d)")
+_INTL = re.compile(r"(?<![A-Za-z0-9])\+\d{1,3}" + _DSEP + r"(?:\(?\d{2,4}\)?" + _DSEP + r"){2,4}\d{2,4}(?![A-Za-z0-9])")
+_US_DOTTED = re.compile(r"(?<![A-Za-z0-9.])\(?\d{3}\)?\.\d{3}\.\d{4}(?![A-Za-z0-9]|\.\d)")
+_LONG_DIGITS = re.compile(r"(?<![A-Za-z0-9.])(?:\d" + _SEP + r"){9,14}\d(?![A-Za-z0-9]|\.\d)")
+# device identifiers are not contact details: a bare run of 15+ digits (IMEI) or digits after imei/serial/s/n
+_DEVICE_ID = re.compile(r"(?:imei|meid|serial|s/n|sn)\s*(?:no\.?|number|#)?\s*[:：]?\s*$", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL = re.compile(r"(?:https?://|www\.)[^\s，。,]+|\b[\w-]+\.(?:com|cn|net|org|shop|io|ly|me)(?:/[^\s，。,]*)?\b", re.I)
 _WECHAT_CONTEXT = r"(?:wechat|weixin|\bwx|\bvx|v信|微信|威信|薇信|徽信|加微|加v|\bqq\b|扣扣)\s*(?:id|号)?\s*[:：]?"
@@ -55,6 +62,13 @@ def _digits(s: str) -> int:
     return sum(ch.isdigit() for ch in s)
 
 
+def _device_id(text: str, hit: Hit) -> bool:
+    bare = hit.text.strip()
+    if bare.isdigit() and len(bare) >= 15:
+        return True
+    return bool(_DEVICE_ID.search(text[max(0, hit.start - 16):hit.start]))
+
+
 def find_pii(text: str, platforms: bool = True) -> list[Hit]:
     """PII hits in the NFKC-normalised ``text`` (offsets refer to the normalised text)."""
     t = normalize(text)
@@ -62,9 +76,9 @@ def find_pii(text: str, platforms: bool = True) -> list[Hit]:
     hits += _spans(_EMAIL, "email", t)
     hits += [h for h in _spans(_URL, "url", t) if not any(e.start <= h.start < e.end for e in hits)]
     hits += _spans(_WECHAT, "wechat", t)
-    for pat in (_CN_MOBILE, _INTL, _LONG_DIGITS):
+    for pat in (_CN_MOBILE, _INTL, _US_DOTTED, _LONG_DIGITS):
         for h in _spans(pat, "phone", t):
-            if _digits(h.text) >= 10 and not any(o.start <= h.start < o.end for o in hits):
+            if _digits(h.text) >= 10 and not any(o.start <= h.start < o.end for o in hits) and not _device_id(t, h):
                 hits.append(Hit("phone", h.start, h.end, h.text))
     if platforms:
         hits += [h for h in _spans(_PLATFORM, "platform", t) if not any(o.start <= h.start < o.end for o in hits)]

@@ -16,11 +16,14 @@ from ipl.text.normalize import normalize
 
 
 class RiskTerms(Strict):
-    """Phrases that mark a listing as risky, per kind (case-insensitive substrings or regexes)."""
+    """Phrases that mark a listing as risky, per kind (case-insensitive substrings or regexes).
+
+    "my shop" is not traffic: on a C2C marketplace it is the seller's other listings on the same
+    platform (Mercari sellers write it often)."""
 
     traffic: list[str] = Field(
         default_factory=lambda: [
-            "taobao", "淘宝", "pinduoduo", "拼多多", "ebay store", "my shop", "dm me on", "instagram", "抖音",
+            "taobao", "淘宝", "pinduoduo", "拼多多", "ebay store", "dm me on", "instagram", "抖音",
             "店铺", "闲鱼外", "outside the app", "平台外",
         ],
         description="Traffic to other platforms or off-platform deals.",
@@ -33,7 +36,14 @@ class RiskTerms(Strict):
         description="Fraud wording (advance payment, code phishing).",
     )
     low_price: list[str] = Field(
-        default_factory=lambda: [r"\b(only|just) ?\$?(0\.99|1|9\.9)\b", "1 dollar", "flash sale", "一元", "9\\.9", "秒杀"],
+        default_factory=lambda: [
+            # "only 9.9 today", "just $1" -- not "only 1 week", "just 1 left"
+            r"\b(?:only|just) ?\$?(?:0\.99|1|9\.9)(?![\d.])(?! ?(?:week|day|month|year|hour|min|minute|time|left|"
+            r"piece|pc|item|size|pair|owner|use|wear)s?\b)",
+            "1 dollar", "flash sale", "一元", "秒杀",
+            # 9.9 as a price ("9.9元", "只要9.9"), not as a condition ("9.9新") or inside 39.95
+            r"(?<![\d.])9\.9(?![\d.]) ?(?:元|块|包邮|\$|dollars?|usd)", r"只要 ?9\.9(?![\d.])",
+        ],
         description="Low-price bait (regexes).",
     )
     prohibited: list[str] = Field(
