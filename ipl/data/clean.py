@@ -42,7 +42,15 @@ class CleanConfig(Strict):
     min_length: int = Field(20, ge=0, description="Shortest description kept (CJK characters count twice).")
     max_length: int = Field(1000, ge=1, description="Longest description kept (CJK characters count twice).")
     max_special_ratio: float = Field(0.15, ge=0, le=1, description="Highest share of special characters kept.")
+    ignore_markers: list[str] = Field(default_factory=list, description="Literal markers the source inserts (e.g. "
+                                      "Mercari's '[rm]' for a removed price) left out of the special-character ratio.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Near-duplicate detection.")
+
+
+def _without(text: str, markers: list[str]) -> str:
+    for m in markers:
+        text = text.replace(m, " ")
+    return text
 
 
 class TextFilters:
@@ -72,7 +80,7 @@ class TextFilters:
             return "too_short", str(n), pii, text
         if n > cfg.max_length:
             return "too_long", str(n), pii, text
-        ratio = special_char_ratio(text)
+        ratio = special_char_ratio(_without(text, cfg.ignore_markers))
         if ratio > cfg.max_special_ratio:
             return "special_chars", f"{ratio:.2f}", pii, text
         return None, None, pii, text

@@ -57,3 +57,12 @@ def test_bad_row_is_quarantined_not_fatal():
 def test_missing_column_names_it():
     with pytest.raises(MissingColumns, match=r"'description'"):
         TextFilters(CleanConfig())({"listing_id": ["L1"], "category": ["x"]})
+
+
+def test_source_markers_do_not_count_as_special_characters():
+    """Mercari writes [rm] where it removed a price; 5 real rows were dropped for it."""
+    text = "Bundle pricing for [rm] tops: 1 - [rm] 2 - [rm] 3 - [rm] 4 - [rm] 5 - [rm]"
+    assert run([{"description": text}])["drop_reason"][0] == "special_chars"
+    assert run([{"description": text}], ignore_markers=["[rm]"])["drop_reason"][0] is None
+    noisy = "★☆♥♦♣♠•◆◇■□▲△▼▽※" * 3 + OK + " [rm]"
+    assert run([{"description": noisy}], ignore_markers=["[rm]"])["drop_reason"][0] == "special_chars"
