@@ -38,14 +38,14 @@ from ipl.index.faiss_index import (factory_string, fill_shard, merge_topk, norma
                                    set_search_params, trained_template)
 
 
-def make_vectors(n: int, dim: int, centres: int, seed: int, args_spread: float = 1.0,
+def make_vectors(n: int, dim: int, centres: int, seed: int, spread: float = 1.0,
                  chunk: int = 100_000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     c = normalize(rng.normal(size=(centres, dim)).astype(np.float32))
     out = np.empty((n, dim), np.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
-        x = c[rng.integers(0, centres, b - a)] + rng.normal(scale=args_spread / np.sqrt(dim), size=(b - a, dim)).astype(
+        x = c[rng.integers(0, centres, b - a)] + rng.normal(scale=spread / np.sqrt(dim), size=(b - a, dim)).astype(
             np.float32)
         out[a:b] = normalize(x)
     return out

@@ -22,7 +22,6 @@ from ipl.runtime import read_json, write_json_atomic
 log = logging.getLogger("ipl.index")
 KEY_FILE = "_finetune.json"
 READ_CPUS = 0.25  # per Ray Data read task feeding the workers
-READ_FREE_CPUS = 1.0  # Ray 2.60's Parquet read does not start with less than one free CPU (measured)
 
 
 def _average_gradients(model) -> None:
@@ -56,12 +55,14 @@ def finetune_loop(config: dict) -> None:
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
     data = prepare_data(clip, rows, max_photos=config["max_photos"])
+    def progress(step: int, loss: float) -> None:
+        if rank == 0 and (step + 1) % 25 == 0:
+            print(f"clip fine-tune step {step + 1}/{config['steps']} loss {loss:.3f}", flush=True)
+
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
-        image_weight=config["image_weight"],
-        step_hook=lambda s, loss: (s + 1) % 25 == 0 and rank == 0 and print(
-            f"clip fine-tune step {s + 1}/{config['steps']} loss {loss:.3f}", flush=True))
+        image_weight=config["image_weight"], step_hook=progress)
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
                "photos": int(len(data.groups)), "steps": len(losses)}
     if rank == 0:
@@ -101,7 +102,7 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
     if sc.check_capacity:
         from ipl.train.capacity import check_capacity
 
-        check_capacity(sc, ray.nodes(), data_cpus=READ_FREE_CPUS)
+        check_capacity(sc, ray.nodes(), data_cpus=READ_CPUS)
     trainer = TorchTrainer(
         finetune_loop,
         train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,

@@ -20,11 +20,9 @@ from typing import Optional
 import numpy as np
 
 from ipl.index.faiss_index import merge_topk, normalize, set_search_params
-from ipl.index.manifest import (IndexIntegrityError, check_compatible, current_version, read_manifest,
-                                verify_files)
+from ipl.index.manifest import IndexIntegrityError, check_compatible, current_version, verify_files
 
 log = logging.getLogger("ipl.index")
-META_COLUMNS = ("listing_id", "sku_id", "spu_id", "category", "price", "description", "attributes")
 
 
 def resolve_version_dir(path: Path) -> Path:
@@ -153,7 +151,3 @@ class IndexHolder:
             if old is not None:
                 old.close()
             return True
-
-
-def manifest_of(path: Path) -> dict:
-    return read_manifest(resolve_version_dir(path))

@@ -81,10 +81,11 @@ def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
     import ray.data
 
     from ipl.index.embed import ListingEmbedder
+    from ipl.index.finetune import READ_CPUS
 
     cols = sorted(set(META_SOURCE.values()) | {"photos"})
     e = cfg.embed
-    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=0.25).select_columns(cols)
+    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=READ_CPUS).select_columns(cols)
     ds = ds.repartition(target_num_rows_per_block=e.block_rows)
     ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
         "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,
@@ -164,7 +165,6 @@ def training_sample(files: list[Path], holdout: set, n: int, seed: int) -> np.nd
 
 
 def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, dim: int) -> tuple[list, dict]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
 
@@ -192,21 +192,20 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
     refs = [task.remote(t_ref, [(str(files[f]), a, b) for f, a, b in g], h_ref, s, int(starts[s]), str(staged),
                         max(1, int(cfg.faiss.shard_cpus))) for s, g in enumerate(groups)]
     shards = ray.get(refs)
-    _ = pa  # pyarrow is imported for the tasks' serialisation context
     return shards, {"spec": spec, "vectors": n, "embed_errors": dict(errors), "build_s": time.monotonic() - t0}
 
 
 # -- 5. evaluation -------------------------------------------------------------------------------
-def load_embeddings(emb_dir: Path, which: set | None, holdout: set, columns=("listing_id", "sku_id", "spu_id",
-                                                                               "category")):
-    """(vectors, metadata dict) of the held-out rows (``which`` = holdout) or of the indexed ones (None)."""
+def load_embeddings(emb_dir: Path, holdout: set, held_out: bool,
+                    columns=("listing_id", "sku_id", "spu_id", "category")):
+    """(vectors, metadata dict) of the held-out rows (``held_out``) or of the indexed ones."""
     import pyarrow as pa
     import pyarrow.dataset as pds
 
     t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*columns, "embed_error", "embedding"])
     ids = t.column("listing_id").to_pylist()
     err = t.column("embed_error").to_pylist()
-    mask = [e is None and ((i in which) if which is not None else (i not in holdout)) for i, e in zip(ids, err)]
+    mask = [e is None and (i in holdout) == held_out for i, e in zip(ids, err)]
     t = t.filter(pa.array(mask))
     return arrow_to_vectors(t.column("embedding")), {c: t.column(c).to_pylist() for c in columns}
 
@@ -234,7 +233,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     spu_ok = np.array(top["spu_id"].tolist()) == np.array(meta["spu_id"])
     cat = np.array(meta["category"])
     out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
-           "identical_top5": float(np.mean([s in set(index.metadata.loc[row]["sku_id"]) for s, row in
+           "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
     out["threshold"] = calibrate_threshold(scores[:, 0], sku_ok, cfg.eval.target_precision)
     if predictor is not None:
@@ -323,7 +322,7 @@ def build(cfg: IndexConfig) -> dict:
                     "build": {"embed_s": round(embed_s, 1), "shards_s": round(info["build_s"], 1),
                               "embed_errors": info["embed_errors"]}}
         write_json_atomic(staged / MANIFEST, manifest)
-        train_vecs, train_meta = load_embeddings(emb_dir, None, hold, columns=("listing_id", "category"))
+        train_vecs, train_meta = load_embeddings(emb_dir, hold, held_out=False, columns=("listing_id", "category"))
         c = cfg.category
         head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
             train_vecs, train_meta["category"], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
@@ -333,7 +332,7 @@ def build(cfg: IndexConfig) -> dict:
         predictor = CategoryPredictor.load(clip, tmp_cat)
         zero_shot = CategoryPredictor(clip, None, head["classes"], c.prompt)
         index = ShardedIndex.load(staged, dim=clip.dim, fingerprint=clip.fingerprint)
-        vecs, meta = load_embeddings(emb_dir, hold, hold)
+        vecs, meta = load_embeddings(emb_dir, hold, held_out=True)
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg)
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]

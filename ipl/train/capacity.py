@@ -3,13 +3,17 @@
 ``check_capacity(scaling, nodes)`` places one bundle per worker (``cpus_per_worker`` CPUs,
 one GPU with ``use_gpu``) on the alive nodes' total resources the way the placement
 strategy would (STRICT_PACK: one node; STRICT_SPREAD: distinct nodes; PACK/SPREAD: any)
-and also keeps ``data_cpus`` free for Ray Data's read and map tasks that feed the workers.
+and also keeps ``data_cpus`` free for Ray Data's read and map tasks that feed the workers --
+at least one whole CPU: Ray 2.60's Parquet read (ReadFilesParquetV2) does not start with
+less free, whatever its ``num_cpus`` says (measured: it hangs with 0.25 free).
 A plan that cannot fit raises :class:`~ipl.config.ConfigError` saying what is missing.
 """
 from __future__ import annotations
 
 from ipl.config import ConfigError
 from ipl.train.config import ScalingConfig
+
+PARQUET_READ_FREE_CPUS = 1.0
 
 
 def node_capacity(nodes: list[dict]) -> list[dict]:
@@ -26,6 +30,7 @@ def node_capacity(nodes: list[dict]) -> list[dict]:
 
 def check_capacity(scaling: ScalingConfig, nodes: list[dict], data_cpus: float = 0.5) -> list[int]:
     """Workers per node of a feasible placement; ConfigError when there is none."""
+    data_cpus = max(data_cpus, PARQUET_READ_FREE_CPUS)
     cpu, gpu = scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0
     cap = node_capacity(nodes)
     if scaling.accelerator_type:

@@ -157,9 +157,7 @@ def run(cfg: TrainConfig) -> dict:
                 cfg.scaling.num_workers)
     ray = ensure_ray(cfg.ray)
     if cfg.scaling.check_capacity:
-        placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=max(1.0, cfg.data.read_cpus))
-        # Ray 2.60's Parquet read (ReadFilesParquetV2) does not start with less than one free CPU,
-        # whatever num_cpus says: measured, it hangs with 0.25 free.
+        placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=cfg.data.read_cpus)
         log.info("workers per node: %s", placement)
     try:
         result = fit(cfg, plan)
