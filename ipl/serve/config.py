@@ -1,0 +1,264 @@
+"""The Serve application's one config model: artifacts, input/output safety, retrieval,
+extraction, generation, the pipeline's timeouts, and each deployment's Ray Serve options.
+
+``serve_configs/local.yaml`` passes it as the application's ``args`` (``import_path:
+ipl.serve.app:build_app``); ``ipl serve`` loads it from a YAML file + ``key=value``
+overrides. It is validated whole before any replica starts, so a wrong key or a missing
+model directory fails ``serve run`` at once instead of in a crashing replica.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ipl.config import RayConfig, RunConfig, Strict
+from ipl.extract.llm import LLMConfig
+
+
+class ModelsConfig(Strict):
+    """Where the served artifacts are (null: the run directory's defaults)."""
+
+    vlm: Optional[str] = Field(None, description="Generation VLM directory (null: <run>/models/vlm-ft from ipl train).")
+    clip: Optional[str] = Field(None, description="open_clip directory for category + retrieval (null: <run>/models/clip).")
+    category_head: Optional[str] = Field(None, description="Category head directory (null: <run>/models/category; "
+                                         "zero-shot when absent).")
+    index: Optional[str] = Field(None, description="Index root or version directory (null: <run>/index).")
+    templates: Optional[str] = Field(None, description="templates.yaml (null: <run>/templates.yaml).")
+    safety_clip: Optional[str] = Field(None, description="open_clip directory screening photos (null: models.clip).")
+
+
+class SafetyConfig(Strict):
+    """Input limits, the prohibited-content screen and the streaming output monitor."""
+
+    max_body_mb: float = Field(20.0, gt=0, description="Largest request body (413 above).")
+    max_photo_mb: float = Field(8.0, gt=0, description="Largest single photo (413 above).")
+    max_photos: int = Field(6, ge=1, description="Photos per request (422 above).")
+    max_pixels: int = Field(25_000_000, ge=1024, description="Pixels per photo (width x height); above is a "
+                            "decompression bomb (422).")
+    max_side: int = Field(8192, ge=32, description="Longest side of a photo in pixels (422 above).")
+    min_side: int = Field(16, ge=1, description="Shortest side accepted (422 below).")
+    max_frames: int = Field(64, ge=1, description="Frames of an animated GIF/WebP accepted (only the first is used).")
+    formats: list[Literal["jpeg", "png", "webp", "gif", "bmp"]] = Field(
+        default_factory=lambda: ["jpeg", "png", "webp", "gif", "bmp"],
+        description="Image formats accepted, as sniffed from the bytes (the declared content type is ignored).")
+    reencode_side: int = Field(1024, ge=64, description="Photos are re-encoded as JPEG (EXIF/GPS dropped) with the "
+                               "longest side at most this.")
+    prohibited: list[str] = Field(
+        default_factory=lambda: ["a gun", "a knife", "drugs", "cigarettes", "a banknote"],
+        description="Prohibited concepts screened zero-shot with the safety CLIP (empty: off).")
+    allowed_prompt: str = Field("a photo of a {category}", description="Prompt of each known category, the allowed "
+                                "side of the zero-shot screen.")
+    prohibited_threshold: float = Field(0.9, ge=0, le=1, description="Refuse when the prohibited concepts' total "
+                                        "zero-shot probability reaches this.")
+    blocklist_dir: Optional[str] = Field(None, description="Folder of known prohibited photos: a photo this close to "
+                                         "one of them is refused.")
+    blocklist_threshold: float = Field(0.95, ge=-1, le=1, description="Cosine similarity to a blocklisted photo "
+                                       "that refuses.")
+    monitor_holdback_chars: int = Field(48, ge=0, description="Characters held back from the stream until the "
+                                        "monitor has seen what follows (a phone number is not half-sent).")
+
+
+class RetrievalConfig(Strict):
+    """Identical/similar listings from the sharded index."""
+
+    k: int = Field(8, ge=1, le=100, description="Hits retrieved per request.")
+    similar_min_score: float = Field(0.5, ge=-1, le=1, description="Similar hits below this cosine are ignored.")
+    identical_threshold: Optional[float] = Field(None, ge=-1, le=1, description="Override of the index's calibrated "
+                                                 "identical-product threshold.")
+    nprobe: Optional[int] = Field(None, ge=1, description="IVF lists searched (null: the index's setting).")
+    refresh_s: float = Field(30.0, ge=0, description="Seconds between checks for a newer index version (0: never).")
+    category_min_score: float = Field(0.2, ge=0, le=1, description="Below this the predicted category is not used "
+                                      "(Appendix D: image-only instruction).")
+    top_k_categories: int = Field(3, ge=1, description="Categories returned with scores.")
+
+
+class ExtractConfig(Strict):
+    """Attribute extraction (paper Table 3) from the retrieved listings' descriptions."""
+
+    backend: Literal["llm", "offline"] = Field(
+        "offline", description="llm: the Table 3 prompt through `llm` at request time; offline: the values "
+        "`ipl prepare` extracted (same prompt/gazetteer) stored with the index. Both are re-validated against the "
+        "category template and re-grounded in the retrieved text.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="The extraction LLM for backend=llm (model null: "
+                           "the generation VLM, as in the paper).")
+    max_references: int = Field(3, ge=1, description="Retrieved listings read per request.")
+    max_value_chars: int = Field(40, ge=1, description="Longer values are dropped (they are not attribute values).")
+
+
+class GenerateConfig(Strict):
+    """Description generation (paper Table 2 prompt) with the VLM."""
+
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="transformers (CPU/GPU, "
+                                                    "streams through a text streamer) or vllm (GPU, async engine).")
+    max_new_tokens: int = Field(96, ge=1, description="Tokens generated at most.")
+    max_chars: int = Field(600, ge=20, description="Characters of description at most; a capped description is cut "
+                           "at its last sentence boundary.")
+    timeout_s: float = Field(60.0, gt=0, description="Generation time limit; past it the seller is told to write the "
+                             "description by hand.")
+    max_photos: int = Field(4, ge=1, description="Photos given to the VLM (the first N).")
+    image_side: int = Field(224, ge=28, description="Photos are resized to at most this side for the VLM.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    device: str = Field("cpu", description="torch device of the transformers backend.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")
+    max_model_len: int = Field(4096, ge=256, description="vLLM context length.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
+
+
+class DeploymentOptions(Strict):
+    """Ray Serve options of one deployment (passed to ``serve.deployment``)."""
+
+    num_replicas: Optional[int] = Field(None, ge=1, description="Fixed replicas (null with autoscaling: autoscaled).")
+    autoscaling: Optional[dict[str, Any]] = Field(None, description="Ray Serve autoscaling_config: min_replicas, "
+                                                  "max_replicas, target_ongoing_requests, ...")
+    max_ongoing_requests: int = Field(8, ge=1, description="Requests a replica works on at once.")
+    max_queued_requests: int = Field(32, ge=-1, description="Requests a caller queues for this deployment before "
+                                     "rejecting (-1: unbounded, never use in production).")
+    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica (fractions share one).")
+    accelerator_type: Optional[str] = Field(None, description="Ray accelerator type, e.g. V100.")
+
+    @model_validator(mode="after")
+    def _one_scaling(self):
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("set num_replicas or autoscaling, not both")
+        return self
+
+    def serve_options(self, name: str) -> dict:
+        actor: dict = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor["num_gpus"] = self.num_gpus
+        if self.accelerator_type:
+            actor["accelerator_type"] = self.accelerator_type
+        opts = {"name": name, "max_ongoing_requests": self.max_ongoing_requests,
+                "max_queued_requests": self.max_queued_requests, "ray_actor_options": actor}
+        if self.autoscaling is not None:
+            opts["autoscaling_config"] = self.autoscaling
+        else:
+            opts["num_replicas"] = self.num_replicas or 1
+        return opts
+
+
+class DeploymentsConfig(Strict):
+    ingress: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=64),
+                                       description="FastAPI ingress.")
+    safety: DeploymentOptions = Field(default_factory=DeploymentOptions, description="SafetyGate.")
+    category: DeploymentOptions = Field(default_factory=DeploymentOptions, description="CategoryPredictor.")
+    retriever: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Retriever.")
+    extractor: DeploymentOptions = Field(default_factory=DeploymentOptions, description="AttributeExtractor.")
+    generator: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=4),
+                                         description="Generator.")
+
+
+class PipelineConfig(Strict):
+    """How the ingress runs a draft."""
+
+    concurrent: bool = Field(True, description="Category and retrieval at the same time (the paper's "
+                             "'simultaneously'); false runs them one after the other.")
+    max_inflight: int = Field(16, ge=1, description="Drafts an ingress replica runs at once; more get 503 with "
+                              "Retry-After at once (JSON, never a hang).")
+    retry_after_s: int = Field(2, ge=0, description="Retry-After of a 503.")
+    stage_timeout_s: float = Field(30.0, gt=0, description="Limit of each stage before generation (504 past it).")
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"],
+                                                 description="Languages a seller may ask for.")
+
+
+class HttpConfig(Strict):
+    """Where ``ipl serve`` listens (``serve deploy`` YAMLs carry their own http_options)."""
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="Port.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Ray Serve's end-to-end limit; keep it above the "
+                                     "pipeline's own timeouts so those answer first, as JSON.")
+
+
+# deployment -> (config sections it reads, models entries it reads)
+SCOPES = {
+    "SafetyGate": ({"safety"}, {"safety_clip", "clip", "templates"}),
+    "CategoryPredictor": ({"retrieval"}, {"clip", "category_head", "templates"}),
+    "Retriever": ({"retrieval"}, {"clip", "index"}),
+    "AttributeExtractor": ({"extract", "retrieval"}, set()),
+    "Generator": ({"generate"}, {"vlm"}),
+}
+
+
+class ServeConfig(Strict):
+    """``ipl serve`` / ``serve run serve_configs/local.yaml``: the IPL draft application."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run directory holding the artifacts.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection (ipl serve only).")
+    name: str = Field("ipl", description="Serve application name.")
+    route_prefix: str = Field("/", description="Route prefix of the application.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Artifacts.")
+    safety: SafetyConfig = Field(default_factory=SafetyConfig, description="Input/output safety.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Category + retrieval.")
+    extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Attribute extraction.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Generation.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Draft orchestration.")
+    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Ray Serve options.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP of ipl serve.")
+    once: bool = Field(False, description="ipl serve: start, answer one draft for `once_photo`, print it, stop.")
+    sample_draft: bool = Field(False, description="ipl serve: send one draft for `once_photo` after starting, then "
+                               "keep serving (ipl demo --serve).")
+    once_photo: Optional[str] = Field(None, description="Photo file of the sample draft (null: a held-out listing's "
+                                      "photo).")
+
+    def scoped(self, deployment: str) -> "ServeConfig":
+        """This config with only what ``deployment`` reads (other sections at their defaults).
+
+        A redeploy then restarts only the deployments whose own settings changed: the binder
+        versions each deployment by its scoped config."""
+        sections, models = SCOPES[deployment]
+        if deployment == "AttributeExtractor" and self.extract.backend == "llm":
+            models = models | {"vlm"}
+        update: dict = {name: type(getattr(self, name))() for name in
+                        ("safety", "retrieval", "extract", "generate", "pipeline", "deployments", "http")
+                        if name not in sections}
+        update["models"] = ModelsConfig(**{k: getattr(self.models, k) for k in models})
+        update.update(once=False, sample_draft=False, once_photo=None)
+        return self.model_copy(update=update)
+
+    def _path(self, value: Optional[str], default: str) -> Path:
+        return Path(value) if value else self.run.dir / default
+
+    @property
+    def vlm_dir(self) -> Path:
+        return self._path(self.models.vlm, "models/vlm-ft")
+
+    @property
+    def clip_dir(self) -> Path:
+        return self._path(self.models.clip, "models/clip")
+
+    @property
+    def category_dir(self) -> Path:
+        return self._path(self.models.category_head, "models/category")
+
+    @property
+    def index_root(self) -> Path:
+        return self._path(self.models.index, "index")
+
+    @property
+    def templates_path(self) -> Path:
+        return self._path(self.models.templates, "templates.yaml")
+
+    @property
+    def safety_clip_dir(self) -> Path:
+        return Path(self.models.safety_clip) if self.models.safety_clip else self.clip_dir
+
+    def check_artifacts(self) -> list[str]:
+        """What is missing, each with the command that makes it (empty: ready to serve)."""
+        problems = []
+        if not (self.vlm_dir / "config.json").is_file():
+            problems.append(f"VLM {self.vlm_dir}: no config.json (run `ipl train`, or set models.vlm to a "
+                            f"save_pretrained directory such as <run>/models/vlm-base)")
+        for what, path in (("CLIP", self.clip_dir), ("safety CLIP", self.safety_clip_dir)):
+            if not (path / "open_clip_config.json").is_file():
+                problems.append(f"{what} {path}: no open_clip_config.json (run `ipl index`)")
+        if not self.index_root.exists():
+            problems.append(f"index {self.index_root}: missing (run `ipl index`)")
+        if not self.templates_path.is_file():
+            problems.append(f"templates {self.templates_path}: missing (run `ipl prepare`)")
+        if self.extract.backend == "llm" and self.extract.llm.backend == "none":
+            problems.append("extract.backend=llm needs extract.llm.backend: transformers or vllm")
+        return problems

@@ -1,0 +1,404 @@
+"""The FastAPI ingress: HTTP parsing, limits, admission, JSON/SSE replies, the seller page.
+
+Routes (:func:`build_api`, evaluated on each ingress replica; ``app.py`` wraps :class:`Ingress`
+with ``serve.ingress(build_api)``, and each route calls the replica's Ingress object):
+
+* ``POST /v1/listings/draft``: multipart ``photos`` (1..N files) and optional ``category``,
+  ``language`` (en|zh), ``stream`` (true|false), ``max_new_tokens``. JSON reply, or
+  Server-Sent Events ``meta``, ``delta``..., then ``done`` | ``halted`` | ``error``.
+* ``POST /v1/chat/completions``: OpenAI-compatible; the photos are the ``image_url``
+  data-URL parts of the messages (remote URLs are refused: the service fetches nothing).
+* ``GET /healthz``, ``GET /v1/stats``, ``GET /`` (seller page).
+
+Every error is ``{"error": {"code", "message"}}`` with a 4xx/5xx status. Admission:
+past ``pipeline.max_inflight`` drafts a replica answers 503 ``overloaded`` at once; a
+downstream deployment's full queue (``max_queued_requests``) is also a 503, never a hang.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from importlib import resources
+from typing import Any, AsyncIterator, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ipl.catalog.templates import load_templates
+from ipl.serve.config import ServeConfig
+from ipl.serve.errors import ApiError
+from ipl.serve.pipeline import DraftPipeline, DraftRequest
+
+log = logging.getLogger("ipl.serve")
+DRAFT_FIELDS = {"photos", "category", "language", "stream", "max_new_tokens"}
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "malformed_request")
+    return JSONResponse({"error": {"code": code, "message": f"{request.method} {request.url.path}: {exc.detail}"}},
+                        status_code=exc.status_code)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class HandleStages:
+    """The pipeline's stages as Ray Serve deployment handles."""
+
+    def __init__(self, safety, category, retriever, extractor, generator):
+        self.safety, self.category, self.retriever = safety, category, retriever
+        self.extractor, self.generator = extractor, generator
+
+    async def check(self, photos):
+        return await self.safety.check.remote(photos)
+
+    async def predict(self, photos):
+        return await self.category.predict.remote(photos)
+
+    async def search(self, photos):
+        return await self.retriever.search.remote(photos)
+
+    async def extract(self, category, keys, hits, language):
+        return await self.extractor.extract.remote(category, keys, hits, language)
+
+    def stream(self, prompt, photos, language, max_new_tokens):
+        return self.generator.options(stream=True).stream.remote(prompt, photos, language, max_new_tokens)
+
+    async def close(self, stream) -> None:
+        stream.cancel()
+
+
+def _unavailable(exc: BaseException) -> Optional[ApiError]:
+    """A Ray Serve overload/unavailability as a JSON 503 (None for anything else)."""
+    from ray.serve.exceptions import BackPressureError
+
+    try:
+        from ray.serve.exceptions import DeploymentUnavailableError
+    except ImportError:  # pragma: no cover
+        DeploymentUnavailableError = ()  # type: ignore
+    if isinstance(exc, BackPressureError):
+        return ApiError("overloaded", "the service is at capacity; retry shortly", retry_after=2)
+    if DeploymentUnavailableError and isinstance(exc, DeploymentUnavailableError):
+        return ApiError("unavailable", "a part of the service is unavailable; retry shortly", retry_after=5)
+    return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError("body_too_large", f"the request body is {int(declared) / 2**20:.1f} MB; the limit is "
+                               f"{limit / 2**20:g} MB")
+        except ValueError:
+            raise ApiError("malformed_request", f"Content-Length {declared!r} is not a number") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("body_too_large", f"the request body is over the {limit / 2**20:g} MB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _flag(value: Optional[str], name: str) -> bool:
+    v = (value or "").strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise ApiError("invalid_field", f"{name} must be true or false, got {value!r}")
+
+
+class Ingress:
+    """Serve ingress deployment (wrapped with ``serve.ingress(api)`` by ``app.py``)."""
+
+    def __init__(self, safety, category, retriever, extractor, generator, cfg: ServeConfig):
+        self.cfg = cfg
+        self.templates = load_templates(cfg.templates_path)
+        self.stages = HandleStages(safety, category, retriever, extractor, generator)
+        self.pipeline = DraftPipeline(self.stages, self.templates, cfg)
+        self.retriever, self.generator = retriever, generator
+        self.inflight = 0
+        self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0}
+
+    # -- admission --------------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self.inflight >= self.cfg.pipeline.max_inflight:
+            self.counts["rejected_overload"] += 1
+            raise ApiError("overloaded", f"{self.inflight} drafts in progress on this replica (limit "
+                           f"{self.cfg.pipeline.max_inflight}); retry shortly", retry_after=self.cfg.pipeline.retry_after_s)
+        self.inflight += 1
+
+    async def _guarded(self, work):
+        """Run ``work()`` (a coroutine returning a Response) with admission and error mapping."""
+        try:
+            self._admit()
+        except ApiError as exc:
+            return error_response(exc)
+        release = True
+        try:
+            response = await work()
+            if isinstance(response, StreamingResponse):
+                release = False  # the stream releases its slot when it ends
+            return response
+        except ApiError as exc:
+            self.counts["errors"] += 1
+            return error_response(exc)
+        except Exception as exc:  # noqa: BLE001
+            mapped = _unavailable(exc)
+            if mapped is not None:
+                return error_response(mapped)
+            log.exception("draft failed")
+            return error_response(ApiError("internal", f"internal error ({type(exc).__name__}); it is logged"))
+        finally:
+            if release:
+                self.inflight -= 1
+
+    async def _release_after(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in events:
+                yield chunk
+        finally:
+            self.inflight -= 1
+
+    # -- draft ------------------------------------------------------------------------------
+    async def _parse_draft(self, request: Request) -> tuple[DraftRequest, bool]:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise ApiError("unsupported_media_type", f"send multipart/form-data with 'photos' file parts, not "
+                           f"{ctype or 'no content type'}")
+        boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"') if "boundary=" in ctype else ""
+        if not boundary:
+            raise ApiError("malformed_multipart", "the multipart content type has no boundary")
+        body = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20))
+        if f"--{boundary}--".encode() not in body:
+            raise ApiError("malformed_multipart", "the multipart body has no closing boundary (a truncated upload?)")
+        request._body = body  # starlette's form parser reads the capped body
+        try:
+            form = await request.form(max_files=self.cfg.safety.max_photos + 50, max_fields=50,
+                                      max_part_size=64 * 1024)
+        except Exception as exc:  # noqa: BLE001 - python-multipart / starlette parse errors
+            raise ApiError("malformed_multipart", f"the multipart body cannot be parsed: {exc}") from None
+        photos, fields = [], {}
+        for key, value in form.multi_items():
+            if key not in DRAFT_FIELDS:
+                raise ApiError("invalid_field", f"unknown field {key!r}; fields: {', '.join(sorted(DRAFT_FIELDS))}")
+            if key == "photos":
+                if isinstance(value, str):
+                    raise ApiError("invalid_field", "'photos' must be file parts (multipart filename=...), "
+                                   "got a text field")
+                photos.append(await value.read())
+            else:
+                if not isinstance(value, str):
+                    raise ApiError("invalid_field", f"{key!r} must be a text field, got a file")
+                if key in fields:
+                    raise ApiError("invalid_field", f"{key!r} given twice")
+                fields[key] = value
+        if not photos:
+            raise ApiError("no_photos", f"no photos: send 1 to {self.cfg.safety.max_photos} image files in the "
+                           f"field 'photos'")
+        if len(photos) > self.cfg.safety.max_photos:
+            raise ApiError("too_many_photos", f"{len(photos)} photos; at most {self.cfg.safety.max_photos} per request")
+        category = fields.get("category")
+        if category is not None:
+            category = category.strip() or None
+            if category is not None and len(category) > 64:
+                raise ApiError("invalid_field", "category is longer than 64 characters")
+        max_new = fields.get("max_new_tokens")
+        if max_new is not None:
+            try:
+                max_new = int(max_new)
+            except ValueError:
+                raise ApiError("invalid_field", f"max_new_tokens must be an integer, got {max_new!r}") from None
+            if not 1 <= max_new <= self.cfg.generate.max_new_tokens:
+                raise ApiError("invalid_field", f"max_new_tokens must be within 1..{self.cfg.generate.max_new_tokens}")
+        req = DraftRequest(photos=photos, category=category, language=(fields.get("language") or "en").strip(),
+                           max_new_tokens=max_new)
+        return req, _flag(fields.get("stream"), "stream")
+
+    async def _draft_events(self, draft) -> AsyncIterator[bytes]:
+        yield sse("meta", draft.meta)
+        try:
+            async for kind, data in self.pipeline.generate(draft):
+                yield sse(kind, data)
+        except Exception as exc:  # noqa: BLE001 - the stream has started: the error is the last event
+            mapped = _unavailable(exc) or ApiError("internal", f"internal error ({type(exc).__name__})")
+            log.exception("stream failed") if mapped.code == "internal" else None
+            yield sse("error", mapped.body()["error"])
+
+    async def draft(self, request: Request):
+        async def work():
+            req, stream = await self._parse_draft(request)
+            self.counts["drafts"] += 1
+            if not stream:
+                return JSONResponse(await self.pipeline.run(req))
+            draft = await self.pipeline.prepare(req)
+            return StreamingResponse(self._release_after(self._draft_events(draft)), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+        return await self._guarded(work)
+
+    # -- OpenAI-compatible ------------------------------------------------------------------
+    def _parse_chat(self, body: Any) -> tuple[DraftRequest, bool, str]:
+        if not isinstance(body, dict):
+            raise ApiError("malformed_request", "the body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError("invalid_field", "'messages' must be a non-empty list")
+        photos = []
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+                raise ApiError("invalid_field", "each message needs a role of system, user or assistant")
+            content = m.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    if not isinstance(part, dict):
+                        raise ApiError("invalid_field", "content parts must be objects")
+                    if part.get("type") == "image_url":
+                        url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) \
+                            else str(part.get("image_url") or "")
+                        photos.append(self._data_url(url))
+                    elif part.get("type") not in ("text", None):
+                        raise ApiError("invalid_field", f"content part type {part.get('type')!r} is not supported")
+            elif content is not None and not isinstance(content, str):
+                raise ApiError("invalid_field", "message content must be a string or a list of parts")
+        if not photos:
+            raise ApiError("no_photos", "no image_url parts: send the item's photos as data URLs")
+        if len(photos) > self.cfg.safety.max_photos:
+            raise ApiError("too_many_photos", f"{len(photos)} photos; at most {self.cfg.safety.max_photos} per request")
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise ApiError("invalid_field", "max_tokens must be a positive integer")
+        language = body.get("language", "en")
+        if not isinstance(language, str):
+            raise ApiError("invalid_field", "language must be a string")
+        category = body.get("category")
+        if category is not None and not isinstance(category, str):
+            raise ApiError("invalid_field", "category must be a string")
+        req = DraftRequest(photos=photos, category=category, language=language,
+                           max_new_tokens=min(max_tokens, self.cfg.generate.max_new_tokens) if max_tokens else None)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError("invalid_field", "stream must be true or false")
+        return req, stream, str(body.get("model") or "ipl")
+
+    @staticmethod
+    def _data_url(url: str) -> bytes:
+        if not url.startswith("data:"):
+            raise ApiError("remote_image_url", "image_url must be a data: URL (base64); the service does not fetch "
+                           "remote images")
+        head, _, payload = url.partition(",")
+        if ";base64" not in head:
+            raise ApiError("invalid_field", "image data URLs must be base64-encoded")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError("invalid_field", "an image data URL is not valid base64") from None
+
+    async def chat(self, request: Request):
+        async def work():
+            raw = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20))
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise ApiError("malformed_request", "the body is not valid JSON") from None
+            req, stream, model = self._parse_chat(body)
+            self.counts["drafts"] += 1
+            draft = await self.pipeline.prepare(req)
+            cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+            if stream:
+                return StreamingResponse(self._release_after(self._chat_chunks(draft, cid, created, model)),
+                                         media_type="text/event-stream")
+            text, finish = "", "stop"
+            async for kind, data in self.pipeline.generate(draft):
+                if kind == "done":
+                    text, finish = data["description"], "length" if data["truncated"] else "stop"
+                elif kind == "halted":
+                    text, finish = "", "content_filter"
+                elif kind == "error":
+                    text, finish = data["message"], "stop"
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "ipl": {**draft.meta, "fallbacks": draft.fallbacks}})
+
+        return await self._guarded(work)
+
+    async def _chat_chunks(self, draft, cid: str, created: int, model: str) -> AsyncIterator[bytes]:
+        def chunk(delta: dict, finish: Optional[str] = None) -> bytes:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+        yield chunk({"role": "assistant", "content": ""})
+        finish = "stop"
+        async for kind, data in self.pipeline.generate(draft):
+            if kind == "delta":
+                yield chunk({"content": data["text"]})
+            elif kind == "done":
+                finish = "length" if data["truncated"] else "stop"
+            elif kind == "halted":
+                finish = "content_filter"
+            elif kind == "error":
+                yield chunk({"content": data["message"]})
+        yield chunk({}, finish)
+        yield b"data: [DONE]\n\n"
+
+    # -- operations -------------------------------------------------------------------------
+    async def healthz(self):
+        status = await self.retriever.status.remote()
+        return {"status": "ok", "index": status, "inflight": self.inflight}
+
+    async def stats(self):
+        return {"ingress": {**self.counts, "inflight": self.inflight},
+                "generator": await self.generator.get_stats.remote()}
+
+    async def page(self):
+        return HTMLResponse(resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8"))
+
+
+def build_api() -> FastAPI:
+    """The HTTP routes; each calls the Ingress object of the replica it runs in."""
+    from ray import serve
+
+    api = FastAPI(title="IPL", description="Intelligent Product Listing: photos in, listing draft out.")
+    api.add_exception_handler(StarletteHTTPException, _http_error)
+
+    def ingress() -> Ingress:
+        return serve.get_replica_context().servable_object
+
+    @api.post("/v1/listings/draft")
+    async def draft(request: Request):
+        return await ingress().draft(request)
+
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await ingress().chat(request)
+
+    @api.get("/healthz")
+    async def healthz():
+        return await ingress().healthz()
+
+    @api.get("/v1/stats")
+    async def stats():
+        return await ingress().stats()
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page():
+        return await ingress().page()
+
+    return api
