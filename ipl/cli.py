@@ -31,6 +31,8 @@ class Stage:
     config: Optional[str]  # "module:Class" of the config model
     runner: Optional[str]  # "module:function(cfg) -> int"
     issue: Optional[int] = None  # the issue that builds a stage not built yet
+    loader: Optional[str] = None  # "module:function(path, overrides)" when the YAML is not the model itself
+    default_config: Optional[str] = None  # default config path when not jobs/configs/<stage>_local.yaml
 
 
 STAGES = {
@@ -45,7 +47,9 @@ STAGES = {
         Stage("index", "fine-tune the encoder, build the sharded FAISS index + category predictor",
               "ipl.index.config:IndexConfig", "ipl.index.stage:main"),
         Stage("eval", "evaluate: paper metrics, RAG ablation, retrieval accuracy", None, None, 7),
-        Stage("serve", "run the Ray Serve application", None, None, 6),
+        Stage("serve", "run the Ray Serve application (serve_configs/local.yaml)", "ipl.serve.config:ServeConfig",
+              "ipl.serve.stage:main", loader="ipl.serve.stage:load_serve_config",
+              default_config="serve_configs/local.yaml"),
         Stage("demo", "run every built stage end to end on a small marketplace", "ipl.demo:DemoConfig",
               "ipl.demo:main"),
     ]
@@ -59,7 +63,8 @@ def _resolve(spec: str):
 
 def default_config_path(stage: str) -> Path:
     """``jobs/configs/<stage>_local.yaml`` in the working directory, else in the checkout."""
-    rel = Path("jobs") / "configs" / f"{stage}_local.yaml"
+    default = STAGES[stage].default_config if stage in STAGES else None
+    rel = Path(default) if default else Path("jobs") / "configs" / f"{stage}_local.yaml"
     return rel if rel.is_file() else REPO_ROOT / rel
 
 
@@ -73,6 +78,8 @@ def stage_config(stage: str, config: Optional[str], overrides: Sequence[str]):
     if st.config is None:
         raise NotBuilt(f"stage '{stage}' is not built yet (issue #{st.issue}: {st.help})")
     path = Path(config) if config else default_config_path(stage)
+    if st.loader:
+        return _resolve(st.loader)(path, overrides)
     return load_config(_resolve(st.config), path, overrides)
 
 
@@ -89,11 +96,15 @@ def setup_logging(verbose: bool = False) -> None:
 def run_stage(stage: str, argv: Sequence[str]) -> int:
     """Parse ``[--config FILE] [key=value ...]`` for ``stage``, validate, run; returns the exit code."""
     parser = argparse.ArgumentParser(prog=f"ipl {stage}", description=STAGES[stage].help)
-    parser.add_argument("--config", help=f"YAML config (default: jobs/configs/{stage}_local.yaml)")
+    parser.add_argument("--config", help=f"YAML config (default: {default_config_path(stage)})")
     parser.add_argument("--print-config", action="store_true", help="validate, print the resolved config, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted for nesting")
+    if stage == "demo":
+        parser.add_argument("--serve", action="store_true", help="keep the application running after the demo")
     args = parser.parse_args(list(argv))
+    if getattr(args, "serve", False):
+        args.overrides.append("keep_serving=true")
     setup_logging(args.verbose)
     try:
         cfg = stage_config(stage, args.config, args.overrides)

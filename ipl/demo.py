@@ -13,6 +13,7 @@ from pydantic import Field
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.data.config import PrepareConfig
 from ipl.index.config import IndexConfig
+from ipl.serve.config import ServeConfig
 from ipl.synth.config import SynthConfig
 from ipl.train.config import TrainConfig
 
@@ -29,6 +30,10 @@ class DemoConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (Ray Train + DeepSpeed ZeRO-1).")
     index: IndexConfig = Field(default_factory=IndexConfig, description="Encoder fine-tuning, sharded FAISS index, "
                                "category predictor.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The Serve application answering the "
+                               "demo's draft request.")
+    keep_serving: bool = Field(False, description="After the demo draft, keep the application running (ipl demo "
+                               "--serve) and print the seller page's URL.")
 
     def stage(self, name: str):
         """The stage's config with the demo's run and ray settings."""
@@ -39,6 +44,7 @@ def main(cfg: DemoConfig) -> int:
     from ipl.cli import STAGES
     from ipl.data import stage as prepare_stage
     from ipl.index import stage as index_stage
+    from ipl.serve import stage as serve_stage
     from ipl.synth import stage as synth_stage
     from ipl.train import stage as train_stage
 
@@ -58,6 +64,11 @@ def main(cfg: DemoConfig) -> int:
     t = time.monotonic()
     print("\n== index: open_clip fine-tuning (Ray Train), embeddings (Ray Data), sharded FAISS, category head")
     index_stage.main(cfg.stage("index"))
+    print(f"   ({time.monotonic() - t:.0f}s)")
+    t = time.monotonic()
+    print("\n== serve: the Ray Serve graph answers a streamed draft request for a held-out photo")
+    serve_cfg = cfg.stage("serve").model_copy(update={"once": not cfg.keep_serving, "sample_draft": True})
+    serve_stage.main(serve_cfg)
     print(f"   ({time.monotonic() - t:.0f}s)")
     missing = [s for s in STAGES.values() if s.runner is None]
     if missing:
