@@ -17,7 +17,11 @@ def prepared_marketplace(ray_local, tmp_path_factory):
     run_synth(load_config(SynthConfig, None, [*common, "rows=300", "shard_rows=150", "photos_max=1",
                                               "models.tokenizer_rows=300", "models.clip_pretrain_steps=0",
                                               "models.vlm.hidden_size=64", "models.vlm.num_hidden_layers=2",
-                                              "models.vlm.intermediate_size=128"]))
+                                              "models.vlm.intermediate_size=128",
+                                              # few SKUs with several listings each: held-out photos have
+                                              # their SKU in the index (retrieval and serving tests)
+                                              "catalogue.brands_per_category=2", "catalogue.models_per_brand=1",
+                                              "catalogue.colors_per_spu=2", "catalogue.variants_per_spu=1"]))
     run_prepare(load_config(PrepareConfig, None, [*common, "consistency.enabled=false",
                                                   "instructions.validation_fraction=0.2",
                                                   "instructions.llamafactory_export=false"]))

@@ -1,12 +1,19 @@
 """`ipl demo` end to end as a newcomer runs it (small marketplace)."""
 import os
 import re
+import socket
 import subprocess
 import sys
 
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_demo_runs_and_names_unbuilt_stages(tmp_path):
@@ -18,7 +25,8 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
            "synth.models.vlm.hidden_size=64", "synth.models.vlm.intermediate_size=128",
            "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300", "prepare.templates.min_listings=5",
            "train.optim.max_steps=4", "train.eval.recall_rows=4", "train.eval.max_new_tokens=16",
-           "index.encoder.steps=5", "index.encoder.batch_size=16", "index.eval.holdout_fraction=0.2"]
+           "index.encoder.steps=5", "index.encoder.batch_size=16", "index.eval.holdout_fraction=0.2",
+           f"serve.http.port={free_port()}", "serve.generate.max_new_tokens=16"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows" in out.stdout
@@ -28,6 +36,9 @@ def test_demo_runs_and_names_unbuilt_stages(tmp_path):
     assert re.search(r"attribute recall of generations on [1-4] held-out rows", out.stdout)
     assert re.search(r"index v0001: \d+ vectors, dim \d+, IVF-Flat .* in 2 shards", out.stdout)
     assert re.search(r"held-out photos \(\d+\): identical \(SKU\) top-1 [01]\.\d\d", out.stdout)
+    # serve: a streamed draft for a held-out photo, printed as it arrives
+    assert "POST http://127.0.0.1:" in out.stdout and re.search(r"category: \w+ \(predictor:head", out.stdout)
+    assert "[done]" in out.stdout and "timings (ms)" in out.stdout
     for stage in STAGES.values():
         if stage.runner is None:
             assert f"- {stage.name}:" in out.stdout

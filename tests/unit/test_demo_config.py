@@ -16,3 +16,12 @@ def test_demo_indexes_like_index_local():
     demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("index")
     local = load_config(IndexConfig, "jobs/configs/index_local.yaml")
     assert demo.model_dump(exclude={"run", "ray"}) == local.model_dump(exclude={"run", "ray"})
+
+
+def test_demo_serves_like_serve_local():
+    from ipl.serve.stage import load_serve_config
+
+    demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("serve")
+    local = load_serve_config("serve_configs/local.yaml")
+    skip = {"run", "ray", "http"}
+    assert demo.model_dump(exclude=skip) == local.model_dump(exclude=skip)

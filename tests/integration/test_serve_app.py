@@ -1,0 +1,449 @@
+"""The Serve application over real HTTP on local Ray, with artifacts built by the real stages.
+
+One module-scoped server (``ipl.serve.stage.start``) is redeployed with a few config
+variants: the main graph (drafts, SSE order, 36 kinds of bad input, the openai client,
+overload), then the Appendix D fallbacks, a planted unsafe output halted mid-stream, and a
+client disconnect that cancels generation.
+"""
+import base64
+import json
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from bad_photos import bad_photos
+from ipl.config import load_config
+from ipl.serve.config import ServeConfig
+from ipl.serve.samples import held_out_examples
+
+pytestmark = pytest.mark.integration
+TIMEOUT = 120  # client timeout: a hang fails the test instead of blocking it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_run(prepared_marketplace):
+    """An index + category head for run 's' over the prepared marketplace's listings."""
+    from ipl.index.config import IndexConfig
+    from ipl.index.stage import build
+
+    root = prepared_marketplace
+    cfg = load_config(IndexConfig, None, [
+        f"run.root={root}", "run.name=s", f"listings={root}/t/clean/listings", f"encoder.path={root}/t/models/clip-base",
+        "encoder.steps=20", "encoder.batch_size=32", "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=64",
+        "faiss.type=Flat", "faiss.shards=2", "category.epochs=60", "eval.holdout_fraction=0.15"])
+    summary = build(cfg)
+    return root, summary
+
+
+def serve_cfg(root, port, *overrides) -> ServeConfig:
+    from ipl.serve.stage import load_serve_config
+
+    return load_serve_config("serve_configs/local.yaml", [
+        f"run.root={root}", "run.name=s", f"models.vlm={root}/t/models/vlm-base", f"models.templates={root}/t/templates.yaml",
+        f"http.port={port}", "generate.max_new_tokens=24", "safety.max_body_mb=2", "safety.prohibited=[]",
+        "pipeline.max_inflight=4", "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1",
+        "deployments.generator.num_cpus=0.2", "retrieval.refresh_s=0", "retrieval.identical_threshold=0.99",
+        *overrides])
+
+
+class Server:
+    def __init__(self, root, port):
+        self.root, self.port = root, port
+        self.url = None
+
+    def deploy(self, *overrides):
+        from ray import serve
+
+        from ipl.serve.app import build
+        from ipl.serve.stage import start
+
+        cfg = serve_cfg(self.root, self.port, *overrides)
+        if self.url is None:
+            self.url = start(cfg)
+        else:
+            serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
+                    return cfg
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("the application did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def server(served_run, ray_local):
+    from ray import serve
+
+    srv = Server(served_run[0], free_port())
+    srv.deploy()
+    yield srv
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def examples(served_run):
+    root, _ = served_run
+    ex = held_out_examples(root / "t" / "clean" / "listings", root / "s" / "index", n=8)
+    assert len(ex) >= 4
+    return ex
+
+
+def draft(url, photos, stream=False, timeout=TIMEOUT, **fields):
+    files = [("photos", (f"p{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)]
+    data = {"stream": "true" if stream else "false", **fields}
+    return requests.post(url + "/v1/listings/draft", files=files, data=data, timeout=timeout, stream=stream)
+
+
+def sse_events(resp):
+    events, event = [], None
+    for line in resp.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:])))
+    return events
+
+
+# -- main graph ------------------------------------------------------------------------------
+def test_health_and_seller_page(server):
+    health = requests.get(server.url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["index"]["version"] == "v0001" and health["index"]["ntotal"] > 0
+    page = requests.get(server.url + "/", timeout=10)
+    assert page.status_code == 200 and "<form" in page.text and "v1/listings/draft" in page.text
+    missing = requests.get(server.url + "/v2/nothing", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_drafts_for_held_out_photos_name_category_and_attributes(server, examples, served_run):
+    """Each draft names the category the predictor gives and attributes stated by the listings it
+    cites; where retrieval found the photo's SKU, the attributes are that SKU's true values."""
+    import asyncio
+
+    import pandas as pd
+
+    from ipl.serve.deployments import CategoryPredictor
+
+    root, summary = served_run
+    predictor = CategoryPredictor(serve_cfg(root, 1, f"models.templates={root}/t/templates.yaml"))
+    index_meta = pd.concat(pd.read_parquet(p) for p in (root / "s" / "index" / "v0001").glob("shard-*.parquet"))
+    by_id = index_meta.set_index("listing_id")
+    right_category, sku_found, sku_values, sku_right = 0, 0, 0, 0
+    for ex in examples:
+        r = draft(server.url, ex["photos"][:1])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        for key in ("category", "template", "references", "attributes", "description", "price_suggestion",
+                    "fallbacks", "halted", "timings"):
+            assert key in body, key
+        assert body["category"]["source"] == "predictor:head" and body["halted"] is False
+        assert {"safety_ms", "category_ms", "retrieval_ms", "total_ms"} <= set(body["timings"])
+        expected = asyncio.run(predictor.predict(ex["photos"][:1]))["top"][0]
+        assert body["category"]["name"] == expected["category"]  # the predictor's answer, served
+        assert isinstance(body["template"], list) and body["template"]
+        right_category += body["category"]["name"] == ex["category"]
+        refs = {ref["listing_id"] for ref in body["references"]}
+        assert all(ref["category"] == body["category"]["name"] for ref in body["references"])
+        for a in body["attributes"]:  # provenance: each value is stated by the listings it names
+            assert set(a["sources"]) <= refs
+            for lid in a["sources"]:
+                assert a["value"].lower().replace(" ", "") in by_id.loc[lid, "description"].lower().replace(" ", "")
+        ref_skus = {by_id.loc[lid, "sku_id"] for lid in refs}
+        if ref_skus == {ex["sku_id"]}:  # every cited listing is this SKU: its attributes must come back
+            sku_found += 1
+            for a in body["attributes"]:
+                if a["key"] in ("Brand", "Model", "Color") and a["key"] in ex["attributes"]:  # the SKU's own
+                    sku_values += 1
+                    sku_right += a["value"].lower() == str(ex["attributes"][a["key"]]).lower()
+        if body["price_suggestion"]:
+            p = body["price_suggestion"]
+            assert p["low"] <= p["median"] <= p["high"] and p["listings"] >= 1
+    print(f"held-out drafts: category {right_category}/{len(examples)}, SKU retrieved for {sku_found}, its values "
+          f"{sku_right}/{sku_values}; index eval {summary['eval']}")
+    # the tiny encoder of this fixture (20 fine-tuning steps) is weak: accuracy is asserted above
+    # chance only; the wiring and the provenance above are exact
+    assert right_category >= 1
+    assert sku_right == sku_values
+
+
+def test_relisted_photo_brings_back_its_listing_and_attributes(server, served_run):
+    """A photo already in the index (a relisted item): its listing is the top reference and the
+    attributes that listing states come back with it as their source."""
+    import pyarrow.dataset as pds
+
+    root, _ = served_run
+    meta = pds.dataset(str(root / "s" / "index" / "v0001"), format="parquet").to_table(
+        columns=["listing_id"]).column("listing_id").to_pylist()
+    rows = pds.dataset(str(root / "t" / "clean" / "listings"), format="parquet").to_table(
+        columns=["listing_id", "attributes", "photos"]).to_pylist()
+    row = next(r for r in rows if r["listing_id"] in set(meta) and r["photos"])
+    truth = json.loads(row["attributes"])
+    body = draft(server.url, row["photos"][:1]).json()
+    top = body["references"][0] if body["references"] else None
+    assert top is not None and top["listing_id"] == row["listing_id"] and top["similarity"] > 0.99, body["references"]
+    from_it = {a["key"]: a["value"] for a in body["attributes"] if row["listing_id"] in a["sources"]}
+    assert from_it, body["attributes"]
+    for key in ("Brand", "Model", "Color"):
+        if key in from_it:
+            assert from_it[key].lower() == str(truth[key]).lower(), (key, from_it, truth)
+    assert body["price_suggestion"] and body["price_suggestion"]["listings"] >= 1
+
+
+def test_stream_events_come_in_order(server, examples):
+    with draft(server.url, examples[0]["photos"][:1], stream=True) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "meta" and kinds[-1] == "done" and set(kinds[1:-1]) <= {"delta"}
+    meta, done = events[0][1], events[-1][1]
+    assert meta["category"]["name"] and meta["instruction"] in ("rag", "category_template")
+    assert "description" not in meta and done["finish_reason"] in ("stop", "length")
+    streamed = "".join(d["text"] for k, d in events if k == "delta")
+    if not done["truncated"]:
+        assert streamed.strip() == done["description"]
+
+
+def http_bad_inputs(url, good):
+    """name -> (callable returning a Response, expected code)."""
+    boundary = "XyZ123"
+    post = lambda **kw: requests.post(url + "/v1/listings/draft", timeout=TIMEOUT, **kw)  # noqa: E731
+    files = lambda n: [("photos", (f"p{i}.jpg", good, "image/jpeg")) for i in range(n)]  # noqa: E731
+    return {
+        "json_body": (lambda: post(json={"photos": []}), "unsupported_media_type"),
+        "no_content_type": (lambda: post(data=b"abc"), "unsupported_media_type"),
+        "multipart_without_boundary": (lambda: post(data=b"x", headers={"Content-Type": "multipart/form-data"}),
+                                       "malformed_multipart"),
+        "malformed_multipart": (lambda: post(data=b"--XyZ123\r\nContent-Disposition: form-data; name=\"photos\"\r\n",
+                                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+                                "malformed_multipart"),
+        "empty_multipart": (lambda: post(data=b"--XyZ123--\r\n",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+                            "no_photos"),
+        "oversize_body": (lambda: post(files=[("photos", ("big.jpg", b"\xff\xd8\xff" + bytes(3 * 2**20), "image/jpeg"))]),
+                          "body_too_large"),
+        "no_photos_field": (lambda: post(data={"language": "en"}, files=[("other", ("x.txt", b"x", "text/plain"))]),
+                            "invalid_field"),
+        "photos_as_text_field": (lambda: post(data={"photos": "abc"}, files=[("photos", ("a.jpg", good, "image/jpeg"))]),
+                                 "invalid_field"),
+        "unknown_field": (lambda: post(data={"colour": "red"}, files=files(1)), "invalid_field"),
+        "too_many_photos": (lambda: post(files=files(7)), "too_many_photos"),
+        "invalid_stream_flag": (lambda: post(data={"stream": "maybe"}, files=files(1)), "invalid_field"),
+        "invalid_max_new_tokens": (lambda: post(data={"max_new_tokens": "lots"}, files=files(1)), "invalid_field"),
+        "unsupported_language": (lambda: post(data={"language": "fr"}, files=files(1)), "unsupported_language"),
+        "unknown_category": (lambda: post(data={"category": "spaceship"}, files=files(1)), "unknown_category"),
+        "duplicate_field": (lambda: post(data=[("language", "en"), ("language", "zh")], files=files(1)),
+                            "invalid_field"),
+    }
+
+
+def test_bad_inputs_get_clear_4xx_errors_and_the_service_keeps_answering(server, examples):
+    good = examples[0]["photos"][0]
+    cases = {name: (lambda d=data: draft(server.url, [d]), code) for name, (data, code) in bad_photos().items()}
+    # a wrong declared content type on a good photo is fine (the bytes decide); on text it is refused
+    cases["text_labelled_jpeg"] = (lambda: requests.post(server.url + "/v1/listings/draft", timeout=TIMEOUT, files=[
+        ("photos", ("x.jpg", b"GIF? no, plain text", "image/jpeg"))]), "not_an_image")
+    cases.update(http_bad_inputs(server.url, good))
+    assert len(cases) >= 30
+    seen = {}
+    for name, (send, code) in cases.items():
+        t = time.monotonic()
+        r = send()
+        seen[name] = (r.status_code, time.monotonic() - t)
+        assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
+        body = r.json()
+        assert body["error"]["code"] == code, (name, body)
+        assert body["error"]["message"], name
+    print("bad-input latency (s): max %.2f" % max(s for _, s in seen.values()))
+    ok = requests.post(server.url + "/v1/listings/draft", timeout=TIMEOUT,
+                       files=[("photos", ("good.png", good, "text/plain"))])  # wrong declared type, real JPEG
+    assert ok.status_code == 200 and ok.json()["description"] is not None
+
+
+def test_openai_client_stream_and_not(server, examples):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT, max_retries=0)
+    url = "data:image/jpeg;base64," + base64.b64encode(examples[0]["photos"][0]).decode()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Write my listing."},
+                                             {"type": "image_url", "image_url": {"url": url}}]}]
+    reply = client.chat.completions.create(model="ipl", messages=messages)
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason in ("stop", "length")
+    assert isinstance(reply.choices[0].message.content, str)
+    chunks = list(client.chat.completions.create(model="ipl", messages=messages, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    if reply.choices[0].finish_reason == "stop":
+        assert text.strip() == reply.choices[0].message.content  # greedy: the same description both ways
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(model="ipl", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data"}}]}])
+    assert "data:" in str(err.value)
+
+
+def test_seller_page_in_headless_chromium(server, examples, tmp_path):
+    import shutil
+
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_bin):
+        pytest.skip("chromium/chromedriver not installed (make test installs Debian's chromium + chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "item.jpg"
+    photo.write_bytes(examples[0]["photos"][0])
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1400"):
+        opts.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        browser.get(server.url + "/")
+        browser.find_element(By.ID, "photos").send_keys(str(photo))
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, TIMEOUT).until(lambda b: b.find_element(By.ID, "status").text in ("done", "error",
+                                                                                                "halted"))
+        shot = tmp_path / "seller-page.png"
+        browser.save_screenshot(str(shot))
+        assert browser.find_element(By.ID, "status").text == "done"
+        # greedy decoding: the page shows the description the JSON API gives for the same photo
+        expected = draft(server.url, [examples[0]["photos"][0]]).json()["description"]
+        assert browser.find_element(By.ID, "description").get_property("value") == expected
+        assert "Category: " in browser.find_element(By.ID, "category-info").text
+        rows = browser.find_elements(By.CSS_SELECTOR, "#attributes tbody tr")
+        assert rows and all(len(r.find_elements(By.TAG_NAME, "td")) == 3 for r in rows)
+        assert shot.stat().st_size > 10_000
+        out = os.environ.get("IPL_SCREENSHOT_DIR")
+        if out:
+            shutil.copy(shot, os.path.join(out, "seller-page.png"))
+    finally:
+        browser.quit()
+
+
+def test_overload_answers_503_json_never_hangs_and_recovers(server, examples):
+    photo = examples[0]["photos"][0]
+
+    def one(_):
+        try:
+            r = draft(server.url, [photo])
+            return r.status_code, r.headers.get("Retry-After"), r.json()
+        except requests.RequestException as exc:  # a hang or a dropped connection fails below
+            return "failed", None, str(exc)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    codes = [c for c, _, _ in results]
+    assert set(codes) <= {200, 503}, results
+    assert codes.count(200) >= 1 and codes.count(503) >= 1, codes
+    for code, retry, body in results:
+        if code == 503:
+            assert body["error"]["code"] == "overloaded" and retry is not None
+    assert draft(server.url, [photo]).status_code == 200  # recovered
+
+
+# -- variants -------------------------------------------------------------------------------
+def test_no_category_falls_back_to_image_only_and_planted_unsafe_output_is_halted(server, examples, served_run,
+                                                                                   tmp_path_factory):
+    from planted import plant_output
+
+    root, _ = served_run
+    planted = plant_output(root / "t" / "models" / "vlm-base", tmp_path_factory.mktemp("planted") / "vlm",
+                           "Nice item, call me on 138 1234 5678 or add vx: seller_bob for a deal.",
+                           categories=sorted({e["category"] for e in examples}), steps=60, lr=5e-3)
+    server.deploy(f"models.vlm={planted}", "retrieval.category_min_score=1.0", "generate.max_new_tokens=40")
+    with draft(server.url, examples[0]["photos"][:1], stream=True) as r:
+        events = sse_events(r)
+    kinds = [k for k, _ in events]
+    meta = events[0][1]
+    assert kinds[0] == "meta" and kinds[-1] == "halted", kinds
+    assert meta["fallbacks"] == ["no_category"] and meta["instruction"] == "image_only"
+    assert meta["category"]["name"] is None and meta["attributes"] == []
+    assert events[-1][1]["reason"].startswith("pii:")
+    sent = "".join(d["text"] for k, d in events if k == "delta")
+    assert "138" not in sent and "seller_bob" not in sent
+    body = draft(server.url, examples[0]["photos"][:1]).json()
+    assert body["halted"] is True and body["description"] is None and body["halt"]["reason"].startswith("pii:")
+
+
+def test_extraction_failure_and_generation_timeout(server, examples, served_run):
+    root, _ = served_run
+    server.deploy("extract.backend=llm", "extract.llm.backend=transformers", "extract.llm.max_new_tokens=12",
+                  "generate.timeout_s=0.001")
+    body = draft(server.url, examples[0]["photos"][:1]).json()
+    assert body["fallbacks"] == ["extraction_failed", "generation_timeout"], body["fallbacks"]
+    assert body["instruction"] == "category_template" and body["attributes"] == []
+    assert body["description"] is None and "describe the item yourself" in body["message"]
+    with draft(server.url, examples[0]["photos"][:1], stream=True) as r:
+        events = sse_events(r)
+    assert [k for k, _ in events] == ["meta", "error"] and events[-1][1]["code"] == "generation_timeout"
+
+
+def test_no_retrieval_hit_and_client_disconnect_cancels_generation(server, examples):
+    server.deploy("retrieval.similar_min_score=1.0", "retrieval.identical_threshold=1.0",
+                  "generate.max_new_tokens=1800", "generate.max_chars=100000", "generate.timeout_s=600",
+                  "safety.monitor_holdback_chars=0")
+    stats = lambda: requests.get(server.url + "/v1/stats", timeout=10).json()["generator"]  # noqa: E731
+    before = stats()
+    r = draft(server.url, examples[0]["photos"][:1], stream=True)
+    lines = r.iter_lines(decode_unicode=True)
+    first = [next(lines), next(lines)]
+    meta = json.loads(first[1][6:])
+    assert first[0] == "event: meta" and meta["fallbacks"] == ["no_retrieval_hit"]
+    assert meta["instruction"] == "image_only" and meta["references"] == [] and meta["price_suggestion"] is None
+    deadline = time.monotonic() + 30
+    while stats()["active"] == before["active"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stats()["active"] == before["active"] + 1  # generating now
+    r.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = stats()
+        if now["active"] == before["active"] and now["cancelled"] == before["cancelled"] + 1:
+            break
+        time.sleep(0.2)
+    now = stats()
+    assert now["cancelled"] == before["cancelled"] + 1 and now["completed"] == before["completed"], now
+
+
+def test_prohibited_screens_zero_shot_and_blocklist(served_run, examples, tmp_path):
+    """The SafetyGate's two screens with the run's real CLIP (in this process)."""
+    import asyncio
+
+    from ipl.serve.deployments import SafetyGate
+
+    root, _ = served_run
+    photo, other = examples[0]["photos"][0], next(e for e in examples if e["category"] != examples[0]["category"])
+    base = [f"run.root={root}", "run.name=s", f"models.templates={root}/t/templates.yaml",
+            f"models.vlm={root}/t/models/vlm-base"]
+    check = lambda gate, p: asyncio.run(gate.check([p]))  # noqa: E731
+    # zero-shot: the threshold decides (0: every photo is "prohibited", 1: none is)
+    strict = SafetyGate(serve_cfg(root, 1, *base, "safety.prohibited=[a gun,drugs]", "safety.prohibited_threshold=0"))
+    assert check(strict, photo)["error"]["code"] == "prohibited_content"
+    lax = SafetyGate(serve_cfg(root, 1, *base, "safety.prohibited=[a gun,drugs]", "safety.prohibited_threshold=1"))
+    assert "photos" in check(lax, photo)
+    # blocklist: a re-encoded copy of a blocklisted photo is refused, another item passes
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "banned.jpg").write_bytes(photo)
+    gate = SafetyGate(serve_cfg(root, 1, *base, f"safety.blocklist_dir={tmp_path / 'block'}",
+                                "safety.blocklist_threshold=0.97"))
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").resize((100, 100)).save(buf, format="PNG")
+    assert check(gate, buf.getvalue())["error"]["code"] == "prohibited_content"
+    assert "photos" in check(gate, other["photos"][0])
