@@ -184,8 +184,8 @@ def test_relisted_photo_brings_back_its_listing_and_attributes(server, served_ru
     import pyarrow.dataset as pds
 
     root, _ = served_run
-    meta = pds.dataset(str(root / "s" / "index" / "v0001"), format="parquet").to_table(
-        columns=["listing_id"]).column("listing_id").to_pylist()
+    shards = [str(p) for p in sorted((root / "s" / "index" / "v0001").glob("shard-*.parquet"))]
+    meta = pds.dataset(shards, format="parquet").to_table(columns=["listing_id"]).column("listing_id").to_pylist()
     rows = pds.dataset(str(root / "t" / "clean" / "listings"), format="parquet").to_table(
         columns=["listing_id", "attributes", "photos"]).to_pylist()
     row = next(r for r in rows if r["listing_id"] in set(meta) and r["photos"])
