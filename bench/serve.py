@@ -1,0 +1,183 @@
+"""Benchmark of the Serve graph: latency and time to first event at several concurrencies,
+against the same models called in-process one after another, and concurrent against
+sequential category + retrieval. Everything is measured side by side in one run.
+
+    .venv/bin/python bench/serve.py --run demo                 # after `ipl demo` (uses models/vlm-ft)
+    .venv/bin/python bench/serve.py --run tr --vlm runs/tr/models/vlm-base --requests 16
+
+1. in-process: SafetyGate, CategoryPredictor, Retriever, AttributeExtractor and Generator
+   objects in this process, driven by the same DraftPipeline with category and retrieval run
+   one after the other; requests one at a time (the baseline);
+2. the Serve graph (local Ray, real HTTP, SSE) at concurrency 1, 8 and 32: p50/p95 of the
+   whole draft, time to the first event (``meta``) and to the first description text;
+3. the graph with ``pipeline.concurrent`` true and false: the category+retrieval wall time
+   from the reply's timings.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ipl.serve.stage import load_serve_config, multipart  # noqa: E402
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def in_process(cfg, photos, n):
+    from ipl.catalog.templates import load_templates
+    from ipl.serve.deployments import CategoryPredictor, Retriever, SafetyGate
+    from ipl.serve.extractor import AttributeExtractor
+    from ipl.serve.generator import Generator
+    from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
+
+    seq = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"concurrent": False})})
+    stages = LocalStages(SafetyGate(cfg), CategoryPredictor(cfg), Retriever(cfg), AttributeExtractor(cfg), Generator(cfg))
+    pipe = DraftPipeline(stages, load_templates(cfg.templates_path), seq)
+
+    async def one(p):
+        t = time.monotonic()
+        draft = await pipe.prepare(DraftRequest(photos=[p]))
+        first_event = time.monotonic() - t
+        first_text = None
+        async for kind, _ in pipe.generate(draft):
+            if kind == "delta" and first_text is None:
+                first_text = time.monotonic() - t
+        return {"total": time.monotonic() - t, "first_event": first_event, "first_text": first_text or float("nan"),
+                "cat_ret_ms": draft.meta["timings"]["category_retrieval_ms"]}
+
+    async def run():
+        await one(photos[0])  # warm-up
+        start = time.monotonic()
+        out = [await one(photos[i % len(photos)]) for i in range(n)]
+        return out, time.monotonic() - start
+
+    return asyncio.run(run())
+
+
+def http_draft(url, photo):
+    body, ctype = multipart({"stream": "true"}, [photo])
+    req = urllib.request.Request(url + "/v1/listings/draft", data=body, method="POST", headers={"Content-Type": ctype})
+    t = time.monotonic()
+    first_event = first_text = None
+    meta = None
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            event = None
+            for raw in resp:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                    if first_event is None:
+                        first_event = time.monotonic() - t
+                elif line.startswith("data: ") and event == "meta":
+                    meta = json.loads(line[6:])
+                elif line.startswith("data: ") and event == "delta" and first_text is None:
+                    first_text = time.monotonic() - t
+        status = 200
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return {"status": status, "total": time.monotonic() - t, "first_event": first_event, "first_text": first_text,
+            "cat_ret_ms": meta["timings"]["category_retrieval_ms"] if meta else None}
+
+
+def load(url, photos, concurrency, n):
+    start = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        out = list(pool.map(lambda i: http_draft(url, photos[i % len(photos)]), range(n)))
+    return out, time.monotonic() - start
+
+
+def summary(name, rows, wall):
+    ok = [r for r in rows if r.get("status", 200) == 200]
+    col = lambda k: [r[k] for r in ok if r.get(k) is not None and r[k] == r[k]]  # noqa: E731
+    return {"what": name, "requests": len(rows), "ok": len(ok), "rejected": len(rows) - len(ok),
+            "p50_s": pct(col("total"), 50), "p95_s": pct(col("total"), 95),
+            "first_event_p50_s": pct(col("first_event"), 50), "first_text_p50_s": pct(col("first_text"), 50),
+            "throughput_rps": len(ok) / wall if wall else float("nan"),
+            "cat_ret_ms_p50": pct(col("cat_ret_ms"), 50)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="demo")
+    ap.add_argument("--vlm", help="VLM directory (default: <run>/models/vlm-ft)")
+    ap.add_argument("--requests", type=int, default=16, help="requests per measurement (at least 2x concurrency)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--port", type=int, default=8011)
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "serve.json"))
+    ap.add_argument("extra", nargs="*", help="extra key=value overrides of the Serve config")
+    args = ap.parse_args()
+    overrides = [f"run.name={args.run}", f"http.port={args.port}", "pipeline.max_inflight=64",
+                 "deployments.generator.max_queued_requests=64", "deployments.ingress.max_queued_requests=128",
+                 "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1", *args.extra]
+    if args.vlm:
+        overrides.append(f"models.vlm={args.vlm}")
+    cfg = load_serve_config(REPO / "serve_configs" / "local.yaml", overrides)
+    from ipl.serve.samples import held_out_examples
+
+    photos = [e["photos"][0] for e in held_out_examples(cfg.run.dir / "clean" / "listings", cfg.index_root, 32)]
+    if not photos:
+        raise SystemExit(f"no held-out photos for run {args.run}")
+    results = []
+    rows, wall = in_process(cfg, photos, args.requests)
+    results.append(summary("in-process, sequential (baseline)", rows, wall))
+    print(f"done: in-process, {len(rows)} requests", flush=True)
+
+    from ray import serve
+
+    from ipl.serve.app import build
+    from ipl.serve.stage import start
+
+    url = start(cfg)
+    try:
+        for _ in range(2):
+            http_draft(url, photos[0])  # warm-up
+        for c in args.concurrency:
+            rows, wall = load(url, photos, c, max(args.requests, 2 * c))
+            results.append(summary(f"Serve graph, concurrency {c}", rows, wall))
+            print(f"done: concurrency {c}", flush=True)
+        rows, wall = load(url, photos, 1, args.requests)
+        results.append(summary("Serve, category || retrieval", rows, wall))
+        seq = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"concurrent": False})})
+        serve.run(build(seq), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
+        for _ in range(2):
+            http_draft(url, photos[0])
+        rows, wall = load(url, photos, 1, args.requests)
+        results.append(summary("Serve, category then retrieval", rows, wall))
+    finally:
+        serve.shutdown()
+    print(f"\nmachine: {os.cpu_count()} cores, no GPU; run {args.run}; generate.max_new_tokens="
+          f"{cfg.generate.max_new_tokens}")
+    print(f"{'what':<36}{'ok/n':>8}{'p50 s':>8}{'p95 s':>8}{'1st ev':>8}{'1st txt':>8}{'req/s':>8}{'cat+ret ms':>11}")
+    for r in results:
+        print(f"{r['what']:<36}{str(r['ok']) + '/' + str(r['requests']):>8}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}"
+              f"{r['first_event_p50_s']:>8.2f}{r['first_text_p50_s']:>8.2f}{r['throughput_rps']:>8.2f}"
+              f"{r['cat_ret_ms_p50']:>11.1f}")
+    base, c1 = results[0], results[1]
+    print(f"Serve graph at concurrency 1 / in-process p50 latency: {c1['p50_s'] / base['p50_s']:.2f}x")
+    for r in results[2:-2]:
+        print(f"{r['what']} throughput / in-process: {r['throughput_rps'] / base['throughput_rps']:.2f}x")
+    print(f"category+retrieval, concurrent / sequential (p50 ms): "
+          f"{results[-2]['cat_ret_ms_p50'] / results[-1]['cat_ret_ms_p50']:.2f}x")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
