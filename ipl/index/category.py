@@ -78,7 +78,7 @@ def load_head(head_dir: Path) -> Optional[dict]:
     return {**meta, "weight": tensors["weight"], "bias": tensors["bias"]}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -115,10 +115,8 @@ class CategoryPredictor:
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         v = np.atleast_2d(np.asarray(vectors, np.float32))
         if self.head is not None:
-            return _softmax(v @ self.head["weight"].T + self.head["bias"])
-        scale = float(self.clip.model.logit_scale.detach().exp().clamp(max=100)) if hasattr(self.clip.model, "logit_scale") \
-            else 100.0
-        return _softmax(scale * v @ self._text.T)
+            return softmax(v @ self.head["weight"].T + self.head["bias"])
+        return softmax(self.clip.logit_scale * v @ self._text.T)
 
     def predict(self, vectors: np.ndarray, k: int = 3) -> list[list[dict]]:
         probs = self.probabilities(vectors)

@@ -39,6 +39,13 @@ class Clip:
     source: str
 
     @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature for zero-shot logits (capped at 100, CLIP's own limit)."""
+        if hasattr(self.model, "logit_scale"):
+            return float(self.model.logit_scale.detach().exp().clamp(max=100))
+        return 100.0
+
+    @property
     def dim(self) -> int:
         return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(
             self.model.visual.output_dim

@@ -25,10 +25,11 @@ from typing import Sequence
 import numpy as np
 
 from ipl.catalog.templates import load_templates
+from ipl.index.category import softmax
 from ipl.photos import decode_photo
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
-from ipl.serve.intake import sanitize_photo, strict_pillow
+from ipl.serve.intake import check_photo_count, sanitize_photo, strict_pillow
 
 log = logging.getLogger("ipl.serve")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -56,8 +57,6 @@ class SafetyGate:
         prompts = list(self.cfg.prohibited) + [self.cfg.allowed_prompt.format(category=c.replace("_", " "))
                                               for c in categories]
         self.text = self.clip.encode_texts(prompts).numpy() if self.n_prohibited else None
-        self.scale = float(self.clip.model.logit_scale.detach().exp().clamp(max=100)) \
-            if hasattr(self.clip.model, "logit_scale") else 100.0
         self.blocklist, self.blocklist_names = self._load_blocklist()
 
     def _load_blocklist(self):
@@ -85,10 +84,7 @@ class SafetyGate:
                 raise ApiError("prohibited_content", f"photo {i + 1} matches a known prohibited item "
                                f"(similarity {sims[i, j]:.2f})")
         if self.text is not None:
-            logits = self.scale * vecs @ self.text.T
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-            bad = probs[:, : self.n_prohibited]
+            bad = softmax(self.clip.logit_scale * vecs @ self.text.T)[:, : self.n_prohibited]
             for i, row in enumerate(bad):
                 if row.sum() >= self.cfg.prohibited_threshold:
                     concept = self.cfg.prohibited[int(np.argmax(row))]
@@ -96,11 +92,7 @@ class SafetyGate:
                                    f"({concept!r}, p={row.sum():.2f})")
 
     def _check(self, photos: Sequence[bytes]) -> dict:
-        if not photos:
-            raise ApiError("no_photos", "no photos: send 1 to "
-                           f"{self.cfg.max_photos} images in the multipart field 'photos'")
-        if len(photos) > self.cfg.max_photos:
-            raise ApiError("too_many_photos", f"{len(photos)} photos; at most {self.cfg.max_photos} per request")
+        check_photo_count(len(photos), self.cfg)
         clean = [sanitize_photo(p, self.cfg, i + 1) for i, p in enumerate(photos)]
         self.screen(clean)
         return {"photos": clean}

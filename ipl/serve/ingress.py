@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ipl.catalog.templates import load_templates
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
+from ipl.serve.intake import check_photo_count
 from ipl.serve.pipeline import DraftPipeline, DraftRequest
 
 log = logging.getLogger("ipl.serve")
@@ -130,7 +131,7 @@ class Ingress:
         self.templates = load_templates(cfg.templates_path)
         self.stages = HandleStages(safety, category, retriever, extractor, generator)
         self.pipeline = DraftPipeline(self.stages, self.templates, cfg)
-        self.retriever, self.generator = retriever, generator
+        self.page_html = resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.inflight = 0
         self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0}
 
@@ -207,11 +208,7 @@ class Ingress:
                 if key in fields:
                     raise ApiError("invalid_field", f"{key!r} given twice")
                 fields[key] = value
-        if not photos:
-            raise ApiError("no_photos", f"no photos: send 1 to {self.cfg.safety.max_photos} image files in the "
-                           f"field 'photos'")
-        if len(photos) > self.cfg.safety.max_photos:
-            raise ApiError("too_many_photos", f"{len(photos)} photos; at most {self.cfg.safety.max_photos} per request")
+        check_photo_count(len(photos), self.cfg.safety)
         category = fields.get("category")
         if category is not None:
             category = category.strip() or None
@@ -235,8 +232,10 @@ class Ingress:
             async for kind, data in self.pipeline.generate(draft):
                 yield sse(kind, data)
         except Exception as exc:  # noqa: BLE001 - the stream has started: the error is the last event
-            mapped = _unavailable(exc) or ApiError("internal", f"internal error ({type(exc).__name__})")
-            log.exception("stream failed") if mapped.code == "internal" else None
+            mapped = _unavailable(exc)
+            if mapped is None:
+                log.exception("stream failed")
+                mapped = ApiError("internal", f"internal error ({type(exc).__name__})")
             yield sse("error", mapped.body()["error"])
 
     async def draft(self, request: Request):
@@ -275,10 +274,7 @@ class Ingress:
                         raise ApiError("invalid_field", f"content part type {part.get('type')!r} is not supported")
             elif content is not None and not isinstance(content, str):
                 raise ApiError("invalid_field", "message content must be a string or a list of parts")
-        if not photos:
-            raise ApiError("no_photos", "no image_url parts: send the item's photos as data URLs")
-        if len(photos) > self.cfg.safety.max_photos:
-            raise ApiError("too_many_photos", f"{len(photos)} photos; at most {self.cfg.safety.max_photos} per request")
+        check_photo_count(len(photos), self.cfg.safety, "image_url parts (data URLs)")
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise ApiError("invalid_field", "max_tokens must be a positive integer")
@@ -360,15 +356,15 @@ class Ingress:
 
     # -- operations -------------------------------------------------------------------------
     async def healthz(self):
-        status = await self.retriever.status.remote()
+        status = await self.stages.retriever.status.remote()
         return {"status": "ok", "index": status, "inflight": self.inflight}
 
     async def stats(self):
         return {"ingress": {**self.counts, "inflight": self.inflight},
-                "generator": await self.generator.get_stats.remote()}
+                "generator": await self.stages.generator.get_stats.remote()}
 
     async def page(self):
-        return HTMLResponse(resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8"))
+        return HTMLResponse(self.page_html)
 
 
 def build_api() -> FastAPI:

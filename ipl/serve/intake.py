@@ -42,6 +42,14 @@ def sniff_format(data: bytes) -> Optional[str]:
     return _OTHER.get(data[:4])
 
 
+def check_photo_count(n: int, limits: SafetyConfig, how: str = "image files in the multipart field 'photos'") -> None:
+    """no_photos / too_many_photos, checked where photos arrive (before any bytes travel on)."""
+    if n == 0:
+        raise ApiError("no_photos", f"no photos: send 1 to {limits.max_photos} {how}")
+    if n > limits.max_photos:
+        raise ApiError("too_many_photos", f"{n} photos; at most {limits.max_photos} per request")
+
+
 def _describe_head(data: bytes) -> str:
     head = data[:16]
     if all(32 <= b < 127 or b in (9, 10, 13) for b in head):

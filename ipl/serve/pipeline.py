@@ -169,6 +169,10 @@ class DraftPipeline:
         timings = draft.meta["timings"]
         t0 = time.monotonic()
         deadline = t0 + cfg.timeout_s
+
+        def end(t_gen: float) -> None:
+            timings["generate_ms"] = _ms(t_gen)
+            timings["total_ms"] = _ms(draft.started)
         stream = self.stages.stream(draft.prompt, draft.photos, draft.language, draft.max_new_tokens)
         finish, closed = "stop", False
         try:
@@ -181,13 +185,12 @@ class DraftPipeline:
                     await self.stages.close(stream)
                     closed = True
                     draft.fallbacks.append("generation_timeout")
-                    timings["generate_ms"] = _ms(t0)
-                    timings["total_ms"] = _ms(draft.started)
+                    end(t0)
                     yield "error", {"code": "generation_timeout", "message": MANUAL.get(draft.language, MANUAL["en"]),
                                     "fallbacks": draft.fallbacks, "timings": timings}
                     return
                 if "error" in item:
-                    timings["total_ms"] = _ms(draft.started)
+                    end(t0)
                     yield "error", {"code": "generation_failed", "message": "the description could not be generated; "
                                     + MANUAL.get(draft.language, MANUAL["en"]), "timings": timings}
                     return
@@ -202,8 +205,7 @@ class DraftPipeline:
                     if halt is not None:
                         await self.stages.close(stream)
                         closed = True
-                        timings["generate_ms"] = _ms(t0)
-                        timings["total_ms"] = _ms(draft.started)
+                        end(t0)
                         yield "halted", {"reason": halt.kind, "message": halt.message, "timings": timings}
                         return
                     if text:
@@ -215,8 +217,7 @@ class DraftPipeline:
                 await self.stages.close(stream)
         final = truncate_sentence(monitor.text, cfg.max_chars) if finish == "length" else monitor.text.strip()
         rest, halt = monitor.finish(final)
-        timings["generate_ms"] = _ms(t0)
-        timings["total_ms"] = _ms(draft.started)
+        end(t0)
         if halt is not None:
             yield "halted", {"reason": halt.kind, "message": halt.message, "timings": timings}
             return

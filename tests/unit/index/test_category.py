@@ -15,6 +15,7 @@ class FakeClip:
         self.fingerprint = fingerprint
         self._text = text
         self.model = type("M", (), {"logit_scale": torch.tensor(np.log(50.0))})()
+        self.logit_scale = 50.0  # what Clip.logit_scale reads from the model above
 
     def encode_texts(self, prompts):
         return torch.from_numpy(np.stack([self._text[p] for p in prompts]))
