@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.data.config import PrepareConfig
+from ipl.eval.config import EvalConfig
 from ipl.index.config import IndexConfig
 from ipl.serve.config import ServeConfig
 from ipl.synth.config import SynthConfig
@@ -32,6 +33,8 @@ class DemoConfig(Strict):
                                "category predictor.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The Serve application answering the "
                                "demo's draft request.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation: the RAG ablation, retrieval, "
+                             "style and real data (report in <run>/eval/).")
     keep_serving: bool = Field(False, description="After the demo draft, keep the application running (ipl demo "
                                "--serve) and print the seller page's URL.")
 
@@ -43,6 +46,7 @@ class DemoConfig(Strict):
 def main(cfg: DemoConfig) -> int:
     from ipl.cli import STAGES
     from ipl.data import stage as prepare_stage
+    from ipl.eval import stage as eval_stage
     from ipl.index import stage as index_stage
     from ipl.serve import stage as serve_stage
     from ipl.synth import stage as synth_stage
@@ -65,11 +69,22 @@ def main(cfg: DemoConfig) -> int:
     print("\n== index: open_clip fine-tuning (Ray Train), embeddings (Ray Data), sharded FAISS, category head")
     index_stage.main(cfg.stage("index"))
     print(f"   ({time.monotonic() - t:.0f}s)")
+
+    def evaluate():
+        t = time.monotonic()
+        print("\n== eval: RAG ablation (paper Table 7), retrieval, style and real data on held-out listings")
+        eval_stage.main(cfg.stage("eval"))
+        print(f"   ({time.monotonic() - t:.0f}s)")
+
+    if cfg.keep_serving:  # serving blocks until interrupted: evaluate first
+        evaluate()
     t = time.monotonic()
     print("\n== serve: the Ray Serve graph answers a streamed draft request for a held-out photo")
     serve_cfg = cfg.stage("serve").model_copy(update={"once": not cfg.keep_serving, "sample_draft": True})
     serve_stage.main(serve_cfg)
     print(f"   ({time.monotonic() - t:.0f}s)")
+    if not cfg.keep_serving:
+        evaluate()
     missing = [s for s in STAGES.values() if s.runner is None]
     if missing:
         print("\nNot built yet (the demo stops here):")

@@ -42,7 +42,8 @@ def truncate_sentence(text: str, max_chars: int) -> str:
     return (head[:space] if space > max_chars // 3 else head).rstrip(" ,;:") + "…"
 
 
-def _images(photos: Sequence[bytes], side: int) -> list:
+def vlm_images(photos: Sequence[bytes], side: int) -> list:
+    """Photos as RGB images with the longest side at most ``side`` (what the VLM is given)."""
     from PIL import Image
 
     out = []
@@ -175,7 +176,7 @@ class Generator:
     async def stream(self, prompt: str, photos: Sequence[bytes], language: str = "en",
                      max_new_tokens: Optional[int] = None) -> AsyncIterator[dict]:
         photos = list(photos)[: self.cfg.max_photos]
-        images = await asyncio.to_thread(_images, photos, self.cfg.image_side)
+        images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
         messages = description_messages(len(images), prompt, language)
         limit = min(max_new_tokens or self.cfg.max_new_tokens, self.cfg.max_new_tokens)
         cancel = threading.Event()

@@ -2,7 +2,8 @@
 index although their SKU is (the index stage held them out), with their ground truth.
 
 ``held_out_examples(listings_dir, index_root, n)`` returns up to ``n`` dicts with
-``listing_id, sku_id, category, attributes`` (the SKU's true values) and ``photos`` (bytes).
+``listing_id, sku_id, spu_id, category, language, description, attributes`` (the listing's
+true values) and ``photos`` (bytes).
 ``ipl serve once=true``, ``ipl demo``, the integration tests and ``bench/serve.py`` use it.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 from pathlib import Path
 
 from ipl.index.search import resolve_version_dir
+
+EXAMPLE_COLUMNS = ["listing_id", "sku_id", "spu_id", "category", "language", "description", "attributes", "photos"]
 
 
 def held_out_examples(listings_dir: Path, index_root: Path, n: int = 8) -> list[dict]:
@@ -29,14 +32,17 @@ def held_out_examples(listings_dir: Path, index_root: Path, n: int = 8) -> list[
               if lid not in indexed_ids and sku in indexed_skus][:n]
     if not wanted:
         return []
+    return read_examples(data, wanted)
+
+
+def read_examples(data, wanted: list[str]) -> list[dict]:
+    """The listings ``wanted`` (ids, in that order) of a Parquet dataset, as example dicts."""
     import pyarrow.compute as pc
 
-    rows = data.to_table(columns=["listing_id", "sku_id", "category", "attributes", "photos"],
-                         filter=pc.field("listing_id").isin(wanted)).to_pylist()
+    rows = data.to_table(columns=EXAMPLE_COLUMNS, filter=pc.field("listing_id").isin(wanted)).to_pylist()
     order = {lid: i for i, lid in enumerate(wanted)}
     out = []
     for r in sorted(rows, key=lambda r: order[r["listing_id"]]):
         attrs = json.loads(r["attributes"]) if isinstance(r["attributes"], str) else (r["attributes"] or {})
-        out.append({"listing_id": r["listing_id"], "sku_id": r["sku_id"], "category": r["category"],
-                    "attributes": attrs, "photos": [bytes(p) for p in (r["photos"] or [])]})
+        out.append({**r, "attributes": attrs, "photos": [bytes(p) for p in (r["photos"] or [])]})
     return [r for r in out if r["photos"]]

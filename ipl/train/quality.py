@@ -21,9 +21,6 @@ from ipl.extract.grounding import is_grounded
 
 _REFERENCE = re.compile(r"<reference>(.*?)</reference>", re.S)
 _REFERENCE_SENTENCE = re.compile(r"\s*(Reference attributes|同款商品的参考属性)[^<]*<reference>.*?</reference>", re.S)
-FIRST_PERSON = re.compile(r"\b(my|i|i'm|i've|me|selling|self-used|personal|used|letting go)\b|自用|闲置|我|出", re.I)
-MARKETING = re.compile(r"\b(best[- ]in[- ]class|unbeatable|premium quality|luxurious|must[- ]have|amazing deal|"
-                       r"state[- ]of[- ]the[- ]art|world[- ]class)\b|!!|顶级|奢华|史上最", re.I)
 
 
 def reference_of(messages: list[dict]) -> Optional[dict]:
@@ -67,7 +64,10 @@ def product_keys(category: str, keys: list[str]) -> list[str]:
 
 
 def is_casual(text: str) -> bool:
-    return bool(FIRST_PERSON.search(text)) and not MARKETING.search(text)
+    """The casual seller register, with ``ipl eval``'s default phrase lists."""
+    from ipl.eval.style import default_register
+
+    return default_register().is_casual(text)
 
 
 def score(generated: str, reference: dict, keys: list[str]) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """A small marketplace through the real `ipl synth` and `ipl prepare` stages, shared by the
-integration tests of the later stages (train, index)."""
+integration tests of the later stages (train, index, serve, eval)."""
 import pytest
 
 from ipl.config import load_config
@@ -26,3 +26,18 @@ def prepared_marketplace(ray_local, tmp_path_factory):
                                                   "instructions.validation_fraction=0.2",
                                                   "instructions.llamafactory_export=false"]))
     return root
+
+
+@pytest.fixture(scope="session")
+def served_run(prepared_marketplace):
+    """An index + category head for run 's' over the prepared marketplace's listings (serve and eval tests)."""
+    from ipl.index.config import IndexConfig
+    from ipl.index.stage import build
+
+    root = prepared_marketplace
+    cfg = load_config(IndexConfig, None, [
+        f"run.root={root}", "run.name=s", f"listings={root}/t/clean/listings", f"encoder.path={root}/t/models/clip-base",
+        "encoder.steps=20", "encoder.batch_size=32", "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=64",
+        "faiss.type=Flat", "faiss.shards=2", "category.epochs=60", "eval.holdout_fraction=0.15"])
+    summary = build(cfg)
+    return root, summary

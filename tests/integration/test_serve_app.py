@@ -16,7 +16,6 @@ import pytest
 import requests
 
 from bad_photos import bad_photos
-from ipl.config import load_config
 from ipl.serve.config import ServeConfig
 from ipl.serve.samples import held_out_examples
 
@@ -28,21 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served_run(prepared_marketplace):
-    """An index + category head for run 's' over the prepared marketplace's listings."""
-    from ipl.index.config import IndexConfig
-    from ipl.index.stage import build
-
-    root = prepared_marketplace
-    cfg = load_config(IndexConfig, None, [
-        f"run.root={root}", "run.name=s", f"listings={root}/t/clean/listings", f"encoder.path={root}/t/models/clip-base",
-        "encoder.steps=20", "encoder.batch_size=32", "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=64",
-        "faiss.type=Flat", "faiss.shards=2", "category.epochs=60", "eval.holdout_fraction=0.15"])
-    summary = build(cfg)
-    return root, summary
 
 
 def serve_cfg(root, port, *overrides) -> ServeConfig:

@@ -34,13 +34,28 @@ def test_console_script_entrypoint():
     assert "language: zh" in out.stdout
 
 
-def test_stages_not_built_say_which_issue(capsys):
-    from ipl.cli import STAGES
+def test_stages_not_built_say_which_issue(capsys, monkeypatch):
+    from ipl import cli
 
-    for stage in [s for s in STAGES.values() if s.runner is None]:
-        assert main([stage.name]) == 3
-        err = capsys.readouterr().err
-        assert "not built yet" in err and f"#{stage.issue}" in err
+    monkeypatch.setitem(cli.STAGES, "later", cli.Stage("later", "a stage planned for later", None, None, 99))
+    assert main(["later"]) == 3
+    err = capsys.readouterr().err
+    assert "not built yet" in err and "#99" in err
+    main(["--help"])
+    assert "[not built yet: issue #99]" in capsys.readouterr().out
+
+
+def test_eval_job_entrypoint_validates_production_config():
+    """`ray job submit ... python jobs/evaluate.py --config jobs/configs/eval_cluster.yaml` parses."""
+    out = subprocess.run([sys.executable, "jobs/evaluate.py", "--config", "jobs/configs/eval_cluster.yaml",
+                          "--print-config"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "num_gpus: 1" in out.stdout and "paraphrase-multilingual" in out.stdout
+
+
+def test_eval_without_a_run_exits_2_naming_the_command(tmp_path, capsys):
+    assert main(["eval", f"run.root={tmp_path}", "realdata.enabled=false"]) == 2
+    assert "run `ipl prepare`" in capsys.readouterr().err
 
 
 def test_index_job_entrypoint_validates_production_config():

@@ -25,3 +25,12 @@ def test_demo_serves_like_serve_local():
     local = load_serve_config("serve_configs/local.yaml")
     skip = {"run", "ray", "http"}
     assert demo.model_dump(exclude=skip) == local.model_dump(exclude=skip)
+
+
+def test_demo_evaluates_like_eval_local():
+    from ipl.eval.config import EvalConfig
+
+    demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("eval")
+    local = load_config(EvalConfig, "jobs/configs/eval_local.yaml")
+    skip = {"run", "ray"}
+    assert demo.model_dump(exclude=skip) == local.model_dump(exclude=skip)

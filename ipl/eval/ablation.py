@@ -1,0 +1,331 @@
+"""The RAG ablation (paper Table 7) through the real retrieval and extraction path.
+
+1. :func:`prepare_examples`: each held-out listing goes through the Serve graph's own
+   classes (SafetyGate, CategoryPredictor, Retriever, AttributeExtractor) driven by
+   :class:`DraftPipeline.prepare` in this process, exactly as a draft request: the predicted
+   category, its template and the validated reference values, with the Appendix D
+   fallbacks. The query listing (``indexed_sku``) or its whole SKU (``unseen_sku``) is removed
+   from the hits (:mod:`ipl.eval.sets`).
+2. :func:`condition_prompt`: the four rows share that one preparation and differ only in what
+   the Table 2 prompt is given: image; + category (and template); + reference; both.
+3. :func:`generate_all`: the descriptions come from Ray actors each holding the VLM (the same
+   loader and image sizing as the Generator deployment). Each finished batch is appended to
+   ``generations.jsonl`` keyed by model, prompt and photos, so an interrupted run resumes and
+   a re-run only generates what changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from ipl.eval.config import CONDITIONS, EvalConfig
+from ipl.generate.prompts import description_prompt
+from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
+
+log = logging.getLogger("ipl.eval")
+
+
+class EvalStages(LocalStages):
+    """The pre-generation stages in this process; ``exclude`` hides one listing or one SKU from
+    retrieval (``{"listing_id": ...}`` or ``{"sku_id": ...}``)."""
+
+    def __init__(self, scfg):
+        from ipl.serve.deployments import CategoryPredictor, Retriever, SafetyGate
+        from ipl.serve.extractor import AttributeExtractor
+
+        super().__init__(SafetyGate(scfg), CategoryPredictor(scfg), Retriever(scfg), AttributeExtractor(scfg), None)
+        self.k = scfg.retrieval.k
+        self.exclude: dict = {}
+        self.last_hits: list[dict] = []
+        self.last_category: Optional[dict] = None
+
+    async def search(self, photos):
+        found = await self.retriever.search(photos, self.k * 4 if self.exclude else self.k)
+        hits = [h for h in found["hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
+        self.last_hits = hits
+        return {**found, "hits": hits}
+
+    async def predict(self, photos):
+        self.last_category = await self.category.predict(photos)
+        return self.last_category
+
+
+def condition_prompt(condition: str, category: Optional[str], template: list[str], reference: Optional[dict],
+                     language: str) -> str:
+    use_category, use_reference = "category" in condition, "reference" in condition
+    return description_prompt(category if use_category else None, template if use_category else None,
+                              reference if use_reference else None, language)
+
+
+async def _prepare(pipeline: DraftPipeline, stages: EvalStages, examples: dict[str, list[dict]]) -> list[dict]:
+    from ipl.serve.errors import ApiError
+
+    records = []
+    for set_name, rows in examples.items():
+        for ex in rows:
+            stages.exclude = ex.get("exclude") or {}
+            stages.last_hits, stages.last_category = [], None
+            language = ex.get("language") or "en"
+            try:
+                draft = await pipeline.prepare(DraftRequest(photos=ex["photos"], language=language))
+            except ApiError as exc:
+                log.warning("%s %s: refused by the graph (%s): %s", set_name, ex["listing_id"], exc.code, exc)
+                records.append({"set": set_name, "listing_id": ex["listing_id"], "refused": exc.code})
+                continue
+            meta = draft.meta
+            category = meta["category"]["name"]
+            reference = ({a["key"]: a["value"] for a in meta["attributes"]} if meta["instruction"] == "rag" else None)
+            top = stages.last_hits[0] if stages.last_hits else None
+            predicted = (stages.last_category or {}).get("top") or [{}]
+            records.append({
+                "set": set_name, "listing_id": ex["listing_id"], "sku_id": ex["sku_id"], "spu_id": ex["spu_id"],
+                "category": ex["category"], "language": language, "description": ex["description"] or "",
+                "attributes": ex["attributes"] or {}, "photos": draft.photos,
+                "predicted_category": predicted[0].get("category"), "category_used": category,
+                "template": meta["template"], "reference": reference, "instruction": meta["instruction"],
+                "fallbacks": list(meta["fallbacks"]), "reference_basis": meta["reference_basis"],
+                "references": [r["listing_id"] for r in meta["references"]],
+                "retrieval": {"hits": len(stages.last_hits),
+                              "identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
+                              "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
+                              "category_top1": predicted[0].get("category") == ex["category"]},
+                "prompts": {c: condition_prompt(c, category, meta["template"], reference, language) for c in CONDITIONS},
+            })
+    return records
+
+
+def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[dict]:
+    """Every example through safety, category, retrieval and extraction (one record each)."""
+    from ipl.catalog.templates import load_templates
+
+    scfg = cfg.serve_config()
+    problems = [p for p in scfg.check_artifacts() if not p.startswith("VLM ")]
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    stages = EvalStages(scfg)
+    pipeline = DraftPipeline(stages, load_templates(scfg.templates_path), scfg)
+    t = time.monotonic()
+    records = asyncio.run(_prepare(pipeline, stages, examples))
+    log.info("retrieval + extraction for %d held-out listings in %.1fs", len(records), time.monotonic() - t)
+    return records
+
+
+# -- generation -------------------------------------------------------------------------------------
+def model_fingerprint(vlm_dir: Path) -> str:
+    """Changes when the checkpoint does: its config and the size/mtime of each weights file."""
+    h = hashlib.sha256((vlm_dir / "config.json").read_bytes())
+    for f in sorted(vlm_dir.glob("*.safetensors")) + sorted(vlm_dir.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def generation_key(model: str, settings: str, language: str, prompt: str, photos: list[bytes]) -> str:
+    h = hashlib.sha256(f"{model}|{settings}|{language}|{prompt}".encode())
+    for p in photos:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:24]
+
+
+class VLMWorker:
+    """A Ray actor holding the VLM: the Generator deployment's loader and photo sizing."""
+
+    def __init__(self, vlm_dir: str, max_photos: int, image_side: int, dtype: str = "float32", device: str = "cpu"):
+        import torch
+
+        from ipl.models.vlm import load_vlm
+
+        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, dtype), device=device)
+        self.max_photos, self.image_side = max_photos, image_side
+
+    def generate(self, items: list[dict], max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:
+        from ipl.generate.local import generate_batch
+        from ipl.generate.prompts import description_messages
+        from ipl.serve.generator import vlm_images
+
+        requests = []
+        for it in items:
+            images = vlm_images(it["photos"][: self.max_photos], self.image_side)
+            requests.append((description_messages(len(images), it["prompt"], it["language"]), images))
+        t = time.monotonic()
+        texts = generate_batch(self.vlm, requests, max_new_tokens, batch_size)
+        return texts, time.monotonic() - t
+
+
+def read_generations(path: Path) -> dict[str, str]:
+    """key -> text of ``generations.jsonl``; a torn last line (a killed run) is skipped."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+                out[row["key"]] = row["text"]
+            except (ValueError, KeyError):
+                continue
+    return out
+
+
+def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
+    """Generate every (record, condition) prompt not generated yet; returns key -> text and
+    sets ``record["keys"][condition]``."""
+    from ipl.runtime import ensure_ray
+
+    scfg = cfg.serve_config()
+    vlm_dir = scfg.vlm_dir
+    if not (vlm_dir / "config.json").is_file():
+        raise FileNotFoundError(f"VLM {vlm_dir}: no config.json (run `ipl train`, or set serve.models.vlm)")
+    g = scfg.generate
+    model = model_fingerprint(vlm_dir)
+    settings = f"{cfg.generation.max_new_tokens}:{g.max_photos}:{g.image_side}:{g.dtype}"
+    path = cfg.out_dir / "generations.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.fresh and path.exists():
+        path.unlink()
+    done = read_generations(path)
+    todo: dict[str, dict] = {}
+    for rec in records:
+        if rec.get("refused"):
+            continue
+        rec["keys"] = {}
+        for cond in cfg.conditions:
+            prompt = rec["prompts"][cond]
+            key = generation_key(model, settings, rec["language"], prompt, rec["photos"])
+            rec["keys"][cond] = key
+            if key not in done and key not in todo:
+                todo[key] = {"key": key, "prompt": prompt, "language": rec["language"], "photos": rec["photos"]}
+    n_all = sum(len(r.get("keys", {})) for r in records)
+    log.info("generation: %d prompts (%d distinct still to generate; the rest are in %s)", n_all, len(todo), path)
+    if not todo:
+        return done
+    ray = ensure_ray(cfg.ray)
+    gc = cfg.generation
+    actor = ray.remote(VLMWorker).options(num_cpus=gc.num_cpus, num_gpus=gc.num_gpus)
+    workers = [actor.remote(str(vlm_dir), g.max_photos, g.image_side, g.dtype,
+                            "cuda" if gc.num_gpus else "cpu") for _ in range(min(gc.workers, len(todo)))]
+    items = list(todo.values())
+    batches = [items[i: i + gc.batch_size] for i in range(0, len(items), gc.batch_size)]
+    pending: dict = {}
+    free = list(workers) * 2  # two batches queued per actor keeps it busy
+    started, finished = time.monotonic(), 0
+    with open(path, "a", encoding="utf-8") as out:
+        while batches or pending:
+            while batches and free:
+                w, batch = free.pop(0), batches.pop(0)
+                pending[w.generate.remote(batch, gc.max_new_tokens, gc.batch_size)] = (w, batch)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            w, batch = pending.pop(ready[0])
+            texts, _ = ray.get(ready[0])
+            for item, text in zip(batch, texts):
+                out.write(json.dumps({"key": item["key"], "text": text}, ensure_ascii=False) + "\n")
+                done[item["key"]] = text
+            out.flush()
+            free.append(w)
+            finished += len(batch)
+            rate = finished / max(time.monotonic() - started, 1e-6)
+            log.info("generated %d/%d descriptions (%.2f/s, about %.0fs left)", finished, len(items), rate,
+                     (len(items) - finished) / rate if rate else 0)
+    for w in workers:
+        ray.kill(w)
+    return done
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+def catalogue_synonyms() -> list[list[str]]:
+    """English/Chinese surface forms of the synthetic catalogue's values (both state the value)."""
+    from ipl.synth.catalogue import Catalogue
+
+    cat = Catalogue.build()
+    groups = [[name, spec["zh"]] for name, spec in cat.colors.items() if spec.get("zh")]
+    for c in cat.categories.values():
+        groups += [[b.en, b.zh] for b, _ in c.brands] + [[v.en, v.zh] for v in c.variant_values]
+        for values in c.listing.values():
+            groups += [[v.en, v.zh] for v in values]
+    return [g for g in groups if g[0] != g[1]]
+
+
+def listing_vocabulary(listings_dir: Path) -> dict[str, dict[str, set[str]]]:
+    """category -> key -> every ground-truth value of the cleaned listings."""
+    import pyarrow.dataset as pds
+
+    from ipl.eval.match import vocabulary_of
+
+    t = pds.dataset(str(listings_dir), format="parquet").to_table(columns=["category", "attributes"])
+    pairs = []
+    for category, attrs in zip(t.column("category").to_pylist(), t.column("attributes").to_pylist()):
+        try:
+            pairs.append((category, json.loads(attrs) if isinstance(attrs, str) else (attrs or {})))
+        except ValueError:
+            continue
+    return vocabulary_of(pairs)
+
+
+def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:
+    """Per set (and ``all``) and condition: ACC, hallucination, SIM, BLEU-1..4, ROUGE-1/2/L,
+    casual register; plus each example's outcome (``examples``)."""
+    from ipl.eval.match import AttributeMatcher, AttributeScore
+    from ipl.eval.metrics import text_scores
+    from ipl.eval.style import Register
+    from ipl.train.quality import product_keys
+
+    matcher = AttributeMatcher([*cfg.metrics.synonyms, *catalogue_synonyms()])
+    register = Register(cfg.style.first_person, cfg.style.marketing)
+    vocab = listing_vocabulary(cfg.listings_dir)
+    scored = [r for r in records if not r.get("refused")]
+    groups = {name: [r for r in scored if r["set"] == name] for name in dict.fromkeys(r["set"] for r in scored)}
+    if len(groups) > 1:
+        groups["all"] = scored
+    table: dict = {}
+    examples: dict[str, dict] = {}
+    for name, recs in groups.items():
+        table[name] = {}
+        for cond in cfg.conditions:
+            hyps = [generations[r["keys"][cond]] for r in recs]
+            refs = [r["description"] for r in recs]
+            attrs = AttributeScore()
+            for r, text in zip(recs, hyps):
+                keys = cfg.metrics.keys or product_keys(r["category"], list(r["attributes"]))
+                outcome = attrs.add(matcher, text, r["attributes"], keys, vocab.get(r["category"], {}))
+                if name != "all":
+                    ex = examples.setdefault(f"{r['set']}:{r['listing_id']}", {
+                        "set": r["set"], "listing_id": r["listing_id"], "category": r["category"],
+                        "truth": {k: r["attributes"][k] for k in keys if r["attributes"].get(k)},
+                        "reference": r["reference"], "references": r["references"],
+                        "category_used": r["category_used"], "instruction": r.get("instruction"),
+                        "fallbacks": r["fallbacks"], "seller_description": r["description"], "generated": {}})
+                    ex["generated"][cond] = {"text": text, **outcome}
+            row = {**attrs.summary(), **text_scores(hyps, refs, sim), "style": register.summary(hyps),
+                   "descriptions": len(hyps)}
+            table[name][cond] = row
+    return {"table": table, "examples": list(examples.values())}
+
+
+def retrieval_summary(records: list[dict]) -> dict:
+    """Identical (SKU) / similar (SPU) top-1 of the retrieval path and category top-1, per set,
+    with the fallbacks the drafts took."""
+    out = {}
+    for name in dict.fromkeys(r["set"] for r in records):
+        recs = [r for r in records if r["set"] == name and not r.get("refused")]
+        n = len(recs)
+        if not n:
+            continue
+        fallbacks: dict[str, int] = {}
+        for r in recs:
+            for f in r["fallbacks"]:
+                fallbacks[f] = fallbacks.get(f, 0) + 1
+        row = {"queries": n,
+               "similar_top1": sum(r["retrieval"]["similar_top1"] for r in recs) / n,
+               "category_top1": sum(r["retrieval"]["category_top1"] for r in recs) / n,
+               "with_reference": sum(r["reference"] is not None for r in recs) / n,
+               "fallbacks": fallbacks,
+               "refused": sum(1 for r in records if r["set"] == name and r.get("refused"))}
+        if name != "unseen_sku":  # its own SKU is removed from the hits: identical is impossible by design
+            row["identical_top1"] = sum(r["retrieval"]["identical_top1"] for r in recs) / n
+        out[name] = row
+    return out

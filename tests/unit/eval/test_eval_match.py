@@ -1,0 +1,64 @@
+"""The attribute matcher: synonyms, case, units, token boundaries, contradictions."""
+from ipl.eval.ablation import catalogue_synonyms
+from ipl.eval.match import AttributeMatcher, AttributeScore, vocabulary_of
+
+M = AttributeMatcher([["grey", "gray"], ["navy", "navy blue"]])
+
+
+def test_case_units_and_spacing():
+    assert M.states("64GB", "selling my phone, 64 gb storage")
+    assert M.states("64 GB", "64GB version")
+    assert M.states("iPhone 12 Pro", "my IPHONE-12 pro")
+    assert M.states("Mate 10 Pro", "huawei mate10pro")
+    assert not M.states("128GB", "64GB version")
+
+
+def test_synonyms_both_ways():
+    assert M.states("Grey", "colour is gray")
+    assert M.states("gray", "GREY hoodie")
+    assert M.same("Navy", "navy blue")
+    assert not M.states("Grey", "colour is blue")
+
+
+def test_token_boundaries():
+    assert not M.states("Red", "bred in the city")
+    assert not M.states("S", "it's small")  # a one-letter size is matched case-sensitively on its own
+    assert M.states("S", "size S, worn twice")
+
+
+def test_catalogue_english_and_chinese_forms_are_synonyms():
+    m = AttributeMatcher(catalogue_synonyms())
+    assert m.states("Huawei", "自用华为手机")
+    assert m.states("64GB", "64G内存")
+
+
+VOCAB = {"Color": {"Blue", "Red", "Black"}, "Model": {"iPhone 12", "iPhone 12 Pro", "Mi 9"}}
+
+
+def test_contradiction_is_another_known_value():
+    truth = {"Color": "Blue", "Model": "iPhone 12 Pro"}
+    assert M.contradictions("my iPhone 12 Pro in red", truth, VOCAB) == [("Color", "Red")]
+    # "iPhone 12" inside the true "iPhone 12 Pro" is not a contradiction
+    assert M.contradictions("my iPhone 12 Pro, blue", truth, VOCAB) == []
+    assert M.contradictions("a Mi 9, blue", truth, VOCAB) == [("Model", "Mi 9")]
+    assert M.contradictions("nothing stated", truth, VOCAB) == []
+
+
+def test_score_counts_accuracy_and_hallucination():
+    s = AttributeScore()
+    truth = {"Color": "Blue", "Model": "iPhone 12 Pro", "Condition": "used"}
+    keys = ["Color", "Model"]
+    assert s.add(M, "selling my iPhone 12 Pro, blue", truth, keys, VOCAB) == {
+        "stated": ["Color", "Model"], "missed": [], "contradicted": []}
+    out = s.add(M, "selling my Mi 9 in red", truth, keys, VOCAB)
+    assert out["missed"] == ["Color", "Model"] and sorted(out["contradicted"]) == ["Color=Red", "Model=Mi 9"]
+    s.add(M, "iPhone 12 Pro", {"Color": "", "Model": "iPhone 12 Pro"}, keys, VOCAB)  # empty truth not counted
+    summary = s.summary()
+    assert (summary["values"], summary["stated"]) == (5, 3)
+    assert summary["acc"] == 3 / 5 and summary["hallucination"] == 1 / 3
+    assert summary["per_key"] == {"Color": 0.5, "Model": round(2 / 3, 4)}
+
+
+def test_vocabulary_per_category():
+    v = vocabulary_of([("phone", {"Color": "Blue"}), ("phone", {"Color": "Red", "Brand": ""}), ("bag", {"Color": "Tan"})])
+    assert v == {"phone": {"Color": {"Blue", "Red"}}, "bag": {"Color": {"Tan"}}}
