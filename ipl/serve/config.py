@@ -171,6 +171,9 @@ class HttpConfig(Strict):
     port: int = Field(8000, ge=1, le=65535, description="Port.")
     request_timeout_s: float = Field(120.0, gt=0, description="Ray Serve's end-to-end limit; keep it above the "
                                      "pipeline's own timeouts so those answer first, as JSON.")
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field(
+        "HeadOnly", description="Where Serve runs HTTP proxies (EveryNode on a multi-machine cluster behind a load "
+        "balancer; HeadOnly when several Ray nodes share one host and port).")
 
 
 # deployment -> (config sections it reads, models entries it reads)

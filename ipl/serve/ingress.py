@@ -82,7 +82,9 @@ class HandleStages:
 
 
 def _unavailable(exc: BaseException) -> Optional[ApiError]:
-    """A Ray Serve overload/unavailability as a JSON 503 (None for anything else)."""
+    """A Ray Serve overload/unavailability, or a replica lost mid-request (its node died), as a
+    JSON 503 the client may retry (None for anything else)."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.exceptions import BackPressureError
 
     try:
@@ -93,6 +95,9 @@ def _unavailable(exc: BaseException) -> Optional[ApiError]:
         return ApiError("overloaded", "the service is at capacity; retry shortly", retry_after=2)
     if DeploymentUnavailableError and isinstance(exc, DeploymentUnavailableError):
         return ApiError("unavailable", "a part of the service is unavailable; retry shortly", retry_after=5)
+    if isinstance(exc, (RayActorError, ActorUnavailableError)):
+        return ApiError("unavailable", "the replica working on this draft was lost (its node or process died); "
+                        "retry", retry_after=1)
     return None
 
 

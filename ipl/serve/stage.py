@@ -38,8 +38,10 @@ def load_serve_config(path, overrides: Iterable[str] = ()) -> ServeConfig:
         args = dict(apps[0].get("args") or {})
         args.setdefault("name", apps[0].get("name", "ipl"))
         args.setdefault("route_prefix", apps[0].get("route_prefix", "/"))
-        args["http"] = deep_merge({k: http[k] for k in ("host", "port", "request_timeout_s") if k in http},
-                                  args.get("http") or {})
+        top = {k: http[k] for k in ("host", "port", "request_timeout_s") if k in http}
+        if "proxy_location" in data:
+            top["proxy_location"] = data["proxy_location"]
+        args["http"] = deep_merge(top, args.get("http") or {})
         data = args
     data = deep_merge(data, parse_overrides(overrides))
     return validate(ServeConfig, data, f"{path}" + (" + overrides " + " ".join(overrides) if overrides else ""))
@@ -107,7 +109,8 @@ def start(cfg: ServeConfig):
 
     app = build(cfg)  # checks config + artifacts before Ray starts anything
     ensure_ray(cfg.ray)
-    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port,
+    serve.start(proxy_location=cfg.http.proxy_location,
+                http_options={"host": cfg.http.host, "port": cfg.http.port,
                               "request_timeout_s": cfg.http.request_timeout_s})
     serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
     host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
