@@ -28,18 +28,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from synth import tree_pss  # noqa: E402  (same sampler as the synth benchmark)
+from synth import run_measured  # noqa: E402  (the synth benchmark's runner and memory sampler)
 
 PHOTO_COLUMNS = ("photos", "photo_paths")
 
@@ -98,30 +93,7 @@ def measure(arm: str, raw: Path, batch_size: int, tmp: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--arm", arm, "--raw", str(raw), "--out", str(out), "--batch-size",
            str(batch_size)]
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    ps = psutil.Process(proc.pid)
-    peak, stop = 0, threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not stop.is_set():
-            try:
-                peak = max(peak, tree_pss(ps))
-            except psutil.Error:
-                pass
-            stop.wait(2.0)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    text, _ = proc.communicate()
-    stop.set()
-    t.join()
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{arm} on {raw} failed:\n{text[-3000:]}")
+    text, elapsed, peak = run_measured(cmd, f"{arm} on {raw}")
     rows = int(text.strip().splitlines()[-1])
     shutil.rmtree(out, ignore_errors=True)
     return {"arm": arm, "rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "peak_mb": peak / 2**20}

@@ -41,9 +41,9 @@ def tree_pss(proc: psutil.Process) -> int:
     return total
 
 
-def run_synth(rows: int, shard_rows: int, root: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "ipl.cli", "synth", f"run.root={root}", f"run.name=bench{rows}", f"rows={rows}",
-           f"shard_rows={shard_rows}", "models.build=false", "ray.progress=false", *extra]
+def run_measured(cmd: list[str], what: str) -> tuple[str, float, int]:
+    """Run ``cmd`` in a fresh process (no RAY_ADDRESS) while sampling the PSS of its process
+    tree every 2 s; returns (output, seconds, peak bytes). A failure stops the benchmark."""
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
     start = time.monotonic()
@@ -68,7 +68,14 @@ def run_synth(rows: int, shard_rows: int, root: str, extra: list[str]) -> dict:
     t.join()
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
-        raise SystemExit(f"ipl synth rows={rows} failed:\n{out[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{out[-3000:]}")
+    return out, elapsed, peak
+
+
+def run_synth(rows: int, shard_rows: int, root: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "ipl.cli", "synth", f"run.root={root}", f"run.name=bench{rows}", f"rows={rows}",
+           f"shard_rows={shard_rows}", "models.build=false", "ray.progress=false", *extra]
+    _, elapsed, peak = run_measured(cmd, f"ipl synth rows={rows}")
     manifest = json.loads((Path(root) / f"bench{rows}" / "raw" / "_manifest.json").read_text())
     return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "peak_mb": peak / 2**20,
             "disk_mb": manifest["bytes"] / 2**20}

@@ -8,7 +8,10 @@ raylets on loopback) with simulated GPUs per node:
   under load and back down with no failed request, and when a GPU node dies under load the
   requests in flight on it end with a clean retryable error, every other request succeeds, and
   a replacement replica comes up on another node;
-* (slow) the prepare and index jobs spread their tasks over the nodes.
+* the prepare and index jobs spread their tasks over the nodes.
+
+The placement test runs in ``make test``; the Serve and job tests (minutes each on 2 cores)
+are also marked ``slow`` and run with ``make test-slow``.
 """
 import threading
 import time
@@ -214,6 +217,7 @@ def _healthy(url):
         return False
 
 
+@pytest.mark.slow  # ~1.5 min with the app fixture: `make test-slow` (keeps `make test` under 15 min)
 def test_generator_scales_up_under_load_and_down_after_without_failures(app):
     assert running() == 1
     load = Load(app["url"], app["photo"], clients=6)
@@ -231,6 +235,7 @@ def test_generator_scales_up_under_load_and_down_after_without_failures(app):
     assert len(results) >= 10 and not failed, failed
 
 
+@pytest.mark.slow
 def test_losing_a_gpu_node_under_load_fails_only_its_requests_and_a_replacement_comes_up(app, cluster):
     import ray
     from ray import serve

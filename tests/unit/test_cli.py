@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from ipl.cli import main
 
 
@@ -45,25 +47,22 @@ def test_stages_not_built_say_which_issue(capsys, monkeypatch):
     assert "[not built yet: issue #99]" in capsys.readouterr().out
 
 
-def test_eval_job_entrypoint_validates_production_config():
-    """`ray job submit ... python jobs/evaluate.py --config jobs/configs/eval_cluster.yaml` parses."""
-    out = subprocess.run([sys.executable, "jobs/evaluate.py", "--config", "jobs/configs/eval_cluster.yaml",
-                          "--print-config"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "num_gpus: 1" in out.stdout and "paraphrase-multilingual" in out.stdout
-
-
 def test_eval_without_a_run_exits_2_naming_the_command(tmp_path, capsys):
     assert main(["eval", f"run.root={tmp_path}", "realdata.enabled=false"]) == 2
     assert "run `ipl prepare`" in capsys.readouterr().err
 
 
-def test_index_job_entrypoint_validates_production_config():
-    """`ray job submit ... python jobs/build_index.py --config jobs/configs/index_cluster.yaml` parses."""
-    out = subprocess.run([sys.executable, "jobs/build_index.py", "--config", "jobs/configs/index_cluster.yaml",
-                          "--print-config"], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("job,config,expected", [
+    ("build_index.py", "index_cluster.yaml", ["type: IVF-PQ", "shards: 16"]),
+    ("evaluate.py", "eval_cluster.yaml", ["num_gpus: 1", "paraphrase-multilingual"]),
+    ("prepare_data.py", "prepare_cluster.yaml", ["backend: vllm", "concurrency: 8"]),
+])
+def test_job_entrypoint_validates_production_config(job, config, expected):
+    """`ray job submit ... python jobs/<job> --config jobs/configs/<config>` parses."""
+    out = subprocess.run([sys.executable, f"jobs/{job}", "--config", f"jobs/configs/{config}", "--print-config"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "type: IVF-PQ" in out.stdout and "shards: 16" in out.stdout
+    assert all(e in out.stdout for e in expected), out.stdout
 
 
 def test_index_without_listings_exits_2_naming_the_command(tmp_path, capsys):
