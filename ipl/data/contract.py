@@ -1,6 +1,8 @@
 """Column contracts: stages declare the columns they need; a missing one fails loudly."""
 from __future__ import annotations
 
+import numpy as np
+
 from typing import Iterable, Mapping
 
 
@@ -24,10 +26,9 @@ def is_null(value) -> bool:
     """None, or the NaN that Ray's numpy batches give for values of an all-null column."""
     if value is None:
         return True
-    try:
-        return value != value  # NaN
-    except (TypeError, ValueError):
-        return False
+    if isinstance(value, (float, np.floating)):
+        return bool(value != value)  # NaN
+    return False  # strings, numbers, arrays (a list value is never "null")
 
 
 def nulls_to_none(values) -> list:
