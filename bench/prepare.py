@@ -12,8 +12,9 @@ special characters; NFKC first) and the MinHash signature of each description
 writing the result as Parquet. Two arms, each in a fresh process while a sampler sums the PSS
 of its process tree every 2 s:
 
-* Ray Data (local Ray, all cores): ``read_parquet -> map_batches(text_filter_batch) ->
-  write_parquet``, streaming, as ``ipl prepare`` composes it;
+* Ray Data (local Ray, all cores): ``read_listings`` (the pipeline's reader: Parquet without
+  the photos, streaming repartition into ``input.block_rows`` blocks) ``->
+  map_batches(text_filter_batch) -> write_parquet``, as ``ipl prepare`` composes it;
 * the baseline: one process, no Ray, ``pyarrow`` batches through the same function, written
   with one ``ParquetWriter``.
 
@@ -55,8 +56,10 @@ def arm_ray(raw: str, out: str, batch_size: int) -> int:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    files = sorted(str(p) for p in Path(raw).glob("*.parquet"))
-    ds = ray.data.read_parquet(files).select_columns(_columns(Path(raw)))
+    from ipl.data.read import InputConfig, read_listings
+
+    # the pipeline's own reader: column check, photos not read, streaming repartition, canonical names
+    ds, _ = read_listings(InputConfig(path=raw, format="parquet"), Path(raw).parent, exclude=PHOTO_COLUMNS)
     ds = ds.map_batches(text_filter_batch, fn_kwargs={"cfg": CleanConfig()}, batch_size=batch_size)
     ds.write_parquet(out)
     import pyarrow.dataset as pds
@@ -94,7 +97,7 @@ def measure(arm: str, raw: Path, batch_size: int, tmp: Path) -> dict:
     cmd = [sys.executable, __file__, "--arm", arm, "--raw", str(raw), "--out", str(out), "--batch-size",
            str(batch_size)]
     text, elapsed, peak = run_measured(cmd, f"{arm} on {raw}")
-    rows = int(text.strip().splitlines()[-1])
+    rows = int(next(line for line in text.splitlines() if line.startswith("ROWS="))[5:])  # Ray may log after it
     shutil.rmtree(out, ignore_errors=True)
     return {"arm": arm, "rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "peak_mb": peak / 2**20}
 
@@ -112,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.arm:  # a measured child process
         fn = arm_ray if args.arm == "ray" else arm_single
-        print(fn(args.raw, args.out, args.batch_size))
+        print(f"ROWS={fn(args.raw, args.out, args.batch_size)}", flush=True)
         return
     if not args.data:
         raise SystemExit("--data DIR is required (bench<rows>/raw from `bench/synth.py --root DIR`)")

@@ -32,6 +32,9 @@ class InputConfig(Strict):
         None, ge=1, description="For '/'-separated category paths, keep the first N levels (null: all)."
     )
     limit: Optional[int] = Field(None, ge=1, description="Read at most this many rows (smoke runs).")
+    block_rows: int = Field(2000, ge=1, description="Rows per Ray Data block after the read (a streaming "
+                            "repartition: Ray 2.60's Parquet reader hands every file to one task as one block, which "
+                            "would run each later stage as one task on one core).")
 
 
 def input_path(cfg: InputConfig, run_dir: Path) -> Path:
@@ -96,6 +99,7 @@ def read_listings(cfg: InputConfig, run_dir: Path, exclude: tuple = ()):
         )
     if cfg.limit:
         ds = ds.limit(cfg.limit)
+    ds = ds.repartition(target_num_rows_per_block=cfg.block_rows)
     ds = ds.map_batches(canonicalize, fn_kwargs={"rename": rename, "levels": cfg.category_levels},
                         batch_format="pandas")
     return ds, final

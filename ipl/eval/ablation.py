@@ -66,8 +66,12 @@ async def _prepare(pipeline: DraftPipeline, stages: EvalStages, examples: dict[s
     from ipl.serve.errors import ApiError
 
     records = []
+    total, t0 = sum(len(rows) for rows in examples.values()), time.monotonic()
     for set_name, rows in examples.items():
         for ex in rows:
+            if records and len(records) % 100 == 0:
+                log.info("retrieval + extraction: %d/%d listings (%.1f/s)", len(records), total,
+                         len(records) / max(time.monotonic() - t0, 1e-6))
             stages.exclude = ex.get("exclude") or {}
             stages.last_hits, stages.last_category = [], None
             language = ex.get("language") or "en"
