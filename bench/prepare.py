@@ -47,13 +47,14 @@ def _columns(raw: Path) -> list[str]:
     return [n for n in pq.read_schema(first).names if n not in PHOTO_COLUMNS]
 
 
-def arm_ray(raw: str, out: str, batch_size: int) -> int:
+def arm_ray(raw: str, out: str, batch_size: int, object_store_mb: int = 0) -> int:
     import ray
 
     from ipl.data.clean import CleanConfig
     from ipl.data.pipeline import text_filter_batch
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     from ipl.data.read import InputConfig, read_listings
@@ -91,11 +92,11 @@ def arm_single(raw: str, out: str, batch_size: int) -> int:
     return rows
 
 
-def measure(arm: str, raw: Path, batch_size: int, tmp: Path) -> dict:
+def measure(arm: str, raw: Path, batch_size: int, tmp: Path, object_store_mb: int = 0) -> dict:
     out = tmp / f"{arm}-{raw.parent.name}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--arm", arm, "--raw", str(raw), "--out", str(out), "--batch-size",
-           str(batch_size)]
+           str(batch_size), "--object-store-mb", str(object_store_mb)]
     text, elapsed, peak = run_measured(cmd, f"{arm} on {raw}")
     rows = int(next(line for line in text.splitlines() if line.startswith("ROWS="))[5:])  # Ray may log after it
     shutil.rmtree(out, ignore_errors=True)
@@ -108,14 +109,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--single-rows", type=int, nargs="*", help="sizes the single-process arm runs (default: all)")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--object-store-mb", type=int, default=0, help="cap Ray's object store (0: Ray's default, 30%% "
+                    "of memory), as ray.object_store_mb does for ipl prepare")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--arm", choices=["ray", "single"], help=argparse.SUPPRESS)
     ap.add_argument("--raw", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:  # a measured child process
-        fn = arm_ray if args.arm == "ray" else arm_single
-        print(f"ROWS={fn(args.raw, args.out, args.batch_size)}", flush=True)
+        rows = (arm_ray(args.raw, args.out, args.batch_size, args.object_store_mb) if args.arm == "ray"
+                else arm_single(args.raw, args.out, args.batch_size))
+        print(f"ROWS={rows}", flush=True)
         return
     if not args.data:
         raise SystemExit("--data DIR is required (bench<rows>/raw from `bench/synth.py --root DIR`)")
@@ -130,7 +134,7 @@ def main() -> None:
         for n in sorted(args.rows):
             raw = Path(args.data) / f"bench{n}" / "raw"
             for arm in (["single"] if n in single else []) + ["ray"]:
-                r = measure(arm, raw, args.batch_size, tmp)
+                r = measure(arm, raw, args.batch_size, tmp, args.object_store_mb if arm == "ray" else 0)
                 results.append(r)
                 print(f"done: {arm} {r['rows']} rows in {r['seconds']:.1f}s ({r['rows_per_s']:.0f} rows/s), "
                       f"peak {r['peak_mb']:.0f} MB", flush=True)

@@ -62,6 +62,7 @@ def test_worker_killed_at_step_3_resumes_from_checkpoint_and_exports(prepared):
     assert run_train(cfg)["reused"] is True
 
 
+@pytest.mark.slow  # ~2 min; `make test` keeps the worker-kill resume test (make test-slow runs this one)
 def test_rerunning_the_same_command_resumes_an_interrupted_run(prepared):
     cfg = train_cfg(prepared, "rerun", "chaos.kill_at_step=5", "chaos.rank=0", "max_failures=0")
     with pytest.raises(RuntimeError, match="training failed"):
