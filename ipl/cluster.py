@@ -64,7 +64,7 @@ def _quantity(value) -> float:
 
 
 # -- node groups ------------------------------------------------------------------------------------
-def _pod_node(name: str, group: dict, head: bool = False) -> Node:
+def _pod_node(name: str, group: dict) -> Node:
     spec = group["template"]["spec"]
     limits = spec["containers"][0].get("resources", {}).get("limits", {})
     params = group.get("rayStartParams") or {}
@@ -81,7 +81,7 @@ def _pod_node(name: str, group: dict, head: bool = False) -> Node:
 def kuberay_nodes(cluster_spec: dict, size: str = "max") -> list[Node]:
     """Nodes of a KubeRay ``RayClusterSpec``: the head, and each worker group at ``maxReplicas``
     (``size="max"``) or at its initial ``replicas`` (``size="initial"``)."""
-    nodes = [_pod_node("head", cluster_spec["headGroupSpec"], head=True)]
+    nodes = [_pod_node("head", cluster_spec["headGroupSpec"])]
     for g in cluster_spec.get("workerGroupSpecs", []):
         n = g.get("maxReplicas", g.get("replicas", 0)) if size == "max" else g.get("replicas", g.get("minReplicas", 0))
         proto = _pod_node(g["groupName"], g)
@@ -261,8 +261,7 @@ def validate_serve(serve: dict) -> None:
 
     from ipl.serve.config import ServeConfig
 
-    ServeDeploySchema.model_validate(serve) if hasattr(ServeDeploySchema, "model_validate") \
-        else ServeDeploySchema.parse_obj(serve)
+    ServeDeploySchema.model_validate(serve)
     for app in serve.get("applications", []):
         ServeConfig.model_validate(app.get("args") or {})
 

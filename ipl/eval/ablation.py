@@ -42,17 +42,12 @@ class EvalStages(LocalStages):
         self.k = scfg.retrieval.k
         self.exclude: dict = {}
         self.last_hits: list[dict] = []
-        self.last_category: Optional[dict] = None
 
     async def search(self, photos):
         found = await self.retriever.search(photos, self.k * 4 if self.exclude else self.k)
         hits = [h for h in found["hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
         self.last_hits = hits
         return {**found, "hits": hits}
-
-    async def predict(self, photos):
-        self.last_category = await self.category.predict(photos)
-        return self.last_category
 
 
 def condition_prompt(condition: str, category: Optional[str], template: list[str], reference: Optional[dict],
@@ -73,7 +68,7 @@ async def _prepare(pipeline: DraftPipeline, stages: EvalStages, examples: dict[s
                 log.info("retrieval + extraction: %d/%d listings (%.1f/s)", len(records), total,
                          len(records) / max(time.monotonic() - t0, 1e-6))
             stages.exclude = ex.get("exclude") or {}
-            stages.last_hits, stages.last_category = [], None
+            stages.last_hits = []
             language = ex.get("language") or "en"
             try:
                 draft = await pipeline.prepare(DraftRequest(photos=ex["photos"], language=language))
@@ -85,19 +80,16 @@ async def _prepare(pipeline: DraftPipeline, stages: EvalStages, examples: dict[s
             category = meta["category"]["name"]
             reference = ({a["key"]: a["value"] for a in meta["attributes"]} if meta["instruction"] == "rag" else None)
             top = stages.last_hits[0] if stages.last_hits else None
-            predicted = (stages.last_category or {}).get("top") or [{}]
+            predicted = meta["category"]["candidates"][0]["name"] if meta["category"]["candidates"] else None
             records.append({
                 "set": set_name, "listing_id": ex["listing_id"], "sku_id": ex["sku_id"], "spu_id": ex["spu_id"],
                 "category": ex["category"], "language": language, "description": ex["description"] or "",
                 "attributes": ex["attributes"] or {}, "photos": draft.photos,
-                "predicted_category": predicted[0].get("category"), "category_used": category,
-                "template": meta["template"], "reference": reference, "instruction": meta["instruction"],
-                "fallbacks": list(meta["fallbacks"]), "reference_basis": meta["reference_basis"],
-                "references": [r["listing_id"] for r in meta["references"]],
-                "retrieval": {"hits": len(stages.last_hits),
-                              "identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
+                "category_used": category, "reference": reference, "instruction": meta["instruction"],
+                "fallbacks": list(meta["fallbacks"]), "references": [r["listing_id"] for r in meta["references"]],
+                "retrieval": {"identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
-                              "category_top1": predicted[0].get("category") == ex["category"]},
+                              "category_top1": predicted == ex["category"]},
                 "prompts": {c: condition_prompt(c, category, meta["template"], reference, language) for c in CONDITIONS},
             })
     return records
@@ -285,6 +277,10 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     groups = {name: [r for r in scored if r["set"] == name] for name in dict.fromkeys(r["set"] for r in scored)}
     if len(groups) > 1:
         groups["all"] = scored
+    # SIM per description once (the "all" group averages the same pairs as the sets)
+    sims = {cond: dict(zip(map(id, scored), sim.pairwise([generations[r["keys"][cond]] for r in scored],
+                                                          [r["description"] for r in scored])))
+            for cond in cfg.conditions} if sim is not None else None
     table: dict = {}
     examples: dict[str, dict] = {}
     for name, recs in groups.items():
@@ -304,8 +300,10 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                         "category_used": r["category_used"], "instruction": r.get("instruction"),
                         "fallbacks": r["fallbacks"], "seller_description": r["description"], "generated": {}})
                     ex["generated"][cond] = {"text": text, **outcome}
-            row = {**attrs.summary(), **text_scores(hyps, refs, sim), "style": register.summary(hyps),
+            row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
                    "descriptions": len(hyps)}
+            if sims is not None:
+                row["sim"] = sum(sims[cond][id(r)] for r in recs) / len(recs) if recs else 0.0
             table[name][cond] = row
     return {"table": table, "examples": list(examples.values())}
 

@@ -23,7 +23,6 @@ from rouge_score import rouge_scorer, tokenizers
 _CJK = "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff" \
        "\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_]+", re.UNICODE)
-_CJK_CHAR = re.compile(rf"[{_CJK}]")
 _PUNCT_CJK = re.compile(r"[\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
 
 
@@ -113,13 +112,9 @@ class Similarity:
         return sum(sims) / len(sims) if sims else 0.0
 
 
-def text_scores(hypotheses: Sequence[str], references: Sequence[str], sim: Optional[Similarity]) -> dict[str, float]:
+def text_scores(hypotheses: Sequence[str], references: Sequence[str], sim: Optional[Similarity] = None) -> dict[str, float]:
     """BLEU-1..4, ROUGE-1/2/L and (with ``sim``) SIM of one set of descriptions."""
     out = {**bleu(hypotheses, references), **rouge(hypotheses, references)}
     if sim is not None:
         out["sim"] = sim.mean(hypotheses, references)
     return out
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK_CHAR.search(text or ""))
