@@ -25,6 +25,7 @@ from typing import Optional
 
 from ipl.eval.config import CONDITIONS, EvalConfig
 from ipl.generate.prompts import description_prompt
+from ipl.models.vlm import model_fingerprint
 from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
 
 log = logging.getLogger("ipl.eval")
@@ -112,15 +113,6 @@ def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[d
 
 
 # -- generation -------------------------------------------------------------------------------------
-def model_fingerprint(vlm_dir: Path) -> str:
-    """Changes when the checkpoint does: its config and the size/mtime of each weights file."""
-    h = hashlib.sha256((vlm_dir / "config.json").read_bytes())
-    for f in sorted(vlm_dir.glob("*.safetensors")) + sorted(vlm_dir.glob("*.bin")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def generation_key(model: str, settings: str, language: str, prompt: str, photos: list[bytes]) -> str:
     h = hashlib.sha256(f"{model}|{settings}|{language}|{prompt}".encode())
     for p in photos:

@@ -13,11 +13,11 @@ from ipl.config import Strict
 class TinyVLMConfig(Strict):
     """A tiny Qwen2-VL (same architecture as Qwen2-VL-7B, scaled down)."""
 
-    hidden_size: int = Field(256, ge=16, description="Language model hidden size.")
+    hidden_size: int = Field(128, ge=16, description="Language model hidden size.")
     num_hidden_layers: int = Field(4, ge=1, description="Language model layers.")
     num_attention_heads: int = Field(4, ge=1, description="Attention heads.")
     num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
-    intermediate_size: int = Field(688, ge=16, description="MLP size.")
+    intermediate_size: int = Field(344, ge=16, description="MLP size.")
     vision_depth: int = Field(2, ge=1, description="Vision transformer blocks.")
     vision_embed_dim: int = Field(64, ge=16, description="Vision transformer width.")
     vision_num_heads: int = Field(4, ge=1, description="Vision attention heads.")
@@ -50,5 +50,8 @@ class TinyModelsConfig(Strict):
     clip_pretrain_rows: int = Field(3000, ge=10, description="Listings of the separate clean corpus the tiny CLIP is pretrained on.")
     clip_batch_size: int = Field(128, ge=2, description="Contrastive batch size.")
     clip_lr: float = Field(1e-3, gt=0, description="Contrastive learning rate (AdamW, cosine).")
+    vlm_pretrain_steps: int = Field(1000, ge=0, description="Generic copy pretraining steps of the tiny VLM's language model (restating the facts of a <reference> JSON; 0: random init).")
+    vlm_pretrain_batch_size: int = Field(16, ge=1, description="Conversations per copy pretraining step.")
+    vlm_pretrain_lr: float = Field(3e-3, gt=0, description="Copy pretraining learning rate (AdamW, warmup + cosine).")
     vlm: TinyVLMConfig = Field(default_factory=TinyVLMConfig, description="Tiny Qwen2-VL shape.")
     clip: TinyClipConfig = Field(default_factory=TinyClipConfig, description="Tiny open_clip shape.")

@@ -130,6 +130,18 @@ def load_vlm(path: str | Path, dtype: Optional[torch.dtype] = None, device: str 
     return VLM(model, processor, p)
 
 
+def model_fingerprint(vlm_dir: Path) -> str:
+    """Changes when the checkpoint does: its config and the size/mtime of each weights file."""
+    import hashlib
+
+    vlm_dir = Path(vlm_dir)
+    h = hashlib.sha256((vlm_dir / "config.json").read_bytes())
+    for f in sorted(vlm_dir.glob("*.safetensors")) + sorted(vlm_dir.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def vision_parameters(model) -> list[torch.nn.Parameter]:
     """The vision encoder's parameters (frozen in fine-tuning); the merger is not included."""
     visual = model.model.visual if hasattr(model, "model") else model.visual

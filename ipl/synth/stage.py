@@ -50,5 +50,9 @@ def main(cfg: SynthConfig) -> int:
         m = out["models"]
         print(f"tokenizer: {m['tokenizer']['vocab']} tokens   -> {m['tokenizer']['path']}")
         print(f"tiny VLM:  {m['vlm']['parameters'] / 1e6:.2f}M parameters (Qwen2-VL) -> {m['vlm']['path']}")
+        if m["vlm"].get("pretrain"):
+            pre = m["vlm"]["pretrain"]
+            print(f"           copy pretraining {pre['steps']} steps: recall of fresh facts "
+                  f"{pre['copy_recall_before']:.2f} -> {pre['copy_recall_after']:.2f}")
         print(f"tiny CLIP: {m['clip']['parameters'] / 1e6:.2f}M parameters, dim {m['clip']['dim']} -> {m['clip']['path']}")
     return 0

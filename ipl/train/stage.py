@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from ipl.config import ConfigError
-from ipl.models.vlm import require_local_dir
+from ipl.models.vlm import model_fingerprint, require_local_dir
 from ipl.runtime import ensure_ray, read_json, write_json_atomic
 from ipl.train.capacity import check_capacity
 from ipl.train.config import TrainConfig
@@ -79,15 +80,27 @@ def datasets(cfg: TrainConfig) -> dict:
     return out
 
 
+def input_fingerprints(cfg: TrainConfig) -> dict:
+    """What the run trains from besides its config: the base checkpoint and the instruction data."""
+    manifest = cfg.instructions_dir / "manifest.json"
+    return {"model": model_fingerprint(cfg.model_path) if (cfg.model_path / "config.json").exists() else None,
+            "instructions": hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.exists() else None}
+
+
 def check_previous(cfg: TrainConfig) -> dict | None:
-    """The finished summary to reuse, or None to (re)start; refuses a changed config."""
+    """The finished summary to reuse, or None to (re)start; refuses a changed config or changed inputs."""
     record = cfg.train_dir / "_config.json"
     if record.exists():
         old = read_json(record)
-        if old.get("key") != cfg.key():
+        inputs = input_fingerprints(cfg)
+        changed = [] if old.get("key") == cfg.key() else [f"the config (key {old.get('key')} != {cfg.key()})"]
+        changed += [f"the {what} ({'base model ' + str(cfg.model_path) if what == 'model' else cfg.instructions_dir})"
+                    for what, fp in inputs.items() if old.get("inputs", {}).get(what, "unrecorded") != fp]
+        if changed:
             if not cfg.overwrite:
-                raise ConfigError(f"{cfg.train_dir} holds a training run with a different config (key {old.get('key')}"
-                                  f" != {cfg.key()}): use another run.name, or overwrite=true to discard it")
+                raise ConfigError(f"{cfg.train_dir} holds a training run made with different inputs: "
+                                  f"{' and '.join(changed)} changed since; use another run.name, or overwrite=true "
+                                  "to discard it")
             log.warning("overwrite=true: discarding %s and %s", cfg.train_dir, cfg.output_dir)
             shutil.rmtree(cfg.train_dir)
             shutil.rmtree(cfg.output_dir, ignore_errors=True)
@@ -150,7 +163,7 @@ def run(cfg: TrainConfig) -> dict:
         log.warning("%s is already trained with this config: reusing it (overwrite=true retrains)", cfg.output_dir)
         return {**previous, "reused": True}
     plan = make_plan(cfg)
-    write_json_atomic(cfg.train_dir / "_config.json", {"key": cfg.key(), "plan": plan,
+    write_json_atomic(cfg.train_dir / "_config.json", {"key": cfg.key(), "inputs": input_fingerprints(cfg), "plan": plan,
                                                        "config": cfg.model_dump(mode="json")})
     log.warning("training: %d rows, %d steps (%d per epoch, global batch %d) on %d workers",
                 plan["train_rows"], plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"],

@@ -21,7 +21,8 @@ def test_demo_runs_every_stage_and_ends_with_the_evaluation(tmp_path):
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "ipl.cli", "demo", f"run.root={tmp_path}", "synth.rows=300", "synth.shard_rows=150",
            "synth.models.vlm.hidden_size=64", "synth.models.vlm.intermediate_size=128",
-           "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300", "prepare.templates.min_listings=5",
+           "synth.models.clip_pretrain_steps=30", "synth.models.clip_pretrain_rows=300",
+           "synth.models.vlm_pretrain_steps=20", "synth.models.vlm_pretrain_batch_size=4", "prepare.templates.min_listings=5",
            "train.optim.max_steps=4", "train.eval.recall_rows=4", "train.eval.max_new_tokens=16",
            "index.encoder.steps=5", "index.encoder.batch_size=16", "index.eval.holdout_fraction=0.2",
            f"serve.http.port={free_port()}", "serve.generate.max_new_tokens=16",
@@ -30,7 +31,7 @@ def test_demo_runs_every_stage_and_ends_with_the_evaluation(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows" in out.stdout
-    assert "tiny VLM:" in out.stdout
+    assert "tiny VLM:" in out.stdout and "copy pretraining 20 steps" in out.stdout
     assert "clean: 300 rows in" in out.stdout and "instructions:" in out.stdout
     assert "trained 4 steps" in out.stdout
     assert re.search(r"attribute recall of generations on [1-4] held-out rows", out.stdout)

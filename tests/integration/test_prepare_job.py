@@ -30,7 +30,8 @@ def marketplace(ray_local, tmp_path_factory):
         f"run.root={root}", "run.name=m", "rows=1500", "shard_rows=500", "photos_max=1", "image_size=64",
         *[f"dirty.{r}={RATE}" for r in reasons],
         "models.vocab_size=600", "models.vlm.hidden_size=64", "models.vlm.intermediate_size=128",
-        "models.vlm.num_hidden_layers=1", "models.clip_pretrain_steps=200", "models.clip_pretrain_rows=1500"])
+        "models.vlm.num_hidden_layers=1", "models.clip_pretrain_steps=200", "models.clip_pretrain_rows=1500",
+        "models.vlm_pretrain_steps=0"])
         # the default CLIP shape: prepare_local.yaml's consistency threshold is read off its scores
     synth_stage.run(cfg)
     return root

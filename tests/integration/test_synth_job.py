@@ -1,5 +1,6 @@
 """`ipl synth` on local Ray: shards + manifest, resume, refusing mismatched re-runs, tiny models."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_job_entrypoint_builds_tiny_models(tmp_path):
     cmd = [sys.executable, str(REPO / "jobs" / "synth.py"), "--config", str(REPO / "jobs/configs/synth_local.yaml"),
            f"run.root={tmp_path}", "run.name=job", "rows=300", "shard_rows=150", "models.vocab_size=600",
            "models.vlm.hidden_size=64", "models.vlm.intermediate_size=128", "models.vlm.num_hidden_layers=1",
-           "models.clip_pretrain_steps=10", "models.clip_pretrain_rows=100"]
+           "models.clip_pretrain_steps=10", "models.clip_pretrain_rows=100",
+           "models.vlm_pretrain_steps=30", "models.vlm_pretrain_batch_size=4"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows in 2 shards" in out.stdout
@@ -80,6 +82,9 @@ def test_job_entrypoint_builds_tiny_models(tmp_path):
     from ipl.models.clip import load_clip
     from ipl.models.vlm import load_vlm
 
+    assert re.search(r"copy pretraining 30 steps: recall of fresh facts 0\.\d\d -> [01]\.\d\d", out.stdout)
+    build = json.loads((models / "_build.json").read_text())["vlm"]["pretrain"]
+    assert build["steps"] == 30 and build["loss_last"] < build["loss_first"]
     vlm = load_vlm(models / "vlm-base")
     assert vlm.tokenizer.convert_tokens_to_ids("<|image_pad|>") == vlm.model.config.image_token_id
     load_clip(models / "clip-base")
