@@ -7,7 +7,7 @@ import pytest
 
 from ipl.config import ConfigError, validate
 from ipl.train.config import TrainConfig
-from ipl.train.stage import check_previous, make_plan
+from ipl.train.stage import check_previous, input_fingerprints, make_plan
 
 
 def write_split(root, split, tasks):
@@ -62,10 +62,37 @@ def test_a_changed_config_is_refused_unless_overwrite(run_dir):
     run, model = run_dir
     cfg = cfg_for(run, model)
     (run / "train").mkdir()
-    (run / "train" / "_config.json").write_text(json.dumps({"key": cfg.key()}))
+    (run / "train" / "_config.json").write_text(json.dumps({"key": cfg.key(), "inputs": input_fingerprints(cfg)}))
     assert check_previous(cfg) is None  # same config, unfinished: resume
     changed = cfg_for(run, model, optim={"lr": 0.5})
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="the config"):
         check_previous(changed)
     assert check_previous(changed.model_copy(update={"overwrite": True})) is None
     assert not (run / "train").exists()
+
+
+def test_a_changed_base_model_or_data_is_refused(run_dir, tmp_path):
+    """Same config, but the checkpoint it trains from or the instructions changed since."""
+    import os
+    import shutil
+
+    run, shared = run_dir
+    model = shutil.copytree(shared, tmp_path / "base")
+    (run / "instructions" / "manifest.json").write_text('{"rows": 114}')
+    cfg = cfg_for(run, model)
+    (run / "train").mkdir()
+    (run / "train" / "_config.json").write_text(json.dumps({"key": cfg.key(), "inputs": input_fingerprints(cfg)}))
+    assert check_previous(cfg) is None
+    weights = next(model.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # a rebuilt base
+    with pytest.raises(ConfigError, match=r"the model \(base model .*base\) changed"):
+        check_previous(cfg)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns - 10**9))
+    assert check_previous(cfg) is None
+    (run / "instructions" / "manifest.json").write_text('{"rows": 115}')  # re-prepared data
+    with pytest.raises(ConfigError, match="the instructions .* changed"):
+        check_previous(cfg)
+    # a record written before the inputs were recorded cannot vouch for them
+    (run / "train" / "_config.json").write_text(json.dumps({"key": cfg.key()}))
+    with pytest.raises(ConfigError, match="the model .* and the instructions"):
+        check_previous(cfg)
