@@ -8,10 +8,10 @@ was barely above its recall without it.
 
 ``pretrain_copy`` gives the stand-in that skill before ``ipl train`` sees it, the way a real
 base model got it from pretraining: chat turns whose user message holds a ``<reference>``
-JSON of random facts and whose answer restates them in order. The facts are generic: keys
-and values drawn from the catalogue's whole vocabulary (every category, far more brands and
-models than a synthetic marketplace uses) and from random words of the tokenizer, so the
-only way to lower the loss is to copy. No listing of the marketplace is used; the vision
+JSON of random facts and whose answer restates them in order. The facts are generic: random
+keys with random values drawn from the catalogue's whole vocabulary (every category, far
+more brands and models than a synthetic marketplace uses), so the only way to lower the
+loss is to copy. No listing of the marketplace is used; the vision
 tower is not touched (text-only turns).
 """
 from __future__ import annotations
@@ -39,14 +39,13 @@ ASK = {
 
 @dataclass
 class Vocabulary:
-    """What the generic facts are drawn from: keys and values in English and Chinese, and words."""
+    """What the generic facts are drawn from: keys and values in English and Chinese."""
 
     keys: dict[str, list[str]]
     values: dict[str, list[str]]
-    words: list[str]
 
     @classmethod
-    def build(cls, tokenizer) -> "Vocabulary":
+    def build(cls) -> "Vocabulary":
         from ipl.synth.catalogue import Catalogue
 
         cat = Catalogue.build(brands_per_category=99, models_per_brand=99)
@@ -71,9 +70,7 @@ class Vocabulary:
         for name, spec in cat.colors.items():
             values["en"].add(name)
             values["zh"].add(spec["zh"])
-        # whole-word tokens of the tokenizer ("Ġword"): random values nobody can memorise
-        words = sorted({t[1:] for t in tokenizer.get_vocab() if t.startswith("Ġ") and t[1:].isalpha() and len(t) > 3})
-        return cls({k: sorted(v) for k, v in keys.items()}, {k: sorted(v) for k, v in values.items()}, words)
+        return cls({k: sorted(v) for k, v in keys.items()}, {k: sorted(v) for k, v in values.items()})
 
 
 def copy_sample(vocab: Vocabulary, rng: random.Random, max_facts: int = 4) -> tuple[list[dict], list[str]]:
@@ -93,32 +90,36 @@ def copy_sample(vocab: Vocabulary, rng: random.Random, max_facts: int = 4) -> tu
 
 
 class CopyBatches:
-    """Tokenised copy conversations with the loss on the answer (and its ``<|im_end|>``) only."""
+    """Tokenised copy conversations, labelled as fine-tuning labels them (``answer_labels``: the
+    answer and its ``<|im_end|>`` count, the rest is -100)."""
 
     def __init__(self, tokenizer, vocab: Vocabulary, seed: int):
         self.tokenizer, self.vocab = tokenizer, vocab
         self.rng = random.Random(seed)
         self.pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        self.im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
 
-    def prompt_and_answer(self, messages: list[dict]) -> tuple[list[int], list[int]]:
-        tok = self.tokenizer
-        prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError("the chat template does not put the assistant turn after the generation prompt")
-        answer = full[len(prompt):].rstrip("\n")  # "<answer><|im_end|>"
-        return (tok.encode(prompt, add_special_tokens=False), tok.encode(answer, add_special_tokens=False))
+    def prompt(self, messages: list[dict]) -> list[int]:
+        """The tokens a model answers from: every turn but the last, then the generation prompt."""
+        text = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def __call__(self, n: int) -> dict[str, torch.Tensor]:
-        seqs = [self.prompt_and_answer(copy_sample(self.vocab, self.rng)[0]) for _ in range(n)]
-        width = max(len(p) + len(a) for p, a in seqs)
+        from ipl.train.collate import answer_labels
+
+        tok = self.tokenizer
+        seqs = [tok.encode(tok.apply_chat_template(copy_sample(self.vocab, self.rng)[0], tokenize=False),
+                           add_special_tokens=False) for _ in range(n)]
+        width = max(len(s) for s in seqs)
         ids = torch.full((n, width), self.pad)
         labels = torch.full((n, width), -100)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for i, (p, a) in enumerate(seqs):
-            ids[i, :len(p) + len(a)] = torch.tensor(p + a)
-            mask[i, :len(p) + len(a)] = 1
-            labels[i, len(p):len(p) + len(a)] = torch.tensor(a)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+            labels[i, :len(s)] = torch.tensor(answer_labels(s, self.im_start, self.im_end, self.header))
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -131,7 +132,7 @@ def copy_recall(model, tokenizer, vocab: Vocabulary, rows: int = 40, seed: int =
     found = total = 0
     for _ in range(rows):
         messages, values = copy_sample(vocab, batches.rng)
-        prompt, _ = batches.prompt_and_answer(messages)
+        prompt = batches.prompt(messages)
         ids = torch.tensor([prompt])
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=64, do_sample=False)
         text = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
@@ -148,7 +149,7 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
     AdamW (betas 0.9/0.98, eps 1e-6, no weight decay), 5% warmup then cosine, clipping at 1.0.
     Only parameters that receive gradients move (text turns never reach the vision tower)."""
     torch.manual_seed(seed)
-    vocab = Vocabulary.build(tokenizer)
+    vocab = Vocabulary.build()
     batches = CopyBatches(tokenizer, vocab, seed)
     before = copy_recall(model, tokenizer, vocab, eval_rows)
     params = [p for p in model.parameters() if p.requires_grad]

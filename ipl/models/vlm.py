@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,6 @@ def load_vlm(path: str | Path, dtype: Optional[torch.dtype] = None, device: str 
 
 def model_fingerprint(vlm_dir: Path) -> str:
     """Changes when the checkpoint does: its config and the size/mtime of each weights file."""
-    import hashlib
-
     vlm_dir = Path(vlm_dir)
     h = hashlib.sha256((vlm_dir / "config.json").read_bytes())
     for f in sorted(vlm_dir.glob("*.safetensors")) + sorted(vlm_dir.glob("*.bin")):

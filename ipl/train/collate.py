@@ -42,6 +42,26 @@ def limit_images(messages: list[dict], keep: int) -> list[dict]:
     return out
 
 
+def answer_labels(ids: list[int], im_start: int, im_end: int, header: list[int]) -> list[int]:
+    """Labels for one sequence: assistant answers and their ``<|im_end|>``; the rest -100.
+
+    ``header`` is the tokenised ``<|im_start|>assistant\n`` that opens an assistant turn."""
+    labels = [IGNORE] * len(ids)
+    h, i = len(header), 0
+    while i < len(ids):
+        if ids[i] == im_start and ids[i : i + h] == header:
+            j = i + h
+            while j < len(ids) and ids[j] != im_end:
+                labels[j] = ids[j]
+                j += 1
+            if j < len(ids):
+                labels[j] = ids[j]  # the closing <|im_end|> is a target too
+            i = j + 1
+        else:
+            i += 1
+    return labels
+
+
 class Collator:
     """Rows -> ``input_ids``, ``attention_mask``, ``labels`` (+ ``pixel_values``, ``image_grid_thw``)."""
 
@@ -76,21 +96,7 @@ class Collator:
         return texts, images, counts
 
     def label_mask(self, ids: list[int]) -> list[int]:
-        """Labels for one sequence: assistant answers and their ``<|im_end|>``; the rest -100."""
-        labels = [IGNORE] * len(ids)
-        h, i = len(self.header), 0
-        while i < len(ids):
-            if ids[i] == self.im_start and ids[i : i + h] == self.header:
-                j = i + h
-                while j < len(ids) and ids[j] != self.im_end:
-                    labels[j] = ids[j]
-                    j += 1
-                if j < len(ids):
-                    labels[j] = ids[j]  # the closing <|im_end|> is a target too
-                i = j + 1
-            else:
-                i += 1
-        return labels
+        return answer_labels(ids, self.im_start, self.im_end, self.header)
 
     def __call__(self, rows: Sequence[dict]) -> Optional[dict]:
         texts, images, counts = self.texts_and_images(rows)

@@ -94,8 +94,9 @@ def check_previous(cfg: TrainConfig) -> dict | None:
         old = read_json(record)
         inputs = input_fingerprints(cfg)
         changed = [] if old.get("key") == cfg.key() else [f"the config (key {old.get('key')} != {cfg.key()})"]
-        changed += [f"the {what} ({'base model ' + str(cfg.model_path) if what == 'model' else cfg.instructions_dir})"
-                    for what, fp in inputs.items() if old.get("inputs", {}).get(what, "unrecorded") != fp]
+        where = {"model": f"base model {cfg.model_path}", "instructions": cfg.instructions_dir}
+        changed += [f"the {what} ({where[what]})" for what, fp in inputs.items()
+                    if old.get("inputs", {}).get(what, "unrecorded") != fp]
         if changed:
             if not cfg.overwrite:
                 raise ConfigError(f"{cfg.train_dir} holds a training run made with different inputs: "

@@ -12,7 +12,7 @@ from ipl.models.vlm import vision_parameters
 
 @pytest.fixture(scope="module")
 def vocab(tokenizer):
-    return Vocabulary.build(tokenizer)
+    return Vocabulary.build()
 
 
 def test_vocabulary_spans_the_whole_catalogue(vocab):
