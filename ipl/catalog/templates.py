@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field
 
+from ipl.catalog.levels import KeyLevels
 from ipl.config import Strict
 
 
@@ -24,6 +25,8 @@ class TemplateConfig(Strict):
     min_rate: float = Field(0.3, ge=0, le=1, description="Keep keys stated by at least this share of listings.")
     min_listings: int = Field(20, ge=1, description="Categories with fewer listings get no template.")
     max_keys: int = Field(8, ge=1, description="Longest template.")
+    levels: KeyLevels = Field(default_factory=KeyLevels, description="Key levels written into templates.yaml "
+                              "(which keys retrieved evidence may state: product, sku; the rest are listing-level).")
 
 
 class TemplateStats:
@@ -83,21 +86,35 @@ def mine_templates(stats: TemplateStats, cfg: TemplateConfig) -> dict:
     return out
 
 
-def write_templates(path: Path, templates: dict, source: str) -> None:
+def write_templates(path: Path, templates: dict, source: str, levels: KeyLevels | None = None) -> None:
     doc = {"version": 1, "source": source,
-           "note": "Mined by `ipl prepare`; edit `template` lists freely, the serving side reads only those.",
-           "categories": templates}
+           "note": "Mined by `ipl prepare`; edit `template` lists and `levels` freely, the serving side reads only "
+                   "those.",
+           "levels": (levels or KeyLevels()).model_dump(), "categories": templates}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     tmp.replace(path)
 
 
-def load_templates(path: str | Path) -> dict[str, list[str]]:
-    """``{category: template}`` from a templates.yaml; a malformed file is a clear error."""
+def _read(path: str | Path) -> tuple[Path, dict]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"templates file not found: {p} (run `ipl prepare` to mine it)")
-    doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    return p, yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+
+
+def load_levels(path: str | Path) -> KeyLevels:
+    """The key levels of a templates.yaml (the defaults when it predates them); malformed is an error."""
+    p, doc = _read(path)
+    try:
+        return KeyLevels(**(doc.get("levels") or {}))
+    except Exception as exc:  # noqa: BLE001 - pydantic's message names the field
+        raise ValueError(f"{p}: levels: {exc}") from None
+
+
+def load_templates(path: str | Path) -> dict[str, list[str]]:
+    """``{category: template}`` from a templates.yaml; a malformed file is a clear error."""
+    p, doc = _read(path)
     cats = doc.get("categories")
     if not isinstance(cats, dict):
         raise ValueError(f"{p}: missing the 'categories' mapping")

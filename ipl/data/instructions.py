@@ -4,10 +4,18 @@ For each kept listing, ``MakeInstructions`` emits one description task, chosen b
 
 * ``desc_image``: photos -> description (also the Appendix D "no category" fallback);
 * ``desc_template``: photos + category + template -> description (the "no reference" fallback);
-* ``desc_reference``: photos + category + template + reference attributes -> description. The
-  reference is the extracted attributes of *another* listing of the same group (the
-  identical product, as retrieval finds it when serving); without one it falls back to
-  ``desc_template`` and is counted;
+* ``desc_reference``: photos + category + facts -> description. The facts are a part of the
+  product- and SKU-level values of *another* listing of the same group (what the evidence
+  model states when serving; each kept with ``facts_keep[level]``), the other scored keys of
+  the template are named unknown; without such a listing it falls back to ``desc_template``
+  and is counted.
+
+Training matches serving: the prompt names only facts (unknown template slots are left out
+of the "mention" list and named unknown), and the target is the seller's text with every
+clause that states a value of an unknown key removed (the verification's own clause
+dropping, :func:`ipl.evidence.verify.repair`): the model learns to write what it is told and
+to leave out what nobody knows, never to fill a slot. ``desc_template`` (category, no facts)
+and ``desc_image`` (photos only) targets drop every scored value the text states.
 
 and, each with its probability, the domain-understanding tasks:
 
@@ -26,8 +34,11 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
+from ipl.catalog.levels import KeyLevels
 from ipl.config import Strict
 from ipl.data.contract import require_columns
+from ipl.evidence.verify import repair
+from ipl.extract.matcher import AttributeMatcher
 from ipl.extract.prompt import extraction_messages
 from ipl.generate.prompts import description_messages, description_prompt
 
@@ -41,6 +52,10 @@ class InstructionConfig(Strict):
         default_factory=lambda: {"desc_image": 0.15, "desc_template": 0.25, "desc_reference": 0.6},
         description="Relative weights of the three description tasks (one per listing).",
     )
+    facts_keep: dict[str, float] = Field(
+        default_factory=lambda: {"product": 0.8, "sku": 0.5},
+        description="Chance each product / SKU-level value of the reference is given as a fact in desc_reference "
+        "(the rest are named unknown, as serving abstains on them).")
     category_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a category task.")
     extraction_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields an extraction task.")
     group_column: str = Field("sku_id", description="Column grouping identical products (references, split).")
@@ -68,12 +83,31 @@ def _choose(weights: dict[str, float], u: float) -> str:
 class MakeInstructions:
     """Callable batch stage: kept listings in, instruction rows out."""
 
-    def __init__(self, cfg: InstructionConfig, templates: dict[str, list[str]], references: dict[str, list]):
+    def __init__(self, cfg: InstructionConfig, templates: dict[str, list[str]], references: dict[str, list],
+                 levels: Optional[KeyLevels] = None):
         unknown = set(cfg.desc_weights) - {"desc_image", "desc_template", "desc_reference"}
         if unknown:
             raise ValueError(f"instructions.desc_weights: unknown tasks {sorted(unknown)}")
         self.cfg, self.templates, self.references = cfg, templates, references
+        self.levels = levels or KeyLevels()
+        self.matcher = AttributeMatcher()
         self.categories = sorted(templates)
+
+    def facts_for(self, reference: dict, template: list[str], lid: str) -> tuple[dict, list[str]]:
+        """(facts, unknown keys): a part of the reference's scored values, the other scored keys unknown."""
+        facts = {}
+        for key in template:
+            level = self.levels.level(key)
+            if level == "listing" or not reference.get(key):
+                continue
+            if unit_hash(str(self.cfg.seed), "fact", lid, key) < self.cfg.facts_keep.get(level, 0.0):
+                facts[key] = str(reference[key])
+        return facts, [k for k in self.levels.scored(template) if k not in facts]
+
+    def clean_target(self, text: str, attrs: dict, unknown: list[str], facts: Optional[dict] = None) -> str:
+        """The seller's text without what states a value of an unknown key (facts beside it stay)."""
+        values = [str(attrs[k]) for k in unknown if attrs.get(k)]
+        return repair(text, values, self.matcher, (facts or {}).values())[0] if values else text
 
     def reference_for(self, group: str, listing_id: str) -> Optional[dict]:
         """Extracted attributes of another listing of the same group (deterministic choice)."""
@@ -119,12 +153,16 @@ class MakeInstructions:
                     task, fallback = "desc_template", "no_reference"
             if task in ("desc_template", "desc_reference") and not template:
                 task, fallback = "desc_image", "no_template"
-            prompt = description_prompt(
-                cat if task != "desc_image" else None,
-                template if task != "desc_image" else None,
-                reference, lang,
-            )
-            emit(task, description_messages(len(photos), prompt, lang, text), photos, text, fallback)
+            if task == "desc_image":
+                keys = self.levels.scored(template or list(attrs))
+                prompt = description_prompt(None, None, None, lang)
+                target = self.clean_target(text, attrs, keys)
+            else:
+                facts, unknown = self.facts_for(reference or {}, template, lid)
+                prompt = description_prompt(cat, list(facts), facts or None, lang, unknown)
+                target = self.clean_target(text, attrs, unknown, facts)
+            if target.strip():
+                emit(task, description_messages(len(photos), prompt, lang, target), photos, target, fallback)
             if unit_hash(str(cfg.seed), "cat", lid) < cfg.category_prob and self.categories:
                 q = ("What category is this item? Answer with one of: " if lang != "zh" else "这件商品属于哪个类目？从中选一个：")
                 msgs = [{"role": "user", "content": [{"type": "image"}] * len(photos)

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from ipl.catalog.library import build_library
-from ipl.catalog.templates import TemplateStats, load_templates, mine_templates, write_templates
+from ipl.catalog.templates import TemplateStats, load_levels, load_templates, mine_templates, write_templates
 from ipl.data.arrow import to_table
 from ipl.data.clean import TextFilters
 from ipl.data.config import PrepareConfig
@@ -338,7 +338,8 @@ def templates_part(cfg: PrepareConfig, key: str) -> dict:
         stats.add(r["category"], json.loads(r["extracted_meta"]))
     templates = mine_templates(stats, cfg.templates)
     path = cfg.run.dir / "templates.yaml"
-    write_templates(path, templates, f"{cfg.run.dir / 'clean'} ({sum(stats.listings.values())} listings)")
+    write_templates(path, templates, f"{cfg.run.dir / 'clean'} ({sum(stats.listings.values())} listings)",
+                    cfg.templates.levels)
     write_json_atomic(cfg.run.dir / ".templates.json", {"key": key})
     return templates
 
@@ -348,6 +349,7 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
 
     run_dir = cfg.run.dir
     templates = load_templates(run_dir / "templates.yaml")
+    levels = load_levels(run_dir / "templates.yaml")
     icfg = cfg.instructions
     listings = run_dir / "clean" / "listings"
     refs: dict[str, list] = defaultdict(list)
@@ -360,7 +362,7 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
     if ds is None:
         raise RuntimeError(f"no kept listings in {listings}: every row was dropped (see clean/summary.json)")
     ds = ds.map_batches(MakeInstructions, fn_constructor_kwargs={"cfg": icfg, "templates": templates,
-                                                                "references": dict(refs)},
+                                                                "references": dict(refs), "levels": levels},
                         batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
     ds.map_batches(to_table, batch_size=cfg.batch_size).write_parquet(str(tmp), partition_cols=["split"])
     counts: dict = {"split": Counter(), "task": Counter(), "fallback": Counter()}

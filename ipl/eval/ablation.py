@@ -52,69 +52,119 @@ class EvalStages(LocalStages):
 
 
 def condition_prompt(condition: str, category: Optional[str], template: list[str], reference: Optional[dict],
-                     language: str) -> str:
+                     language: str, unknown: Optional[list[str]] = None) -> str:
     use_category, use_reference = "category" in condition, "reference" in condition
     return description_prompt(category if use_category else None, template if use_category else None,
-                              reference if use_reference else None, language)
+                              reference if use_reference else None, language, unknown)
 
 
-async def _prepare(pipeline: DraftPipeline, stages: EvalStages, examples: dict[str, list[dict]]) -> list[dict]:
+def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict]:
+    """Each ablation row's prompt, facts and unknown keys (what the guard blocks and the
+    verification checks), from the drafts the graph prepared: the system (abstention, guard,
+    verification), the same with all three off (``:unguarded``), and the system after the
+    seller confirmed the values it asked for (``confirmed``)."""
+    meta, umeta = draft.meta, unguarded.meta
+    category, ucat = meta["category"]["name"], umeta["category"]["name"]
+    language = draft.language
+    facts_all = (draft.check or {}).get("facts", {})
+    scored = levels.scored(meta["template"] or umeta["template"])
+    ufacts_all = {k: v for k, v in umeta["facts"].items() if k in scored}
+    rows: dict[str, dict] = {}
+    for cond in conditions:
+        facts = facts_all if "reference" in cond else {}
+        unknown = [k for k in scored if k not in facts]
+        prompt = condition_prompt(cond, category, list(facts), facts or None, language, unknown if category else None)
+        rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True}
+        ufacts = ufacts_all if "reference" in cond else {}
+        rows[f"{cond}:unguarded"] = {"prompt": condition_prompt(cond, ucat, umeta["template"], umeta["facts"] or None,
+                                                                language),
+                                     "facts": ufacts, "unknown": [k for k in scored if k not in ufacts],
+                                     "guard": False}
+    if confirmed is not None:
+        cc = confirmed.check or {"facts": {}, "unknown": []}
+        rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True}
+    return rows
+
+
+async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list[dict]], cfg: EvalConfig,
+                   levels) -> list[dict]:
     from ipl.serve.errors import ApiError
 
     records = []
     total, t0 = sum(len(rows) for rows in examples.values()), time.monotonic()
     for set_name, rows in examples.items():
         for ex in rows:
-            if records and len(records) % 100 == 0:
-                log.info("retrieval + extraction: %d/%d listings (%.1f/s)", len(records), total,
+            if records and len(records) % 50 == 0:
+                log.info("retrieval + evidence: %d/%d listings (%.1f/s)", len(records), total,
                          len(records) / max(time.monotonic() - t0, 1e-6))
             stages.exclude = ex.get("exclude") or {}
-            stages.last_hits = []
             language = ex.get("language") or "en"
+            truth = ex["attributes"] or {}
             try:
-                draft = await pipeline.prepare(DraftRequest(photos=ex["photos"], language=language))
+                stages.last_hits = []
+                draft = await pipelines["system"].prepare(DraftRequest(photos=ex["photos"], language=language))
+                top = stages.last_hits[0] if stages.last_hits else None
+                unguarded = await pipelines["unguarded"].prepare(DraftRequest(photos=ex["photos"], language=language))
+                confirmed = None
+                if cfg.confirmed_row:
+                    asked = {k: str(truth[k]) for k in draft.meta["to_confirm"]
+                             if truth.get(k) and levels.level(k) != "listing"}
+                    confirmed = await pipelines["system"].prepare(
+                        DraftRequest(photos=ex["photos"], language=language, confirmed=asked)) if asked else draft
             except ApiError as exc:
                 log.warning("%s %s: refused by the graph (%s): %s", set_name, ex["listing_id"], exc.code, exc)
                 records.append({"set": set_name, "listing_id": ex["listing_id"], "refused": exc.code})
                 continue
             meta = draft.meta
-            category = meta["category"]["name"]
-            reference = ({a["key"]: a["value"] for a in meta["attributes"]} if meta["instruction"] == "rag" else None)
-            top = stages.last_hits[0] if stages.last_hits else None
             predicted = meta["category"]["candidates"][0]["name"] if meta["category"]["candidates"] else None
             records.append({
                 "set": set_name, "listing_id": ex["listing_id"], "sku_id": ex["sku_id"], "spu_id": ex["spu_id"],
                 "category": ex["category"], "language": language, "description": ex["description"] or "",
-                "attributes": ex["attributes"] or {}, "photos": draft.photos,
-                "category_used": category, "reference": reference, "instruction": meta["instruction"],
-                "fallbacks": list(meta["fallbacks"]), "references": [r["listing_id"] for r in meta["references"]],
+                "attributes": truth, "photos": draft.photos, "category_used": meta["category"]["name"],
+                "reference": meta["facts"] or None, "unguarded_reference": unguarded.meta["facts"] or None,
+                "statuses": {a["key"]: {"status": a["status"], "value": a["value"], "confidence": a["confidence"],
+                                        "basis": a["basis"]} for a in meta["attributes"]},
+                "instruction": meta["instruction"], "fallbacks": list(meta["fallbacks"]),
+                "references": [r["listing_id"] for r in meta["references"]],
                 "retrieval": {"identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
                               "category_top1": predicted == ex["category"]},
-                "prompts": {c: condition_prompt(c, category, meta["template"], reference, language) for c in CONDITIONS},
+                "vocabulary": (draft.check or {}).get("vocabulary", {}),
+                "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels),
             })
     return records
 
 
-def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[dict]:
-    """Every example through safety, category, retrieval and extraction (one record each)."""
-    from ipl.catalog.templates import load_templates
+def build_graph(cfg: EvalConfig) -> tuple[EvalStages, dict, object]:
+    """The Serve graph's pre-generation classes in this process, and two pipelines over them: the
+    system as configured and the unguarded comparison (abstention, guard, verification off)."""
+    from ipl.catalog.templates import load_levels, load_templates
 
     scfg = cfg.serve_config()
     problems = [p for p in scfg.check_artifacts() if not p.startswith("VLM ")]
     if problems:
         raise FileNotFoundError("; ".join(problems))
     stages = EvalStages(scfg)
-    pipeline = DraftPipeline(stages, load_templates(scfg.templates_path), scfg)
+    templates, levels = load_templates(scfg.templates_path), load_levels(scfg.templates_path)
+    off = scfg.evidence.model_copy(update={"abstain": False, "guard": False, "verify": False})
+    pipelines = {"system": DraftPipeline(stages, templates, scfg, levels),
+                 "unguarded": DraftPipeline(stages, templates, scfg.model_copy(update={"evidence": off}), levels)}
+    return stages, pipelines, levels
+
+
+def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[dict]:
+    """Every example through safety, category, retrieval and evidence (one record each)."""
+    stages, pipelines, levels = build_graph(cfg)
     t = time.monotonic()
-    records = asyncio.run(_prepare(pipeline, stages, examples))
+    records = asyncio.run(_prepare(pipelines, stages, examples, cfg, levels))
     log.info("retrieval + extraction for %d held-out listings in %.1fs", len(records), time.monotonic() - t)
     return records
 
 
 # -- generation -------------------------------------------------------------------------------------
-def generation_key(model: str, settings: str, language: str, prompt: str, photos: list[bytes]) -> str:
-    h = hashlib.sha256(f"{model}|{settings}|{language}|{prompt}".encode())
+def generation_key(model: str, settings: str, language: str, prompt: str, photos: list[bytes],
+                   blocked: Optional[list[str]] = None) -> str:
+    h = hashlib.sha256(f"{model}|{settings}|{language}|{prompt}|{json.dumps(blocked or [])}".encode())
     for p in photos:
         h.update(hashlib.sha256(p).digest())
     return h.hexdigest()[:24]
@@ -141,7 +191,8 @@ class VLMWorker:
             images = vlm_images(it["photos"][: self.max_photos], self.image_side)
             requests.append((description_messages(len(images), it["prompt"], it["language"]), images))
         t = time.monotonic()
-        texts = generate_batch(self.vlm, requests, max_new_tokens, batch_size)
+        texts = generate_batch(self.vlm, requests, max_new_tokens, batch_size,
+                               blocked=[it.get("blocked") or [] for it in items])
         return texts, time.monotonic() - t
 
 
@@ -161,8 +212,10 @@ def read_generations(path: Path) -> dict[str, str]:
 
 
 def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
-    """Generate every (record, condition) prompt not generated yet; returns key -> text and
-    sets ``record["keys"][condition]``."""
+    """Generate every (record, row) prompt not generated yet, with the row's blocked values
+    when its guard is on; returns key -> text and sets ``record["keys"][row]``."""
+    from ipl.extract.matcher import AttributeMatcher
+    from ipl.generate.guard import blocked_values
     from ipl.runtime import ensure_ray
 
     scfg = cfg.serve_config()
@@ -178,16 +231,19 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
         path.unlink()
     done = read_generations(path)
     todo: dict[str, dict] = {}
+    matcher = AttributeMatcher(scfg.evidence.synonyms)
     for rec in records:
         if rec.get("refused"):
             continue
         rec["keys"] = {}
-        for cond in cfg.conditions:
-            prompt = rec["prompts"][cond]
-            key = generation_key(model, settings, rec["language"], prompt, rec["photos"])
-            rec["keys"][cond] = key
+        for name, row in rec["rows"].items():
+            blocked = (blocked_values(row["facts"], row["unknown"], rec["vocabulary"], matcher,
+                                      scfg.evidence.max_blocked) if row["guard"] and scfg.evidence.guard else [])
+            key = generation_key(model, settings, rec["language"], row["prompt"], rec["photos"], blocked)
+            rec["keys"][name] = key
             if key not in done and key not in todo:
-                todo[key] = {"key": key, "prompt": prompt, "language": rec["language"], "photos": rec["photos"]}
+                todo[key] = {"key": key, "prompt": row["prompt"], "language": rec["language"], "photos": rec["photos"],
+                             "blocked": blocked}
     n_all = sum(len(r.get("keys", {})) for r in records)
     log.info("generation: %d prompts (%d distinct still to generate; the rest are in %s)", n_all, len(todo), path)
     if not todo:
@@ -254,49 +310,83 @@ def listing_vocabulary(listings_dir: Path) -> dict[str, dict[str, set[str]]]:
     return vocabulary_of(pairs)
 
 
+def row_names(cfg: EvalConfig) -> list[str]:
+    """The ablation rows: the paper's four (full system), the same unguarded, the confirmed row."""
+    names = list(cfg.conditions)
+    if cfg.unguarded_rows:
+        names += [f"{c}:unguarded" for c in cfg.conditions]
+    if cfg.confirmed_row:
+        names.append("confirmed")
+    return names
+
+
+def final_text(rec: dict, name: str, text: str, matcher, verify_on: bool) -> tuple[str, Optional[dict]]:
+    """What the seller sees for one row: the generation, verified and repaired when the row's guard is on."""
+    from ipl.evidence.verify import verify
+
+    row = rec["rows"][name]
+    if not (row["guard"] and verify_on):
+        return text, None
+    return verify(text, row["facts"], row["unknown"], rec["vocabulary"], matcher)
+
+
 def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:
-    """Per set (and ``all``) and condition: ACC, hallucination, SIM, BLEU-1..4, ROUGE-1/2/L,
-    casual register; plus each example's outcome (``examples``)."""
+    """Per set (and ``all``) and row: ACC (recall), precision, hallucination, contradicted values,
+    abstained, SIM, BLEU-1..4, ROUGE-1/2/L, casual register; plus each example's outcome."""
+    from ipl.catalog.templates import load_levels
     from ipl.eval.match import AttributeMatcher, AttributeScore
     from ipl.eval.metrics import text_scores
     from ipl.eval.style import Register
-    from ipl.train.quality import product_keys
 
+    scfg = cfg.serve_config()
     matcher = AttributeMatcher([*cfg.metrics.synonyms, *catalogue_synonyms()])
+    serve_matcher = AttributeMatcher(scfg.evidence.synonyms)
+    levels = load_levels(scfg.templates_path)
     register = Register(cfg.style.first_person, cfg.style.marketing)
     vocab = listing_vocabulary(cfg.listings_dir)
     scored = [r for r in records if not r.get("refused")]
+    names = [n for n in row_names(cfg) if all(n in r["rows"] for r in scored)]
+    texts: dict = {}
+    for r in scored:
+        for n in names:
+            texts[(id(r), n)] = final_text(r, n, generations[r["keys"][n]], serve_matcher, scfg.evidence.verify)
     groups = {name: [r for r in scored if r["set"] == name] for name in dict.fromkeys(r["set"] for r in scored)}
     if len(groups) > 1:
         groups["all"] = scored
     # SIM per description once (the "all" group averages the same pairs as the sets)
-    sims = {cond: dict(zip(map(id, scored), sim.pairwise([generations[r["keys"][cond]] for r in scored],
-                                                          [r["description"] for r in scored])))
-            for cond in cfg.conditions} if sim is not None else None
+    sims = {n: dict(zip(map(id, scored), sim.pairwise([texts[(id(r), n)][0] for r in scored],
+                                                       [r["description"] for r in scored])))
+            for n in names} if sim is not None else None
     table: dict = {}
     examples: dict[str, dict] = {}
     for name, recs in groups.items():
         table[name] = {}
-        for cond in cfg.conditions:
-            hyps = [generations[r["keys"][cond]] for r in recs]
+        for n in names:
+            hyps = [texts[(id(r), n)][0] for r in recs]
             refs = [r["description"] for r in recs]
             attrs = AttributeScore()
+            repaired = 0
             for r, text in zip(recs, hyps):
-                keys = cfg.metrics.keys or product_keys(r["category"], list(r["attributes"]))
-                outcome = attrs.add(matcher, text, r["attributes"], keys, vocab.get(r["category"], {}))
+                keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
+                outcome = attrs.add(matcher, text, r["attributes"], keys, vocab.get(r["category"], {}),
+                                    abstained=r["rows"][n]["unknown"])
+                verification = texts[(id(r), n)][1]
+                repaired += bool(verification and verification["repaired"])
                 if name != "all":
                     ex = examples.setdefault(f"{r['set']}:{r['listing_id']}", {
                         "set": r["set"], "listing_id": r["listing_id"], "category": r["category"],
                         "truth": {k: r["attributes"][k] for k in keys if r["attributes"].get(k)},
-                        "reference": r["reference"], "references": r["references"],
+                        "facts": r["reference"], "unguarded_reference": r["unguarded_reference"],
+                        "attributes": r["statuses"], "references": r["references"],
                         "category_used": r["category_used"], "instruction": r.get("instruction"),
                         "fallbacks": r["fallbacks"], "seller_description": r["description"], "generated": {}})
-                    ex["generated"][cond] = {"text": text, **outcome}
+                    ex["generated"][n] = {"text": text, **outcome,
+                                          **({"verification": verification} if verification else {})}
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
-                   "descriptions": len(hyps)}
+                   "descriptions": len(hyps), "repaired": repaired}
             if sims is not None:
-                row["sim"] = sum(sims[cond][id(r)] for r in recs) / len(recs) if recs else 0.0
-            table[name][cond] = row
+                row["sim"] = sum(sims[n][id(r)] for r in recs) / len(recs) if recs else 0.0
+            table[name][n] = row
     return {"table": table, "examples": list(examples.values())}
 
 

@@ -92,6 +92,10 @@ class EvalConfig(Strict):
     sets: SetsConfig = Field(default_factory=SetsConfig, description="Held-out listings.")
     conditions: list[Literal[CONDITIONS]] = Field(default_factory=lambda: list(CONDITIONS),  # type: ignore[valid-type]
                                                   description="Ablation rows (paper Table 7).")
+    unguarded_rows: bool = Field(True, description="Also each row with abstention, guard and verification off "
+                                 "(`<row>:unguarded`), for comparison.")
+    confirmed_row: bool = Field(True, description="Also the `confirmed` row: the full system after the seller "
+                                "confirmed the values it asked for with the true ones.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Generation.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     style: StyleConfig = Field(default_factory=StyleConfig, description="Register check.")

@@ -7,6 +7,9 @@
   the run's CLIP against the chance of always answering the commonest class; and the VLM's
   image-only descriptions scored for the true brand and colour.
 * ABO (photos): same-product ranking of the run's CLIP (identical-item retrieval).
+* Out of domain (``ood``): the fashion and ABO photos sent through the Serve graph's own
+  pre-generation path against the run's (synthetic) index: the share of drafts that state
+  no product-level value (brand, model) as a fact, ``no_product_fact`` (goal >= 0.95).
 
 The demo's models are tiny and trained only on synthetic drawings: on real photos they are
 expected near chance, and the report says so next to the numbers.
@@ -111,6 +114,46 @@ def fashion_descriptions(cfg: EvalConfig) -> dict:
                                   "type": rows[0]["articleType"]}, "generated": texts[0]}}
 
 
+def out_of_domain(cfg: EvalConfig, root: Path) -> dict:
+    """Real photos far from the synthetic index (fashion + ABO) through the Serve graph's own
+    pre-generation path: in how many does the draft state a product-level value as a fact?"""
+    import asyncio
+
+    from ipl.eval.ablation import build_graph
+    from ipl.serve.errors import ApiError
+    from ipl.serve.pipeline import DraftRequest
+
+    paths = [root / "fashion" / r["image"] for r in _fashion_rows(root, cfg.realdata.fashion_photos)]
+    if (root / "abo").is_dir():
+        paths += sorted((root / "abo").glob("*/*.jpg"))
+    if not paths:
+        return {"skipped": f"{root}: no fashion or ABO photos"}
+    _, pipelines, levels = build_graph(cfg)
+
+    async def go():
+        out = []
+        for p in paths:
+            try:
+                draft = await pipelines["system"].prepare(DraftRequest(photos=[p.read_bytes()]))
+            except ApiError as exc:
+                out.append({"photo": str(p.relative_to(root)), "refused": exc.code})
+                continue
+            stated = {a["key"]: a["value"] for a in draft.meta["attributes"]
+                      if a["status"] == "stated" and a["level"] == "product"}
+            out.append({"photo": str(p.relative_to(root)), "category": draft.meta["category"]["name"],
+                        "in_domain": draft.meta["evidence"]["in_domain"], "stated": stated})
+        return out
+
+    rows = asyncio.run(go())
+    answered = [r for r in rows if "refused" not in r]
+    clean = [r for r in answered if not r["stated"]]
+    return {"photos": len(rows), "answered": len(answered), "refused": len(rows) - len(answered),
+            "no_product_fact": len(clean) / len(answered) if answered else None,
+            "out_of_domain": sum(not r["in_domain"] for r in answered) / len(answered) if answered else None,
+            "with_category": sum(r["category"] is not None for r in answered) / len(answered) if answered else None,
+            "stated_examples": [r for r in answered if r["stated"]][:5]}
+
+
 def run(cfg: EvalConfig) -> dict:
     from ipl.index.stage import same_product_ranking
     from ipl.models.clip import load_clip
@@ -126,4 +169,5 @@ def run(cfg: EvalConfig) -> dict:
                                    else {"skipped": "fashion_descriptions=0"})
     abo = root / "abo"
     out["abo"] = same_product_ranking(clip, abo) if abo.is_dir() else {"skipped": f"{abo}: missing"}
+    out["ood"] = out_of_domain(cfg, root)
     return out

@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import Optional
 
 from ipl.text.normalize import has_cjk, normalize
+from ipl.text.pii import find_pii
+from ipl.text.safety import RiskTerms, find_risks
 
 _GAP = r"[\s\-_.]*"
 
@@ -48,3 +50,26 @@ def find_value(value: str, text: str, lowered: Optional[str] = None) -> int:
 
 def is_grounded(value: str, text: str) -> bool:
     return find_value(value, text) >= 0
+
+
+_TERMS = RiskTerms()
+
+
+def grounded_values(values: dict, description: str, keys: list[str], max_chars: int) -> dict[str, str]:
+    """The values whose key is in the template and which the description states."""
+    by_lower = {k.lower(): k for k in keys}
+    low = normalize(description or "").lower()
+    out = {}
+    for raw_key, raw in (values or {}).items():
+        key = by_lower.get(str(raw_key).strip().lower())
+        if key is None or raw is None or isinstance(raw, (dict, list)):
+            continue
+        value = normalize(str(raw)).strip()
+        if not value or len(value) > max_chars or any(c in value for c in "<>{}\n"):
+            continue
+        if find_pii(value) or find_risks(value, _TERMS):
+            continue
+        if find_value(value, description or "", low) < 0:
+            continue
+        out[key] = value
+    return out

@@ -3,10 +3,14 @@
 ``description_prompt(category, template, reference, language)`` writes the user turn:
 
 * no category (Appendix D fallback): photos only;
-* category + template: "The item is a phone. Mention where you can tell: Brand, Model, ...";
-* + reference attributes: the values extracted from identical/similar listings, as JSON
-  inside ``<reference>`` tags (retrieved text is untrusted: only the validated, grounded
-  values are passed, never the raw descriptions).
+* category + template: "The item is a phone. Mention, in this order: Brand, Model, ...";
+* + facts: the values the evidence model states or the seller confirmed
+  (:mod:`ipl.evidence.assess`), as JSON inside ``<reference>`` tags (retrieved text is
+  untrusted: only validated, grounded, calibrated values are passed, never descriptions);
+* + unknown: the template keys nothing supports, named so the model leaves them out.
+
+Serving passes as ``template`` only the keys that have a fact (unknown slots are left out);
+training builds its prompts with the same function, so both say the same things.
 
 ``SYSTEM_PROMPT`` is the system turn of every description conversation.
 """
@@ -28,25 +32,30 @@ def description_prompt(
     template: Optional[list[str]] = None,
     reference: Optional[dict[str, str]] = None,
     language: str = "en",
+    unknown: Optional[list[str]] = None,
 ) -> str:
     if language == "zh":
         parts = ["这是我要出售的闲置物品的照片。请用二手卖家的口吻写一段简短的商品描述。"]
         if category:
             parts.append(f"商品类目：{category}。")
             if template:
-                parts.append("能看出来的话按顺序写明：" + "、".join(template) + "。")
+                parts.append("按顺序写明：" + "、".join(template) + "。")
         if reference:
-            parts.append("同款商品的参考属性（可能不完整，只采用与照片相符的）：<reference>"
+            parts.append("本商品的已确认信息（照实写出）：<reference>"
                          + json.dumps(reference, ensure_ascii=False) + "</reference>")
+        if unknown:
+            parts.append("未知（不要写）：" + "、".join(unknown) + "。")
         return "".join(parts)
     parts = ["Here are photos of an item I'm selling second-hand. Write a short listing description in a casual seller's voice."]
     if category:
         parts.append(f"The item is a {category}.")
         if template:
-            parts.append("Mention, in this order where you can tell: " + ", ".join(template) + ".")
+            parts.append("Mention, in this order: " + ", ".join(template) + ".")
     if reference:
-        parts.append("Reference attributes from listings of the identical product (may be incomplete; use only those "
-                     "that match the photos): <reference>" + json.dumps(reference, ensure_ascii=False) + "</reference>")
+        parts.append("Facts about this item (state them as they are): <reference>"
+                     + json.dumps(reference, ensure_ascii=False) + "</reference>")
+    if unknown:
+        parts.append("Unknown (leave out): " + ", ".join(unknown) + ".")
     return " ".join(parts)
 
 

@@ -84,10 +84,26 @@ class EvalConfig(Strict):
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Listings held out of the index and the category "
                                     "head (only of SKUs with another listing in the index).")
     seed: int = Field(0, description="Seed of the held-out choice.")
-    target_precision: float = Field(0.9, gt=0, le=1, description="The identical-product threshold is calibrated "
-                                    "as the lowest similarity whose top-1 hits are this precise.")
     same_product_dir: Optional[str] = Field(None, description="Folder of <product>/*.jpg groups (e.g. "
                                             "../shared/realdata/abo): rank each photo's same-product photos.")
+
+
+class EvidenceConfig(Strict):
+    """Calibration of the evidence model on the held-out queries (:mod:`ipl.evidence.fit`)."""
+
+    target_precision: float = Field(0.95, gt=0, le=1, description="Every tier (identical product, category, each "
+                                    "basis x key level) states a value only from the score where its held-out "
+                                    "precision reaches this; a tier that never does is disabled.")
+    min_support: int = Field(20, ge=1, description="Held-out candidates a tier needs at or above its threshold.")
+    k: int = Field(8, ge=1, le=100, description="Hits per query the evidence reads (serving reads the same number: "
+                   "retrieval.k).")
+    tau: float = Field(0.05, gt=0, description="Similarity temperature of the agreement weights.")
+    alpha: float = Field(1.0, ge=0, description="Pseudo-count of the agreement score (one listing alone scores at "
+                         "most 1/(1+alpha)).")
+    ood_quantile: float = Field(0.01, ge=0, lt=1, description="In-domain floor: this quantile of the held-out "
+                                "queries' best similarity; photos below it state no product-level value.")
+    templates: Optional[str] = Field(None, description="templates.yaml with the key levels (null: "
+                                     "<run>/templates.yaml; missing: the default levels).")
 
 
 class IndexConfig(Strict):
@@ -105,6 +121,7 @@ class IndexConfig(Strict):
                                                  "is the identical product (null: calibrated on the held-out).")
     category: CategoryConfig = Field(default_factory=CategoryConfig, description="Category predictor.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Evidence calibration.")
     rebuild: bool = Field(False, description="Build a new version even when the current one was built from the same "
                           "listings, encoder and settings (otherwise it is reused).")
     keep_versions: int = Field(2, ge=2, description="Index versions kept (current + previous for rollback, ...).")

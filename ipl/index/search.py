@@ -42,7 +42,20 @@ class ShardedIndex:
         self.version_dir, self.manifest = version_dir, manifest
         self.shards, self.offsets, self.metadata = shards, offsets, metadata
         self.identical_threshold = identical_threshold
+        self._vocabulary: Optional[dict] = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
+
+    @property
+    def evidence(self) -> dict:
+        """The evidence calibration of this version (empty for an index built before it)."""
+        return self.manifest.get("evidence") or {}
+
+    def vocabulary(self, category: str) -> dict[str, list[str]]:
+        """Scored key -> the values the indexed listings of ``category`` state (read once)."""
+        if self._vocabulary is None:
+            path = self.version_dir / self.manifest.get("vocabulary", "vocabulary.json")
+            self._vocabulary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return self._vocabulary.get(category, {})
 
     @property
     def version(self) -> str:
@@ -88,7 +101,9 @@ class ShardedIndex:
 
         metadata = pd.concat(frames).set_index("id") if frames else pd.DataFrame()
         threshold = identical_threshold if identical_threshold is not None else \
-            manifest.get("thresholds", {}).get("identical", 1.0)
+            manifest.get("thresholds", {}).get("identical")
+        if threshold is None:  # the identical tier is disabled: no hit is the identical product
+            threshold = float("inf")
         log.info("loaded index %s: %d vectors in %d shards (%s)", version_dir, manifest["ntotal"], len(shards),
                  manifest["index_type"])
         return cls(version_dir, manifest, shards, offsets, metadata, float(threshold))

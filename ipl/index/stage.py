@@ -10,7 +10,10 @@
 4. train the coarse quantizer once on a sample, fill the shards in parallel Ray tasks, each
    writing ``shard-NNN.faiss`` + ``shard-NNN.parquet`` (metadata) into a staging directory;
 5. train the category head (a Ray task) and evaluate identical (SKU), similar (SPU) and
-   category top-1 on the held-out photos; calibrate the identical-product threshold;
+   category top-1 on the held-out photos; calibrate the evidence model on them
+   (:mod:`ipl.evidence.fit`: identical-product threshold, category gate, each basis x key
+   level, the in-domain floor; a tier that cannot reach its target is disabled, loudly) and
+   write the category's known values (``vocabulary.json``, for the decode-time guard);
 6. publish: manifest with checksums, rename, switch ``current`` (:mod:`ipl.index.manifest`).
 
 A re-run with the same listings, encoder and settings reuses the current version
@@ -37,6 +40,7 @@ from ipl.index.manifest import (MANIFEST, current_version, next_version, publish
 from ipl.runtime import ensure_ray, write_json_atomic
 
 log = logging.getLogger("ipl.index")
+VOCABULARY = "vocabulary.json"
 META_SOURCE = {"listing_id": "listing_id", "sku_id": "sku_id", "spu_id": "spu_id", "category": "category",
                "price": "price", "description": "description", "attributes": "extracted"}
 
@@ -72,7 +76,8 @@ def build_key(cfg: IndexConfig, fingerprint: str) -> str:
     files = [(str(p), p.stat().st_size) for p in listing_files(cfg)]
     blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
-                       "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold}, sort_keys=True)
+                       "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
+                       "evidence": cfg.evidence.model_dump(), "version": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -210,21 +215,45 @@ def load_embeddings(emb_dir: Path, holdout: set, held_out: bool,
     return arrow_to_vectors(t.column("embedding")), {c: t.column(c).to_pylist() for c in columns}
 
 
-def calibrate_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> dict:
-    """The lowest top-1 similarity above which the top-1 hits are at least ``target`` precise."""
-    if len(scores) == 0:
-        return {"threshold": 1.0, "precision": None, "coverage": 0.0}
-    order = np.argsort(-scores)
-    prec = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    ok = np.nonzero(prec >= target)[0]
-    if len(ok) == 0:
-        return {"threshold": float(scores.max()) + 1e-6, "precision": None, "coverage": 0.0}
-    last = ok[-1]
-    return {"threshold": float(scores[order[last]]), "precision": float(prec[last]),
-            "coverage": float((last + 1) / len(scores))}
+def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[str]]]:
+    """category -> scored key -> the values the indexed listings state (what the guard and the
+    verification know a description could say)."""
+    _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "extracted"))
+    out: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for category, raw in zip(meta["category"], meta["extracted"]):
+        try:
+            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except ValueError:
+            continue
+        for key, value in attrs.items():
+            if value and levels.level(key) != "listing":
+                out[category][key].add(str(value))
+    return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 
 
-def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig) -> dict:
+def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int) -> list[dict]:
+    """Each held-out listing twice: as it is, and with its SKU removed from the hits."""
+    from ipl.extract.grounding import grounded_values
+
+    out = []
+    for i, hits in enumerate(index.search(vectors, k * 4)):
+        for h in hits:
+            attrs = h.get("attributes") if isinstance(h.get("attributes"), dict) else {}
+            h["values"] = grounded_values(attrs, h.get("description") or "", list(attrs), 40)
+        try:
+            truth = json.loads(meta["extracted"][i] or "{}")
+        except ValueError:
+            truth = {}
+        base = {"sku_id": meta["sku_id"][i], "category": meta["category"][i], "truth": truth,
+                "predicted": predicted[i]}
+        out.append({**base, "hits": hits[:k * 2]})
+        out.append({**base, "hits": [h for h in hits if h.get("sku_id") != meta["sku_id"][i]][:k * 2]})
+    return out
+
+
+def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels) -> dict:
+    from ipl.evidence.fit import calibrate
+
     if len(vectors) == 0:
         return {"queries": 0}
     scores, ids = index.search_raw(vectors, 5)
@@ -235,10 +264,13 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
            "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
-    out["threshold"] = calibrate_threshold(scores[:, 0], sku_ok, cfg.eval.target_precision)
+    top = predictor.predict(vectors, 1) if predictor is not None else [[{"category": None, "score": 0.0}]] * len(cat)
+    predicted = [(p[0]["category"], float(p[0]["score"])) for p in top]
     if predictor is not None:
-        pred = np.array([p[0]["category"] for p in predictor.predict(vectors, 1)])
-        out["category_top1"] = float((pred == cat).mean())
+        out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
+    e = cfg.evidence
+    out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k), levels, e.target_precision,
+                                e.min_support, e.k, e.tau, e.alpha, e.ood_quantile)
     if zero_shot is not None:
         pred = np.array([p[0]["category"] for p in zero_shot.predict(vectors, 1)])
         out["category_top1_zero_shot"] = float((pred == cat).mean())
@@ -271,6 +303,17 @@ def same_product_ranking(clip, folder: Path) -> dict:
         all_first.append(bool(same[:n_same].all()) if n_same else False)
     return {"photos": len(paths), "products": len(groups), "top1_same_product": float(np.mean(first)),
             "all_same_product_first": float(np.mean(all_first))}
+
+
+def key_levels(cfg: IndexConfig):
+    from ipl.catalog.levels import KeyLevels
+    from ipl.catalog.templates import load_levels
+
+    path = Path(cfg.evidence.templates) if cfg.evidence.templates else cfg.run.dir / "templates.yaml"
+    if not path.is_file():
+        log.warning("no %s: the evidence uses the default key levels", path)
+        return KeyLevels()
+    return load_levels(path)
 
 
 # -- the stage -------------------------------------------------------------------------------------
@@ -332,17 +375,25 @@ def build(cfg: IndexConfig) -> dict:
         predictor = CategoryPredictor.load(clip, tmp_cat)
         zero_shot = CategoryPredictor(clip, None, head["classes"], c.prompt)
         index = ShardedIndex.load(staged, dim=clip.dim, fingerprint=clip.fingerprint)
-        vecs, meta = load_embeddings(emb_dir, hold, held_out=True)
-        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg)
+        vecs, meta = load_embeddings(emb_dir, hold, held_out=True,
+                                     columns=("listing_id", "sku_id", "spu_id", "category", "extracted"))
+        levels = key_levels(cfg)
+        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels)
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
         if cfg.eval.same_product_dir:
             result["same_product"] = same_product_ranking(clip, Path(cfg.eval.same_product_dir))
+        evidence = result.pop("evidence", None) or {}
+        tier = (evidence.get("tiers") or {}).get("identical") or {}
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
-            result.get("threshold", {}).get("threshold", 1.0)
+            (tier.get("threshold") if tier.get("enabled") else None)
+        write_json_atomic(staged / VOCABULARY, vocabulary(emb_dir, hold, levels))
         manifest.update({"thresholds": {"identical": threshold, "calibrated": cfg.identical_threshold is None},
-                         "target_precision": cfg.eval.target_precision,
-                         "eval": result, "category_head": str(cfg.category_dir)})
+                         "target_precision": cfg.evidence.target_precision, "evidence": evidence,
+                         "vocabulary": VOCABULARY, "eval": result, "category_head": str(cfg.category_dir)})
+        if evidence.get("disabled"):
+            log.warning("evidence tiers DISABLED (they state nothing): %s", ", ".join(
+                f"{n} ({evidence['tiers'][n].get('reason')})" for n in evidence["disabled"]))
         if cfg.category_dir.exists():
             shutil.rmtree(cfg.category_dir)
         tmp_cat.rename(cfg.category_dir)
@@ -368,15 +419,15 @@ def report(s: dict) -> str:
                      f"top-1 {ev.get('category_top1', float('nan')):.2f} (zero-shot "
                      f"{ev.get('category_top1_zero_shot', float('nan')):.2f})")
         th = s.get("thresholds", {})
-        cal = ev.get("threshold", {})
-        if th.get("calibrated") and cal.get("precision") is None:
-            lines.append(f"  identical-product threshold {th.get('identical'):.3f}: no top-1 similarity reached precision "
-                         f"{s.get('target_precision', 'target')} on the held-out photos, so no hit is marked identical "
-                         "(set identical_threshold to choose one)")
-        else:
-            lines.append(f"  identical-product threshold {th.get('identical'):.3f}"
-                         + (f" (calibrated: precision {cal['precision']:.2f} on {cal['coverage']:.0%} of queries)"
-                            if th.get("calibrated") else " (configured)"))
+        if not th.get("calibrated"):
+            lines.append(f"  identical-product threshold {th.get('identical'):.3f} (configured)")
+        elif th.get("identical") is None:
+            lines.append("  identical-product tier DISABLED: no hit is marked identical (set identical_threshold "
+                         "to choose one)")
+        if s.get("evidence"):
+            from ipl.evidence.fit import describe
+
+            lines += describe(s["evidence"])
     if ev.get("same_product"):
         sp = ev["same_product"]
         lines.append(f"  same-product photos ({sp['photos']} photos, {sp['products']} products): top-1 "

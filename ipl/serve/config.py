@@ -64,13 +64,15 @@ class RetrievalConfig(Strict):
     """Identical/similar listings from the sharded index."""
 
     k: int = Field(8, ge=1, le=100, description="Hits retrieved per request.")
-    similar_min_score: float = Field(0.5, ge=-1, le=1, description="Similar hits below this cosine are ignored.")
+    similar_min_score: float = Field(0.5, ge=-1, le=1, description="Hits below this cosine are ignored.")
     identical_threshold: Optional[float] = Field(None, ge=-1, le=1, description="Override of the index's calibrated "
-                                                 "identical-product threshold.")
+                                                 "identical-product threshold (null: the index's; none when its "
+                                                 "tier is disabled).")
     nprobe: Optional[int] = Field(None, ge=1, description="IVF lists searched (null: the index's setting).")
     refresh_s: float = Field(30.0, ge=0, description="Seconds between checks for a newer index version (0: never).")
-    category_min_score: float = Field(0.2, ge=0, le=1, description="Below this the predicted category is not used "
-                                      "(Appendix D: image-only instruction).")
+    category_min_score: Optional[float] = Field(None, ge=0, le=1, description="Below this the predicted category is "
+                                                "not used (Appendix D: image-only instruction); null: the index's "
+                                                "calibrated category gate (no category at all when it is disabled).")
     top_k_categories: int = Field(3, ge=1, description="Categories returned with scores.")
 
 
@@ -83,8 +85,26 @@ class ExtractConfig(Strict):
         "category template and re-grounded in the retrieved text.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The extraction LLM for backend=llm (model null: "
                            "the generation VLM, as in the paper).")
-    max_references: int = Field(3, ge=1, description="Retrieved listings read per request.")
+    max_references: int = Field(8, ge=1, description="Retrieved listings of the category read per request (the "
+                                "evidence was calibrated on the index's evidence.k of them).")
     max_value_chars: int = Field(40, ge=1, description="Longer values are dropped (they are not attribute values).")
+
+
+class EvidenceServeConfig(Strict):
+    """How the draft uses the evidence model (:mod:`ipl.evidence`); the thresholds are the index's."""
+
+    abstain: bool = Field(True, description="State only values whose calibrated tier passes; the rest are "
+                          "to_confirm (false: every key's best candidate is stated, the unguarded comparison).")
+    guard: bool = Field(True, description="Block, while decoding, the known values the evidence does not support.")
+    verify: bool = Field(True, description="Check the written description against the evidence and drop the "
+                         "clauses that contradict it (reported in `verification`).")
+    max_blocked: int = Field(2000, ge=0, description="Values blocked per request at most (facts' contradictions "
+                             "first).")
+    max_candidates: int = Field(3, ge=0, description="Candidates listed for a value to confirm.")
+    max_confirmed: int = Field(16, ge=1, description="Confirmed values a request may carry.")
+    synonyms: list[list[str]] = Field(
+        default_factory=lambda: [["grey", "gray"], ["space grey", "space gray"], ["navy", "navy blue"]],
+        description="Groups of values that state the same thing (never a contradiction of each other).")
 
 
 class GenerateConfig(Strict):
@@ -198,6 +218,8 @@ class ServeConfig(Strict):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Category + retrieval.")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Attribute extraction.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Generation.")
+    evidence: EvidenceServeConfig = Field(default_factory=EvidenceServeConfig, description="Evidence, abstention, "
+                                          "decode-time guard and verification.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Draft orchestration.")
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Ray Serve options.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP of ipl serve.")
@@ -216,7 +238,7 @@ class ServeConfig(Strict):
         if deployment == "AttributeExtractor" and self.extract.backend == "llm":
             models = models | {"vlm"}
         update: dict = {name: type(getattr(self, name))() for name in
-                        ("safety", "retrieval", "extract", "generate", "pipeline", "deployments", "http")
+                        ("safety", "retrieval", "extract", "generate", "evidence", "pipeline", "deployments", "http")
                         if name not in sections}
         update["models"] = ModelsConfig(**{k: getattr(self.models, k) for k in models})
         update.update(once=False, sample_draft=False, once_photo=None)

@@ -8,8 +8,9 @@
   zero-shot through the text tower); the photos' mean embedding.
 * ``Retriever.search(photos, k)``: identical/similar listings from the sharded index, each
   with listing id, similarity, whether it is the identical SKU, price, category, attributes
-  and description. A newer index version is picked up every ``refresh_s`` seconds; a bad
-  one is refused and the old one keeps serving.
+  and description, plus the version's evidence calibration. ``vocabulary(category)``: the
+  known values per key (the decode-time guard's lists). A newer index version is picked up
+  every ``refresh_s`` seconds; a bad one is refused and the old one keeps serving.
 
 Each replica loads its own models from local paths; the ingress calls CategoryPredictor
 and Retriever at the same time.
@@ -148,15 +149,24 @@ class Retriever:
         keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
                 "attributes")
         return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
-                "identical_threshold": index.identical_threshold}
+                "identical_threshold": index.identical_threshold, "evidence": index.evidence}
 
     async def search(self, photos: Sequence[bytes], k: int = 0) -> dict:
         return await asyncio.to_thread(self._search, list(photos), k or self.cfg.k)
 
+    async def vocabulary(self, category: str) -> dict:
+        """Scored key -> the values the indexed listings of ``category`` state (the guard's lists)."""
+        index = self.holder.index
+        return {"version": index.version, "keys": index.vocabulary(category)}
+
     def status(self) -> dict:
         idx = self.holder.index
+        ev = idx.evidence if idx else {}
         return {"version": idx.version if idx else None, "ntotal": idx.ntotal if idx else 0,
-                "last_error": self.holder.last_error}
+                "last_error": self.holder.last_error,
+                "evidence": {"calibrated": bool(ev), "target_precision": ev.get("target_precision"),
+                             "enabled": sorted(n for n, t in (ev.get("tiers") or {}).items() if t.get("enabled")),
+                             "disabled": {n: (ev["tiers"][n].get("reason")) for n in ev.get("disabled", [])}}}
 
 
 def _plain(value):

@@ -1,14 +1,16 @@
 """The Generator deployment: the paper's Table 2 prompt with the photos, streamed.
 
-``Generator.stream(prompt, photos, language, max_new_tokens)`` is an async generator of
+``Generator.stream(prompt, photos, language, max_new_tokens, blocked)`` is an async generator of
 ``{"text": chunk}`` items and a last ``{"finish_reason": "stop"|"length"|"cancelled",
 "tokens": n}``. Backends:
 
 * transformers (default, CPU and GPU): ``model.generate`` in a thread with a text
   streamer feeding an asyncio queue; a stopping criterion watches a cancel flag, so a
-  client disconnect, an output-monitor halt or a timeout stops the decoding loop itself;
+  client disconnect, an output-monitor halt or a timeout stops the decoding loop itself; the
+  ``blocked`` values (:mod:`ipl.generate.guard`) are masked by a logits processor;
 * vllm (``production.yaml``): vLLM's async engine (``AsyncLLM``) with the photos as
-  ``multi_modal_data``; cancelling aborts the request in the engine.
+  ``multi_modal_data`` and ``blocked`` as ``SamplingParams.bad_words``; cancelling aborts
+  the request in the engine.
 
 ``truncate_sentence(text, max_chars)`` cuts a capped description at its last sentence end.
 """
@@ -63,11 +65,27 @@ class TransformersBackend:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
         self.vlm = load_vlm(path, dtype=dtype, device=cfg.device, hint="run `ipl train` or set models.vlm")
         self.cfg = cfg
+        self._sequences: dict[str, list[list[int]]] = {}
+
+    def banned(self, blocked: Sequence[str]) -> list[list[int]]:
+        """Token sequences of the blocked values (each value's spellings tokenized once, then cached)."""
+        from ipl.generate.guard import token_sequences
+
+        out = []
+        for value in blocked:
+            if value not in self._sequences:
+                if len(self._sequences) > 100_000:
+                    self._sequences.clear()
+                self._sequences[value] = token_sequences(self.vlm.processor.tokenizer, [value])
+            out += self._sequences[value]
+        return out
 
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
-                     cancel: threading.Event) -> AsyncIterator[dict]:
+                     cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+        from ipl.generate.guard import ValueGuard
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -88,11 +106,13 @@ class TransformersBackend:
                 text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                 enc = self.vlm.processor(text=[text], images=images or None, return_tensors="pt")
                 enc = {k: v.to(self.vlm.model.device) for k, v in enc.items()}
+                guard = ValueGuard([self.banned(blocked)], enc["input_ids"].shape[1]) if blocked else None
                 with torch.no_grad():
                     out = self.vlm.model.generate(
                         **enc, max_new_tokens=max_new_tokens, do_sample=False,
                         streamer=_Streamer(tok, skip_prompt=True, skip_special_tokens=True),
-                        stopping_criteria=StoppingCriteriaList([_Cancel()]))
+                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                        logits_processor=LogitsProcessorList([guard]) if guard else None)
                 new = out[0, enc["input_ids"].shape[1]:]
                 result["tokens"] = int(new.shape[0])
                 if cancel.is_set():
@@ -136,12 +156,13 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the gpu extra
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
-                     cancel: threading.Event) -> AsyncIterator[dict]:
+                     cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
         from vllm import SamplingParams
 
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         request_id = uuid.uuid4().hex
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        # the decode-time guard: vLLM bans each word with and without a leading space itself
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, bad_words=list(blocked) or None)
         inputs = {"prompt": prompt, "multi_modal_data": {"image": images}} if images else {"prompt": prompt}
         sent, final = "", None
         try:
@@ -174,7 +195,8 @@ class Generator:
         return dict(self.stats)
 
     async def stream(self, prompt: str, photos: Sequence[bytes], language: str = "en",
-                     max_new_tokens: Optional[int] = None) -> AsyncIterator[dict]:
+                     max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None
+                     ) -> AsyncIterator[dict]:
         photos = list(photos)[: self.cfg.max_photos]
         images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
         messages = description_messages(len(images), prompt, language)
@@ -183,7 +205,7 @@ class Generator:
         self.stats["active"] += 1
         outcome = "cancelled"
         try:
-            async for item in self.backend.stream(messages, images, limit, cancel):
+            async for item in self.backend.stream(messages, images, limit, cancel, list(blocked or ())):
                 if "error" in item:
                     outcome = "failed"
                 elif "finish_reason" in item and item["finish_reason"] != "cancelled":

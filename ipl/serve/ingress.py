@@ -4,11 +4,13 @@ Routes (:func:`build_api`, evaluated on each ingress replica; ``app.py`` wraps :
 with ``serve.ingress(build_api)``, and each route calls the replica's Ingress object):
 
 * ``POST /v1/listings/draft``: multipart ``photos`` (1..N files) and optional ``category``,
-  ``language`` (en|zh), ``stream`` (true|false), ``max_new_tokens``. JSON reply, or
-  Server-Sent Events ``meta``, ``delta``..., then ``done`` | ``halted`` | ``error``.
+  ``language`` (en|zh), ``stream`` (true|false), ``max_new_tokens``, ``confirmed`` (a JSON
+  object attribute -> value the seller confirmed: facts with basis ``seller``). JSON reply,
+  or Server-Sent Events ``meta``, ``delta``..., then ``done`` | ``halted`` | ``error``.
 * ``POST /v1/chat/completions``: OpenAI-compatible; the photos are the ``image_url``
-  data-URL parts of the messages (remote URLs are refused: the service fetches nothing).
-* ``GET /healthz``, ``GET /v1/stats``, ``GET /`` (seller page).
+  data-URL parts of the messages (remote URLs are refused: the service fetches nothing);
+  extra fields ``category``, ``language`` and ``confirmed`` (an object) as above.
+* ``GET /healthz`` (with the index's evidence tiers, enabled and disabled), ``GET /v1/stats``, ``GET /`` (seller page).
 
 Every error is ``{"error": {"code", "message"}}`` with a 4xx/5xx status. Admission:
 past ``pipeline.max_inflight`` drafts a replica answers 503 ``overloaded`` at once; a
@@ -29,14 +31,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ipl.catalog.templates import load_templates
+from ipl.catalog.templates import load_levels, load_templates
 from ipl.serve.config import ServeConfig
+from ipl.serve.confirm import parse_confirmed
 from ipl.serve.errors import ApiError
 from ipl.serve.intake import check_photo_count
 from ipl.serve.pipeline import DraftPipeline, DraftRequest
 
 log = logging.getLogger("ipl.serve")
-DRAFT_FIELDS = {"photos", "category", "language", "stream", "max_new_tokens"}
+DRAFT_FIELDS = {"photos", "category", "language", "stream", "max_new_tokens", "confirmed"}
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -74,8 +77,11 @@ class HandleStages:
     async def extract(self, category, keys, hits, language):
         return await self.extractor.extract.remote(category, keys, hits, language)
 
-    def stream(self, prompt, photos, language, max_new_tokens):
-        return self.generator.options(stream=True).stream.remote(prompt, photos, language, max_new_tokens)
+    async def vocabulary(self, category):
+        return await self.retriever.vocabulary.remote(category)
+
+    def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
+        return self.generator.options(stream=True).stream.remote(prompt, photos, language, max_new_tokens, blocked)
 
     async def close(self, stream) -> None:
         stream.cancel()
@@ -134,8 +140,9 @@ class Ingress:
     def __init__(self, safety, category, retriever, extractor, generator, cfg: ServeConfig):
         self.cfg = cfg
         self.templates = load_templates(cfg.templates_path)
+        self.known_keys = sorted({k for tpl in self.templates.values() for k in tpl})
         self.stages = HandleStages(safety, category, retriever, extractor, generator)
-        self.pipeline = DraftPipeline(self.stages, self.templates, cfg)
+        self.pipeline = DraftPipeline(self.stages, self.templates, cfg, load_levels(cfg.templates_path))
         self.page_html = resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.inflight = 0
         self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0}
@@ -228,8 +235,12 @@ class Ingress:
             if not 1 <= max_new <= self.cfg.generate.max_new_tokens:
                 raise ApiError("invalid_field", f"max_new_tokens must be within 1..{self.cfg.generate.max_new_tokens}")
         req = DraftRequest(photos=photos, category=category, language=(fields.get("language") or "en").strip(),
-                           max_new_tokens=max_new)
+                           max_new_tokens=max_new, confirmed=self._confirmed(fields.get("confirmed")))
         return req, _flag(fields.get("stream"), "stream")
+
+    def _confirmed(self, raw) -> dict[str, str]:
+        return parse_confirmed(raw, self.known_keys, self.cfg.extract.max_value_chars,
+                               self.cfg.evidence.max_confirmed)
 
     async def _draft_events(self, draft) -> AsyncIterator[bytes]:
         yield sse("meta", draft.meta)
@@ -290,7 +301,8 @@ class Ingress:
         if category is not None and not isinstance(category, str):
             raise ApiError("invalid_field", "category must be a string")
         req = DraftRequest(photos=photos, category=category, language=language,
-                           max_new_tokens=min(max_tokens, self.cfg.generate.max_new_tokens) if max_tokens else None)
+                           max_new_tokens=min(max_tokens, self.cfg.generate.max_new_tokens) if max_tokens else None,
+                           confirmed=self._confirmed(body.get("confirmed")))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError("invalid_field", "stream must be true or false")
@@ -362,7 +374,7 @@ class Ingress:
     # -- operations -------------------------------------------------------------------------
     async def healthz(self):
         status = await self.stages.retriever.status.remote()
-        return {"status": "ok", "index": status, "inflight": self.inflight}
+        return {"status": "ok", "index": status, "evidence": status.get("evidence"), "inflight": self.inflight}
 
     async def stats(self):
         return {"ingress": {**self.counts, "inflight": self.inflight},

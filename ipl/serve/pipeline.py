@@ -7,12 +7,19 @@ ingress passes Ray Serve deployment handles; ``LocalStages`` passes the same cla
 called in this process (the benchmark's baseline and the unit tests).
 
 ``prepare(request)`` runs everything before generation and returns the ``meta`` event
-(category with score and source, template, references, attributes with provenance,
-price suggestion, fallbacks, timings) plus the prompt; a bad request raises ``ApiError``.
-``generate(draft)`` then yields ``("delta", ...)`` events and one last ``done``,
-``halted`` or ``error``. Appendix D fallbacks: no category or no retrieval hit -> the
-image-only instruction; extraction failure -> no reference; generation timeout -> a reply
-telling the seller to write the description by hand, without the partial text.
+(category with score, source and calibrated gate, template, references, ``attributes``:
+every template key with value, ``status`` stated | to_confirm | confirmed, ``confidence``,
+basis, sources and candidates, the ``facts`` given to the model, price suggestion,
+fallbacks, timings) plus the prompt; a bad request raises ``ApiError``. Only facts
+(calibrated evidence or the seller's ``confirmed`` values) reach the prompt; unknown template
+slots are left out and named unknown; photos unlike anything in the index
+(``out_of_domain``) state no product-level value. ``generate(draft)`` then yields
+``("delta", ...)`` events and one last ``done`` (with the ``verification`` of the text
+against the evidence; its ``description`` is the verified text), ``halted`` or ``error``;
+the known values the evidence does not support are blocked while decoding. Appendix D
+fallbacks: no category or no retrieval hit -> the image-only instruction; extraction failure
+-> no facts; generation timeout -> a reply telling the seller to write the description by
+hand, without the partial text.
 """
 from __future__ import annotations
 
@@ -22,10 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
+from ipl.catalog.levels import KeyLevels
+from ipl.evidence.assess import assess, facts_of, unknown_of
+from ipl.evidence.verify import verify
+from ipl.extract.matcher import AttributeMatcher, value_key
+from ipl.generate.guard import blocked_values
 from ipl.generate.prompts import description_prompt
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
-from ipl.serve.extractor import choose_references
 from ipl.serve.generator import truncate_sentence
 from ipl.serve.monitor import OutputMonitor
 
@@ -40,6 +51,7 @@ class DraftRequest:
     category: Optional[str] = None
     language: str = "en"
     max_new_tokens: Optional[int] = None
+    confirmed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,24 +63,45 @@ class Draft:
     max_new_tokens: Optional[int]
     started: float
     fallbacks: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    check: dict = field(default_factory=dict)
 
 
 def _ms(t0: float) -> float:
     return round((time.monotonic() - t0) * 1000, 1)
 
 
-def price_suggestion(hits: list[dict], category: Optional[str], min_score: float) -> Optional[dict]:
-    refs, basis = choose_references(hits, category, min_score, len(hits))
-    prices = [float(h["price"]) for h in refs if isinstance(h.get("price"), (int, float)) and h["price"] > 0]
+def price_suggestion(hits: list[dict], facts: dict, levels: KeyLevels) -> Optional[dict]:
+    """Median price of the retrieved listings of the same product: only when brand/model-level facts
+    are known, from the listings that state the same product-level values."""
+    product = {k: value_key(v) for k, v in facts.items() if levels.level(k) == "product"}
+    if not product:
+        return None
+    same = [h for h in hits if all(value_key((h.get("values") or h.get("attributes") or {}).get(k) or "") == v
+                                   for k, v in product.items())]
+    prices = [float(h["price"]) for h in same if isinstance(h.get("price"), (int, float)) and h["price"] > 0]
     if not prices:
         return None
     return {"median": round(statistics.median(prices), 2), "low": round(min(prices), 2), "high": round(max(prices), 2),
-            "listings": len(prices), "basis": basis}
+            "listings": len(prices), "basis": "same product: " + ", ".join(f"{k}={facts[k]}" for k in product)}
+
+
+def category_gate(configured: Optional[float], calibration: dict) -> Optional[float]:
+    """The score from which the predicted category is used: configured, else the index's calibrated
+    category tier; None (never) when that tier is disabled or missing."""
+    if configured is not None:
+        return configured
+    tier = (calibration.get("tiers") or {}).get("category") or {}
+    return tier.get("threshold") if tier.get("enabled") else None
 
 
 class DraftPipeline:
-    def __init__(self, stages: Any, templates: dict[str, list[str]], cfg: ServeConfig):
+    def __init__(self, stages: Any, templates: dict[str, list[str]], cfg: ServeConfig,
+                 levels: Optional[KeyLevels] = None):
         self.stages, self.templates, self.cfg = stages, templates, cfg
+        self.levels = levels or KeyLevels()
+        self.matcher = AttributeMatcher(cfg.evidence.synonyms)
+        self._vocab_cache: dict = {}
 
     def validate(self, req: DraftRequest) -> None:
         if req.language not in self.cfg.pipeline.languages:
@@ -113,13 +146,15 @@ class DraftPipeline:
             predicted = await timed(self.stages.predict(photos), "category_ms") if want_category else None
             found = await timed(self.stages.search(photos), "retrieval_ms")
         timings["category_retrieval_ms"] = _ms(t)
+        calibration = found.get("evidence") or {}
 
         fallbacks: list[str] = []
         if want_category:
             top = predicted["top"][0]
-            usable = top["score"] >= self.cfg.retrieval.category_min_score
+            gate = category_gate(self.cfg.retrieval.category_min_score, calibration)
+            usable = gate is not None and top["score"] >= gate
             category_info = {"name": top["category"] if usable else None, "score": round(top["score"], 4),
-                             "source": f"predictor:{predicted['source']}",
+                             "source": f"predictor:{predicted['source']}", "threshold": gate,
                              "candidates": [{"name": c["category"], "score": round(c["score"], 4)} for c in predicted["top"]]}
             category = top["category"] if usable else None
             if not usable:
@@ -128,40 +163,73 @@ class DraftPipeline:
             category = req.category
             category_info = {"name": category, "score": None, "source": "seller", "candidates": []}
         template = self.templates.get(category, []) if category else []
-        hits = found["hits"]
-        refs, basis = choose_references(hits, category, self.cfg.retrieval.similar_min_score, len(hits))
+        hits = [h for h in found["hits"] if h.get("score", -1) >= self.cfg.retrieval.similar_min_score]
+        k = int(calibration.get("k") or self.cfg.extract.max_references)
+        same = [h for h in hits if h.get("category") == category][:k] if category else []
+        floor = (calibration.get("in_domain") or {}).get("min_similarity")
+        top_similarity = max((h["score"] for h in found["hits"]), default=None)
+        in_domain = top_similarity is not None and (floor is None or top_similarity >= floor)
         references = [{"listing_id": h["listing_id"], "similarity": round(h["score"], 4), "sku_match": h["identical"],
-                       "price": h.get("price"), "category": h.get("category")} for h in refs]
-        if category and not refs:
+                       "price": h.get("price"), "category": h.get("category")} for h in same]
+        if category and not same:
             fallbacks.append("no_retrieval_hit")
+        if category and same and not in_domain:
+            fallbacks.append("out_of_domain")
 
-        extracted = {"attributes": [], "basis": basis, "references": [], "failed": False}
-        if category and refs:
+        values: dict[str, dict] = {}
+        if category and same and in_domain and template:
             t = time.monotonic()
-            extracted = await self._timed(self.stages.extract(category, template, refs, req.language),
+            extracted = await self._timed(self.stages.extract(category, template, same, req.language),
                                           "attribute extraction")
             timings["extract_ms"] = _ms(t)
+            values = {x["listing_id"]: x["values"] for x in extracted["listings"]}
             if extracted["failed"]:
                 fallbacks.append("extraction_failed")
-
-        if "no_category" in fallbacks or "no_retrieval_hit" in fallbacks:
+        ev = self.cfg.evidence
+        evidence_hits = [{**h, "values": values.get(h["listing_id"], {})} for h in same]
+        attributes = assess(template, self.levels, evidence_hits, calibration, req.confirmed, in_domain, ev.abstain,
+                            ev.max_candidates)
+        facts = facts_of(attributes)
+        scored = set(self.levels.scored([a["key"] for a in attributes]))
+        unknown = [k for k in unknown_of(attributes) if k in scored]
+        if not category or "no_retrieval_hit" in fallbacks:
             instruction, prompt = "image_only", description_prompt(None, None, None, req.language)
-        elif extracted["failed"] or not extracted["attributes"]:
-            instruction = "category_template"
-            prompt = description_prompt(category, template, None, req.language)
+        elif not ev.abstain:  # the unguarded comparison: the whole template, every best candidate as reference
+            instruction = "rag" if facts else "category_template"
+            prompt = description_prompt(category, template, facts or None, req.language)
+        elif facts:
+            instruction, prompt = "rag", description_prompt(category, list(facts), facts, req.language, unknown)
         else:
-            instruction = "rag"
-            reference = {a["key"]: a["value"] for a in extracted["attributes"]}
-            prompt = description_prompt(category, template, reference, req.language)
+            instruction = "category_template"
+            prompt = description_prompt(category, [], None, req.language, unknown)
+        vocabulary = await self._vocabulary(category, found.get("version")) if category else {}
+        check = {"facts": {k: v for k, v in facts.items() if k in scored}, "unknown": unknown,
+                 "vocabulary": vocabulary}
+        blocked = blocked_values(check["facts"], unknown, vocabulary, self.matcher, ev.max_blocked) if ev.guard else []
         meta = {
             "category": category_info, "template": template, "references": references,
-            "reference_basis": basis, "attributes": extracted["attributes"],
-            "price_suggestion": price_suggestion(hits, category, self.cfg.retrieval.similar_min_score),
+            "attributes": attributes, "facts": facts, "to_confirm": [a["key"] for a in attributes
+                                                                     if a["status"] == "to_confirm"],
+            "evidence": {"in_domain": in_domain, "top_similarity": None if top_similarity is None
+                         else round(top_similarity, 4), "in_domain_floor": floor,
+                         "calibrated": bool(calibration), "disabled": calibration.get("disabled", []),
+                         "guarded_values": len(blocked)},
+            "price_suggestion": price_suggestion(evidence_hits, facts, self.levels),
             "instruction": instruction, "fallbacks": fallbacks, "language": req.language,
             "index_version": found.get("version"), "photos": len(photos), "timings": timings,
         }
         timings["prepare_ms"] = _ms(started)
-        return Draft(meta, prompt, photos, req.language, req.max_new_tokens, started, fallbacks)
+        return Draft(meta, prompt, photos, req.language, req.max_new_tokens, started, fallbacks, blocked, check)
+
+    async def _vocabulary(self, category: str, version: Optional[str]) -> dict:
+        """The category's known values (cached per index version)."""
+        key = (version, category)
+        if key not in self._vocab_cache:
+            if len(self._vocab_cache) > 256:
+                self._vocab_cache.clear()
+            found = await self._timed(self.stages.vocabulary(category), "the vocabulary lookup")
+            self._vocab_cache[key] = found.get("keys") or {}
+        return self._vocab_cache[key]
 
     async def generate(self, draft: Draft) -> AsyncIterator[tuple[str, dict]]:
         cfg = self.cfg.generate
@@ -173,7 +241,7 @@ class DraftPipeline:
         def end(t_gen: float) -> None:
             timings["generate_ms"] = _ms(t_gen)
             timings["total_ms"] = _ms(draft.started)
-        stream = self.stages.stream(draft.prompt, draft.photos, draft.language, draft.max_new_tokens)
+        stream = self.stages.stream(draft.prompt, draft.photos, draft.language, draft.max_new_tokens, draft.blocked)
         finish, closed = "stop", False
         try:
             while True:
@@ -217,14 +285,21 @@ class DraftPipeline:
                 await self.stages.close(stream)
         final = truncate_sentence(monitor.text, cfg.max_chars) if finish == "length" else monitor.text.strip()
         rest, halt = monitor.finish(final)
-        end(t0)
         if halt is not None:
+            end(t0)
             yield "halted", {"reason": halt.kind, "message": halt.message, "timings": timings}
             return
+        verification = None
+        if self.cfg.evidence.verify and draft.check:
+            t_v = time.monotonic()
+            final, verification = verify(final, draft.check["facts"], draft.check["unknown"],
+                                         draft.check["vocabulary"], self.matcher)
+            timings["verify_ms"] = _ms(t_v)
+        end(t0)
         if rest:
             yield "delta", {"text": rest}
         yield "done", {"description": final, "finish_reason": finish, "truncated": finish == "length",
-                       "fallbacks": draft.fallbacks, "timings": timings}
+                       "verification": verification, "fallbacks": draft.fallbacks, "timings": timings}
 
     async def run(self, req: DraftRequest) -> dict:
         """The whole draft as one JSON-ready reply (the non-streaming endpoint)."""
@@ -234,7 +309,7 @@ class DraftPipeline:
         async for kind, data in self.generate(draft):
             if kind == "done":
                 reply.update(description=data["description"], finish_reason=data["finish_reason"],
-                             truncated=data["truncated"])
+                             truncated=data["truncated"], verification=data["verification"])
             elif kind == "halted":
                 reply.update(halted=True, halt={"reason": data["reason"], "message": data["message"]})
             elif kind == "error":
@@ -262,8 +337,11 @@ class LocalStages:
     def extract(self, category, keys, hits, language):
         return self.extractor.extract(category, keys, hits, language)
 
-    def stream(self, prompt, photos, language, max_new_tokens):
-        return self.generator.stream(prompt, photos, language, max_new_tokens)
+    def vocabulary(self, category):
+        return self.retriever.vocabulary(category)
+
+    def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
+        return self.generator.stream(prompt, photos, language, max_new_tokens, blocked)
 
     async def close(self, stream) -> None:
         await stream.aclose()

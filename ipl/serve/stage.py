@@ -84,7 +84,13 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                     print(f"   category: {cat['name']} ({cat['source']}, score {cat['score']})", file=out)
                     print(f"   template: {', '.join(data['template'])}", file=out)
                     for a in data["attributes"]:
-                        print(f"   attribute {a['key']} = {a['value']}  (from {', '.join(a['sources'])})", file=out)
+                        if a["status"] in ("stated", "confirmed"):
+                            print(f"   stated      {a['key']} = {a['value']}  ({a['basis']}, confidence "
+                                  f"{a['confidence']:.2f}, from {', '.join(a['sources']) or 'the seller'})", file=out)
+                    for a in data["attributes"]:
+                        if a["status"] == "to_confirm":
+                            cands = ", ".join(f"{c['value']} ({c['confidence']:.2f})" for c in a["candidates"])
+                            print(f"   to confirm  {a['key']}" + (f": candidates {cands}" if cands else ""), file=out)
                     if data["price_suggestion"]:
                         p = data["price_suggestion"]
                         print(f"   price: median {p['median']} ({p['low']}-{p['high']}, {p['listings']} "
@@ -94,8 +100,13 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                 elif event == "delta":
                     print(data["text"], end="", file=out, flush=True)
                 else:
-                    print(f"\n   [{event}] " + json.dumps({k: v for k, v in data.items() if k != "timings"},
-                                                         ensure_ascii=False), file=out)
+                    shown = {k: v for k, v in data.items() if k not in ("timings", "verification")}
+                    print(f"\n   [{event}] " + json.dumps(shown, ensure_ascii=False), file=out)
+                    if data.get("verification"):
+                        v = data["verification"]
+                        print(f"   verification: {v['checked']} keys checked, "
+                              + ("no contradiction" if not v["problems"] else
+                                 f"{len(v['problems'])} problems, removed {v['removed']}") , file=out)
                     print(f"   timings (ms): {json.dumps(data.get('timings', {}))}", file=out)
     return events
 

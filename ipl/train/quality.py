@@ -4,9 +4,9 @@
 loader serving uses), takes validation ``desc_reference`` rows (their SKUs never appear in
 training), generates a description from the photos + category + template + reference
 attributes, and counts the reference values the description states (grounding match:
-case, spacing and units tolerated). For categories of the synthetic catalogue only the
-product-level values count (brand, model, colour, variant): listing-level ones such as the
-condition legitimately differ between two listings of the same SKU. It also reports the
+case, spacing and units tolerated). Only product- and SKU-level values count (the run's key
+levels, :mod:`ipl.catalog.levels`): listing-level ones such as the condition legitimately
+differ between two listings of the same SKU. It also reports the
 share of generations in the casual seller register (first-person phrasing, no marketing
 superlatives).
 """
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 from typing import Optional
 
 from ipl.extract.grounding import is_grounded
 
 _REFERENCE = re.compile(r"<reference>(.*?)</reference>", re.S)
-_REFERENCE_SENTENCE = re.compile(r"\s*(Reference attributes|同款商品的参考属性)[^<]*<reference>.*?</reference>", re.S)
+_REFERENCE_SENTENCE = re.compile(r"\s*(Facts about this item|本商品的已确认信息)[^<]*<reference>.*?</reference>", re.S)
 
 
 def reference_of(messages: list[dict]) -> Optional[dict]:
@@ -50,17 +49,13 @@ def without_reference(messages: list[dict]) -> list[dict]:
     return out
 
 
-@lru_cache(maxsize=1)
-def _catalogue():
-    from ipl.synth.catalogue import Catalogue
+def run_levels(cfg):
+    """The key levels of the run's templates.yaml (the defaults when there is none)."""
+    from ipl.catalog.levels import KeyLevels
+    from ipl.catalog.templates import load_levels
 
-    return Catalogue.build()
-
-
-def product_keys(category: str, keys: list[str]) -> list[str]:
-    """Keys of SKU-level attributes when ``category`` is in the synthetic catalogue, else all."""
-    cat = _catalogue().categories.get(category)
-    return [k for k in keys if cat is None or cat.level(k) != "listing"]
+    path = cfg.run.dir / "templates.yaml"
+    return load_levels(path) if path.is_file() else KeyLevels()
 
 
 def is_casual(text: str) -> bool:
@@ -90,23 +85,23 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
     if table.num_rows == 0:
         return {"rows": 0, "values": 0, "found": 0, "recall": 0.0, "casual": 0.0}
     vlm = load_vlm(model_dir)
-    requests, refs, cats = [], [], []
+    requests, refs = [], []
     for messages, photos, group in zip(table["messages"].to_pylist(), table["photos"].to_pylist(),
                                        table["group"].to_pylist()):
         messages = json.loads(messages)
         refs.append(reference_of(messages) or {})
-        cats.append(group.split("/")[0])
         photos = (photos or [])[: cfg.data.max_photos]
         prompt = limit_images([m for m in messages if m["role"] != "assistant"], len(photos))
         requests.append((prompt, photos))
     generated = generate_batch(vlm, requests, cfg.eval.max_new_tokens)
     # the same rows without the reference: what the model states from photos + template alone
     bare = generate_batch(vlm, [(without_reference(m), p) for m, p in requests], cfg.eval.max_new_tokens)
-    found_bare = sum(score(text, ref, product_keys(cat, list(ref)))[0] for text, ref, cat in zip(bare, refs, cats))
+    levels = run_levels(cfg)
+    found_bare = sum(score(text, ref, levels.scored(list(ref)))[0] for text, ref in zip(bare, refs))
     found = total = casual = 0
     per_key: dict[str, list[int]] = {}
-    for text, ref, cat in zip(generated, refs, cats):
-        keys = product_keys(cat, list(ref))
+    for text, ref in zip(generated, refs):
+        keys = levels.scored(list(ref))
         f, t = score(text, ref, keys)
         found, total = found + f, total + t
         casual += is_casual(text)

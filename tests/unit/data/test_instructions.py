@@ -23,21 +23,37 @@ def run(rows, **cfg):
     return [dict(zip(out, vals)) for vals in zip(*out.values())]
 
 
-def test_description_tasks_and_targets():
-    rows = run([listing(i) for i in range(60)], category_prob=0, extraction_prob=0)
+def test_description_tasks_and_targets_match_serving():
+    """Prompts name only facts and the unknown keys; targets never state a value of an unknown key."""
+    from ipl.extract.matcher import AttributeMatcher
+
+    m = AttributeMatcher()
+    truth = {"Brand": "Huawei", "Model": "P30", "Storage": "64GB", "Color": "Blue"}
+    rows = run([listing(i) for i in range(80)], category_prob=0, extraction_prob=0)
     tasks = {r["task"] for r in rows}
     assert tasks == {"desc_image", "desc_template", "desc_reference"}
+    partial = 0
     for r in rows:
         msgs = json.loads(r["messages"])
-        assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
-        assert msgs[-1]["content"] == r["target"].strip() or msgs[-1]["content"] == r["target"]
+        assert [m_["role"] for m_ in msgs] == ["system", "user", "assistant"]
+        assert msgs[-1]["content"] == r["target"]
         user_text = msgs[1]["content"][-1]["text"]
         assert msgs[1]["content"][0] == {"type": "image"}
-        assert ("<reference>" in user_text) == (r["task"] == "desc_reference")
         assert ("The item is a phone" in user_text) == (r["task"] != "desc_image")
-        if r["task"] == "desc_reference":
-            ref = json.loads(user_text.split("<reference>")[1].split("</reference>")[0])
-            assert ref["Brand"] == "Huawei"
+        facts = json.loads(user_text.split("<reference>")[1].split("</reference>")[0]) \
+            if "<reference>" in user_text else {}
+        assert not facts or r["task"] == "desc_reference"
+        assert all(truth[k] == v for k, v in facts.items())  # facts are true values of the item
+        unknown = [k for k in truth if k not in facts]
+        if r["task"] != "desc_image" and unknown:
+            assert "Unknown (leave out): " + ", ".join(unknown) in user_text
+        for k in unknown:  # the target never states what the prompt says is unknown
+            assert not m.states(truth[k], r["target"]), (k, r["target"])
+        for k in facts:
+            assert m.states(truth[k], r["target"]), (k, r["target"])
+        partial += r["task"] == "desc_reference" and 0 < len(facts) < 4
+        assert r["target"].endswith(f"Item {int(r['listing_id'][1:])}.")
+    assert partial >= 5  # references are partial, as the evidence states them when serving
 
 
 def test_reference_never_comes_from_the_listing_itself():

@@ -23,12 +23,25 @@ def test_condition_prompts_differ_only_in_what_they_are_given():
     assert p["image"] == condition_prompt("image+category", None, [], None, "en")  # no category: image only
 
 
-def record(set_name, lid, cond_texts, reference=True):
+VOCAB = {"Brand": ["Huawei", "Apple"], "Model": ["P30", "Mate 10 Pro"], "Color": ["Blue", "Red"],
+         "Storage": ["128GB", "64GB"]}
+
+
+def record(set_name, lid, row_texts, reference=True):
+    rows = {}
+    for name in row_texts:
+        guard = not name.endswith(":unguarded")
+        facts = {"Brand": "Huawei"} if ("reference" in name or name == "confirmed") else {}
+        if name == "confirmed":
+            facts = {k: TRUTH[k] for k in ("Brand", "Model", "Storage", "Color")}
+        rows[name] = {"prompt": name, "facts": facts, "guard": guard,
+                      "unknown": [k for k in ("Brand", "Model", "Storage", "Color") if k not in facts]}
     return {"set": set_name, "listing_id": lid, "sku_id": "phone/huawei/p30/blue/128gb", "spu_id": "phone/huawei/p30",
             "category": "phone", "language": "en", "description": "My Huawei P30, blue, 128GB. Like new.",
             "attributes": TRUTH, "reference": {"Brand": "Huawei"} if reference else None, "references": ["L1"],
+            "unguarded_reference": None, "statuses": {}, "vocabulary": VOCAB,
             "category_used": "phone", "fallbacks": [] if reference else ["no_retrieval_hit"],
-            "keys": {c: f"{lid}:{c}" for c in cond_texts},
+            "keys": {c: f"{lid}:{c}" for c in row_texts}, "rows": rows,
             "retrieval": {"hits": 3, "identical_top1": lid == "a", "similar_top1": True, "category_top1": True}}
 
 
@@ -39,30 +52,44 @@ def run_cfg(tmp_path):
     other = {**TRUTH, "Model": "Mate 10 Pro", "Color": "Red"}
     pq.write_table(pa.table({"category": ["phone", "phone"], "attributes": [json.dumps(TRUTH), json.dumps(other)]}),
                    listings / "part-0.parquet")
+    from ipl.catalog.templates import write_templates
+
+    write_templates(tmp_path / "r" / "templates.yaml", {"phone": {"template": ["Brand", "Model", "Storage", "Color",
+                                                                              "Condition"]}}, "test")
     return EvalConfig(run={"root": str(tmp_path), "name": "r"})
 
 
 def test_score_rows(run_cfg):
-    texts = {"image": "selling my phone", "image+category": "selling my Huawei Mate 10 Pro",
+    texts = {"image": "selling my phone", "image+category": "selling my phone, mate 10 pro",
              "image+reference": "selling my Huawei P30, blue", "image+category+reference":
-             "selling my Huawei P30, 128 GB, blue!!"}
+             "selling my Huawei phone!!",
+             "image+category:unguarded": "selling my Huawei Mate 10 Pro", "confirmed": "my Huawei P30, 128GB, blue"}
     records = [record("indexed_sku", "a", texts), record("unseen_sku", "b", texts)]
     gens = {f"{r['listing_id']}:{c}": t for r in records for c, t in texts.items()}
     out = score(run_cfg, records, gens, sim=None)
     table = out["table"]
     assert set(table) == {"indexed_sku", "unseen_sku", "all"}
     rows = table["all"]
+    assert list(rows) == ["image", "image+category", "image+reference", "image+category+reference",
+                          "image+category:unguarded", "confirmed"]
     # the key attributes are the product-level ones (Condition is a listing's own, not the SKU's)
-    assert rows["image"]["acc"] == 0 and rows["image"]["values"] == 8
-    assert rows["image+category"]["acc"] == pytest.approx(1 / 4)          # Huawei
-    assert rows["image+category"]["hallucination"] == 1.0                 # Mate 10 Pro is another model
-    assert rows["image+reference"]["acc"] == pytest.approx(3 / 4)
-    assert rows["image+category+reference"]["acc"] == 1.0
+    assert rows["image"]["acc"] == 0 and rows["image"]["values"] == 8 and rows["image"]["precision"] is None
+    assert rows["image"]["abstained"] == 1.0  # nothing given: every true value is left to the seller
+    # the guarded row's unsupported model clause is removed by the verification; unguarded it stays and is wrong
+    assert rows["image+category"]["hallucination"] == 0.0 and rows["image+category"]["repaired"] == 2
+    unguarded = rows["image+category:unguarded"]
+    assert unguarded["hallucination"] == 1.0 and unguarded["acc"] == pytest.approx(1 / 4)
+    assert unguarded["precision"] == pytest.approx(0.5) and unguarded["contradicted_values"] == 2
+    # the unsupported values (P30, blue: not facts of this row) are cut out; the fact Huawei stays
+    assert rows["image+reference"]["acc"] == pytest.approx(1 / 4) and rows["image+reference"]["precision"] == 1.0
+    assert rows["image+reference"]["abstained"] == pytest.approx(3 / 4)
+    assert rows["confirmed"]["acc"] == 1.0 and rows["confirmed"]["abstained"] == 0.0
     assert rows["image+category+reference"]["style"]["marketing"] == 1.0   # "!!"
     assert rows["image"]["style"]["casual"] == 1.0
-    assert 0 < rows["image+category+reference"]["bleu1"] <= 1 and "sim" not in rows["image"]
+    assert 0 < rows["confirmed"]["bleu1"] <= 1 and "sim" not in rows["image"]
     ex = {e["listing_id"]: e for e in out["examples"]}
-    assert ex["a"]["generated"]["image+category"]["contradicted"] == ["Model=Mate 10 Pro"]
+    assert ex["a"]["generated"]["image+category:unguarded"]["contradicted"] == ["Model=Mate 10 Pro"]
+    assert ex["a"]["generated"]["image+category"]["verification"]["removed"] == ["mate 10 pro"]
     assert ex["a"]["truth"] == {k: TRUTH[k] for k in ("Brand", "Model", "Storage", "Color")}
 
 
@@ -87,14 +114,14 @@ def test_generation_cache_key_and_torn_file(tmp_path):
 
 
 def test_report_renders_tables_and_plots(tmp_path):
-    row = {"acc": 0.5, "hallucination": 0.1, "sim": 0.7, "bleu1": 0.4, "bleu2": 0.3, "bleu3": 0.2, "bleu4": 0.1,
+    row = {"acc": 0.5, "precision": 0.9, "abstained": 0.2, "contradicted_values": 3, "hallucination": 0.1, "sim": 0.7, "bleu1": 0.4, "bleu2": 0.3, "bleu3": 0.2, "bleu4": 0.1,
            "rouge1": 0.5, "rouge2": 0.3, "rougeL": 0.45, "descriptions": 10, "style": {"casual": 0.9}}
     table = {"indexed_sku": {c: dict(row, acc=0.2 + 0.1 * i) for i, c in enumerate(CONDITIONS)}}
     md = ablation_table(table["indexed_sku"])
-    assert md.splitlines()[0].startswith("| condition | n | ACC | Halluc. | SIM | BLEU1")
-    assert "| image+category+reference | 10 | 0.500 | 0.100 | 0.700 |" in md
+    assert md.splitlines()[0].startswith("| row | n | ACC | Prec. | Halluc. | Abstained | SIM | BLEU1")
+    assert "| image+category+reference | 10 | 0.500 | 0.900 | 0.100 | 0.200 | 0.700 |" in md
     plots = plot_ablation(table, tmp_path)
-    assert all((tmp_path / p).read_bytes().startswith(b"\x89PNG") for p in plots) and len(plots) == 4
+    assert all((tmp_path / p).read_bytes().startswith(b"\x89PNG") for p in plots) and len(plots) == 6
     result = {"run": "runs/x", "command": "ipl eval", "model": {"vlm": "v", "fingerprint": "f"},
               "ablation": {"table": table, "skipped": {"unseen_sku": "no validation split"}},
               "retrieval": {"indexed_sku": {"queries": 10, "identical_top1": 0.8, "similar_top1": 0.9,

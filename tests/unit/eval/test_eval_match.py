@@ -49,13 +49,18 @@ def test_score_counts_accuracy_and_hallucination():
     truth = {"Color": "Blue", "Model": "iPhone 12 Pro", "Condition": "used"}
     keys = ["Color", "Model"]
     assert s.add(M, "selling my iPhone 12 Pro, blue", truth, keys, VOCAB) == {
-        "stated": ["Color", "Model"], "missed": [], "contradicted": []}
+        "stated": ["Color", "Model"], "missed": [], "contradicted": [], "abstained": []}
     out = s.add(M, "selling my Mi 9 in red", truth, keys, VOCAB)
     assert out["missed"] == ["Color", "Model"] and sorted(out["contradicted"]) == ["Color=Red", "Model=Mi 9"]
-    s.add(M, "iPhone 12 Pro", {"Color": "", "Model": "iPhone 12 Pro"}, keys, VOCAB)  # empty truth not counted
+    # empty truth not counted; the colour was left to the seller
+    out = s.add(M, "iPhone 12 Pro", {"Color": "", "Model": "iPhone 12 Pro"}, keys, VOCAB, abstained=["Color", "Model"])
+    assert out["abstained"] == ["Model"]
     summary = s.summary()
     assert (summary["values"], summary["stated"]) == (5, 3)
     assert summary["acc"] == 3 / 5 and summary["hallucination"] == 1 / 3
+    # precision beside recall: 3 true values stated, 2 wrong ones
+    assert summary["precision"] == 3 / 5 and summary["contradicted_values"] == 2 and summary["abstained"] == 1 / 5
+    assert AttributeScore().summary()["precision"] is None  # nothing stated: no precision, not 0 or 1
     assert summary["per_key"] == {"Color": 0.5, "Model": round(2 / 3, 4)}
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from ipl.config import ConfigError, load_config
 from ipl.index.config import IndexConfig
 from ipl.index.embed import ListingEmbedder, arrow_to_vectors
-from ipl.index.stage import calibrate_threshold, choose_holdout, plan_shards
+from ipl.index.stage import choose_holdout, plan_shards
 
 
 def test_holdout_keeps_every_sku_in_the_index_and_is_stable():
@@ -40,16 +40,6 @@ def test_plan_shards_balances_and_splits_files():
     covered = sorted((f, r) for g in uneven for f, a, b in g for r in range(a, b))
     assert covered == [(0, r) for r in range(5)] + [(2, r) for r in range(30)] + [(3, r) for r in range(5)]
     assert plan_shards([2], 5) == [[(0, 0, 1)], [(0, 1, 2)]]
-
-
-def test_calibrate_threshold():
-    scores = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6])
-    correct = np.array([1, 1, 1, 0, 1, 0], bool)
-    out = calibrate_threshold(scores, correct, 0.8)
-    assert out["threshold"] == 0.7 and out["precision"] == 0.8 and out["coverage"] == 5 / 6
-    assert calibrate_threshold(scores, correct, 1.0)["threshold"] == 0.85
-    none = calibrate_threshold(scores, np.zeros(6, bool), 0.5)
-    assert none["precision"] is None and none["threshold"] > 0.95
 
 
 def jpeg(color):
@@ -91,20 +81,25 @@ def test_index_config_errors(tmp_path):
     assert cfg.encoder_key() != load_config(IndexConfig, None, ["run.name=x", "encoder.steps=3"]).encoder_key()
 
 
-def test_report_says_when_no_threshold_reaches_the_target():
+def test_report_says_which_evidence_tiers_are_disabled():
     from ipl.index.stage import report
 
+    tiers = {"identical": {"enabled": False, "reason": "no score reaches precision 0.95 with 20+ of 40 held-out "
+                           "top-1 hits (best 0.50 on 4)", "n": 40},
+             "category": {"enabled": True, "threshold": 0.61, "precision": 0.97, "coverage": 0.9, "n": 40},
+             "similar:sku": {"enabled": False, "policy": "never stated"}}
     s = {"version": "v0003", "ntotal": 10, "dimension": 8, "index_type": "HNSW", "factory": "HNSW32",
-         "shards": [{}, {}], "target_precision": 0.9,
+         "shards": [{}, {}], "target_precision": 0.95,
          "eval": {"queries": 4, "identical_top1": 0.25, "identical_top5": 0.5, "similar_top1": 0.5,
-                  "category_top1": 0.75, "category_top1_zero_shot": 0.25,
-                  "threshold": {"threshold": 0.99, "precision": None, "coverage": 0.0}},
-         "thresholds": {"identical": 0.99, "calibrated": True}}
+                  "category_top1": 0.75, "category_top1_zero_shot": 0.25},
+         "thresholds": {"identical": None, "calibrated": True},
+         "evidence": {"queries": 40, "target_precision": 0.95, "tiers": tiers,
+                      "in_domain": {"min_similarity": 0.42, "quantile": 0.01}, "disabled": ["identical"]}}
     text = report(s)
     assert "index v0003: 10 vectors, dim 8, HNSW (HNSW32) in 2 shards" in text
-    assert "no top-1 similarity reached precision 0.9" in text
-    s["eval"]["threshold"] = {"threshold": 0.8, "precision": 0.92, "coverage": 0.4}
-    s["thresholds"]["identical"] = 0.8
-    assert "calibrated: precision 0.92 on 40% of queries" in report(s)
-    s["thresholds"]["calibrated"] = False
-    assert "(configured)" in report(s)
+    assert "identical-product tier DISABLED: no hit is marked identical" in text
+    assert "identical         DISABLED: no score reaches precision 0.95" in text
+    assert "category          threshold 0.610: precision 0.97 on 90% of 40" in text
+    assert "similar:sku       off by policy" in text and "in-domain floor" in text
+    s["thresholds"] = {"identical": 0.8, "calibrated": False}
+    assert "identical-product threshold 0.800 (configured)" in report(s)

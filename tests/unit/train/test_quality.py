@@ -1,6 +1,7 @@
 """Attribute recall and casual-style scoring of generated descriptions."""
 from ipl.generate.prompts import description_messages, description_prompt
-from ipl.train.quality import is_casual, product_keys, reference_of, score, without_reference
+from ipl.catalog.levels import KeyLevels
+from ipl.train.quality import is_casual, reference_of, score, without_reference
 
 
 def test_reference_is_read_back_from_the_prompt():
@@ -17,10 +18,11 @@ def test_recall_counts_grounded_values_with_spelling_tolerance():
     assert score("selling my Huawei P30 in red", ref, keys) == (1, 4)
 
 
-def test_listing_level_values_do_not_count_for_catalogue_categories():
+def test_listing_level_values_do_not_count():
     keys = ["Brand", "Model", "Storage", "Color", "Version", "Screen condition"]
-    assert product_keys("phone", keys) == ["Brand", "Model", "Storage", "Color"]
-    assert product_keys("a category nobody knows", ["Brand", "Condition"]) == ["Brand", "Condition"]
+    assert KeyLevels().scored(keys) == ["Brand", "Model", "Storage", "Color"]
+    assert KeyLevels(product=["Marque"], sku=[]).scored(["Marque", "Brand", "condition"]) == ["Marque"]
+    assert KeyLevels().level("brand") == "product" and KeyLevels().level("colour") == "sku"
 
 
 def test_casual_register():

@@ -1,0 +1,119 @@
+"""The evidence model: every attribute value with its basis, calibrated confidence and status.
+
+Input: the retrieved listings of the draft's category (``hits``: ``listing_id, score,
+identical`` and ``values``, the grounded attribute values that listing states), the
+template's keys, their levels (:mod:`ipl.catalog.levels`), the index's calibration
+(:mod:`ipl.evidence.calibrate`, in the manifest under ``evidence``), the values the seller
+confirmed, and whether the photos are in the index's domain at all.
+
+Raw score of a value ``v`` of a key from a set of hits ``H``: similarity-weighted agreement
+with a pseudo-count, ``sum(w_h, h in H states v) / (sum(w_h, h in H states the key) + alpha)``
+with ``w_h = exp((s_h - s_top) / tau)`` (``s_top``: the best similarity of the draft's hits).
+One listing alone scores at most ``1 / (1 + alpha)``; several agreeing listings close to the
+top approach 1; listings far below the top count little. Bases and the levels they may state:
+
+* ``identical`` (hits at or above the calibrated identical-product threshold): product + SKU;
+* ``similar`` (all hits of the category): product level only; SKU-level candidates are
+  offered to the seller, never stated (another SKU's colour is not this item's colour);
+* ``seller``: confirmed values, confidence 1;
+* listing-level keys (condition, accessories) are never taken from references.
+
+A value is ``stated`` when its tier is enabled and the raw score reaches the tier's
+threshold; otherwise the key is ``to_confirm`` with its candidates. ``abstain=False`` states
+every key's best candidate regardless (the evaluation's unguarded comparison rows).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+from ipl.catalog.levels import KeyLevels
+from ipl.evidence.calibrate import confidence, passes
+from ipl.extract.matcher import value_key
+
+BASES = {"product": ("identical", "similar"), "sku": ("identical", "similar"), "listing": ()}
+STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product")}
+DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
+
+
+def tier_name(basis: str, level: str) -> str:
+    return f"{basis}:{level}"
+
+
+def basis_hits(hits: Sequence[dict], basis: str) -> list[dict]:
+    return [h for h in hits if h.get("identical")] if basis == "identical" else list(hits)
+
+
+def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA,
+                  top: Optional[float] = None) -> list[dict]:
+    """The distinct values of ``key`` the hits state, each with its raw score and sources (best first)."""
+    if not hits:
+        return []
+    top = max(float(h.get("score", 0.0)) for h in hits) if top is None else top
+    slots: dict[str, dict] = {}
+    total = 0.0
+    for h in hits:
+        value = (h.get("values") or {}).get(key)
+        if value is None or not str(value).strip():
+            continue
+        w = math.exp((float(h.get("score", 0.0)) - top) / tau)
+        total += w
+        slot = slots.setdefault(value_key(value), {"value": str(value), "weight": 0.0, "sources": []})
+        slot["weight"] += w
+        slot["sources"].append(h["listing_id"])
+    out = [{"value": s["value"], "raw": s["weight"] / (total + alpha), "sources": s["sources"]} for s in slots.values()]
+    return sorted(out, key=lambda c: -c["raw"])
+
+
+def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapping) -> list[dict]:
+    """Every (basis, value) candidate of one key: raw score, calibrated confidence, stateable or not."""
+    tiers = calibration.get("tiers") or {}
+    tau, alpha = calibration.get("tau", DEFAULT_TAU), calibration.get("alpha", DEFAULT_ALPHA)
+    top = max((float(h.get("score", 0.0)) for h in hits), default=0.0)
+    out = []
+    for basis in BASES[level]:
+        tier = tiers.get(tier_name(basis, level))
+        for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
+            out.append({**c, "basis": basis, "confidence": round(confidence(tier, c["raw"]), 4),
+                        "passes": (basis, level) in STATEABLE and passes(tier, c["raw"])})
+    return sorted(out, key=lambda c: (-c["passes"], -c["confidence"], c["basis"] != "identical", -c["raw"]))
+
+
+def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibration: Mapping,
+           confirmed: Optional[Mapping[str, str]] = None, in_domain: bool = True, abstain: bool = True,
+           max_candidates: int = 3) -> list[dict]:
+    """One entry per key (the template's, then confirmed keys outside it), in order."""
+    confirmed = dict(confirmed or {})
+    ordered = list(dict.fromkeys([*keys, *confirmed]))
+    out = []
+    for key in ordered:
+        level = levels.level(key)
+        entry = {"key": key, "level": level, "value": None, "status": "to_confirm", "confidence": 0.0,
+                 "basis": None, "sources": [], "candidates": []}
+        if key in confirmed:
+            entry.update(value=confirmed[key], status="confirmed", confidence=1.0, basis="seller")
+            out.append(entry)
+            continue
+        cands = key_candidates(hits, key, level, calibration) if in_domain else []
+        distinct: dict[str, dict] = {}
+        for c in cands:
+            distinct.setdefault(value_key(c["value"]), c)
+        entry["candidates"] = [{"value": c["value"], "confidence": c["confidence"], "basis": c["basis"],
+                                "sources": c["sources"]} for c in list(distinct.values())[:max_candidates]]
+        best = cands[0] if cands else None
+        if best is not None and (best["passes"] or not abstain):
+            entry.update(value=best["value"], status="stated", confidence=best["confidence"], basis=best["basis"],
+                         sources=best["sources"])
+            entry["candidates"] = [c for c in entry["candidates"] if value_key(c["value"]) != value_key(best["value"])]
+        out.append(entry)
+    return out
+
+
+def facts_of(attributes: Sequence[dict]) -> dict[str, str]:
+    """The values generation may state: stated and confirmed ones, in order."""
+    return {a["key"]: a["value"] for a in attributes if a["status"] in ("stated", "confirmed") and a["value"]}
+
+
+def unknown_of(attributes: Sequence[dict]) -> list[str]:
+    """Keys left to the seller (no fact)."""
+    return [a["key"] for a in attributes if a["status"] == "to_confirm"]

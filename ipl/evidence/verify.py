@@ -1,0 +1,107 @@
+"""Checking a written description against the evidence, and repairing it by dropping clauses.
+
+``check(text, facts, unknown, vocabulary, matcher)`` looks at every scored key (product and
+SKU level) with the evaluation's matcher: for a key with a fact, any other known value of the
+key stated in the text is a ``contradiction``; for a key left to the seller, any known value
+is ``unsupported`` (nothing calibrated says it). Synonyms and parts of the fact
+(``iPhone 13`` inside ``iPhone 13 Pro``) are not problems.
+
+``repair(text, values, matcher, keep)`` drops the clauses (split at , ; . ! ? and their CJK
+forms, and line breaks) that state a problem value; a clause that also states a fact keeps
+the fact and loses only the value. It returns the text with what was removed. ``verify`` does both and returns the reply's ``verification`` object. The same
+clause dropping cleans training targets (:mod:`ipl.data.instructions`), so the model is
+trained on what serving would let through.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping, Sequence
+
+from ipl.extract.grounding import value_pattern
+from ipl.extract.matcher import AttributeMatcher, value_key
+from ipl.text.normalize import has_cjk, normalize
+
+_CLAUSE = re.compile(r"[^,;.!?，；。！？\n]+[,;.!?，；。！？\n]*")
+
+
+def clauses(text: str) -> list[str]:
+    """The text cut after each clause delimiter; ''.join(clauses(t)) == t."""
+    parts = _CLAUSE.findall(text or "")
+    rest = (text or "")[len("".join(parts)):]
+    return parts + ([rest] if rest else [])
+
+
+def _other_values(key: str, fact: str, vocabulary: Mapping[str, Iterable[str]], matcher: AttributeMatcher):
+    fact_forms = {value_key(f) for f in matcher.forms(fact)}
+    for other in vocabulary.get(key, ()):
+        n = value_key(other)
+        if not n or n in fact_forms or any(n in f for f in fact_forms) or matcher.same(fact, other):
+            continue
+        yield str(other)
+
+
+def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
+          matcher: AttributeMatcher) -> list[dict]:
+    problems = []
+    fact_keys = {value_key(v) for v in facts.values()}
+    for key, fact in facts.items():
+        for other in _other_values(key, fact, vocabulary, matcher):
+            if matcher.states(other, text):
+                problems.append({"key": key, "stated": other, "expected": fact, "kind": "contradiction"})
+    for key in unknown:
+        for value in vocabulary.get(key, ()):
+            n = value_key(value)
+            if n and not any(n in f for f in fact_keys) and matcher.states(str(value), text):
+                problems.append({"key": key, "stated": str(value), "expected": None, "kind": "unsupported"})
+    return problems
+
+
+def _cut(part: str, value: str, matcher: AttributeMatcher) -> str:
+    """``part`` without the spans stating ``value`` (or a synonym)."""
+    for form in sorted(matcher.forms(value), key=len, reverse=True):
+        pat = value_pattern(form)
+        if pat is None:
+            continue
+        short = len(normalize(form)) <= 2 and not has_cjk(form)
+        hay = part if short else part.lower()
+        spans = [m.span() for m in pat.finditer(hay)] if len(hay) == len(part) else []
+        for a, b in reversed(spans):
+            part = part[:a].rstrip(" ") + (" " if a and b < len(part) and part[b:b + 1].isalnum() else "") + part[b:]
+    return part
+
+
+def repair(text: str, values: Iterable[str], matcher: AttributeMatcher,
+           keep: Iterable[str] = ()) -> tuple[str, list[str]]:
+    """``text`` without what states any of ``values``; (new text, removed pieces). A clause that
+    states a value is dropped whole, unless it also states one of ``keep`` (the facts): then only
+    the value itself is cut out of it, so a fact written beside an unknown value survives."""
+    values, keep = list(dict.fromkeys(values)), list(keep)
+    kept, removed = [], []
+    for part in clauses(text):
+        bad = [v for v in values if matcher.states(v, part)]
+        if not bad:
+            kept.append(part)
+        elif any(matcher.states(k, part) for k in keep):
+            cut = part
+            for v in bad:
+                cut = _cut(cut, v, matcher)
+            removed.extend(bad)
+            kept.append(cut)
+        else:
+            removed.append(part.strip())
+    out = re.sub(r"\s+([,;.!?，；。！？])", r"\1", "".join(kept)).strip()
+    out = re.sub(r"^[,;，；\s]+", "", out)
+    return out, removed
+
+
+def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
+           matcher: AttributeMatcher) -> tuple[str, dict]:
+    """(the description to show, the ``verification`` object of the reply)."""
+    problems = check(text, facts, unknown, vocabulary, matcher)
+    keys = [*facts, *unknown]
+    if not problems:
+        return text, {"checked": len(keys), "problems": [], "repaired": False, "removed": [], "ok": True}
+    repaired, removed = repair(text, [p["stated"] for p in problems], matcher, facts.values())
+    left = check(repaired, facts, unknown, vocabulary, matcher)
+    return repaired, {"checked": len(keys), "problems": problems, "repaired": True, "removed": removed,
+                      "ok": not left}

@@ -1,0 +1,71 @@
+"""The evidence model on hand-made cases: what is stated, what is asked, what is never taken."""
+from ipl.catalog.levels import KeyLevels
+from ipl.evidence.assess import assess, facts_of, scored_values, unknown_of
+
+TIER = {"enabled": True, "threshold": 0.6, "curve": [[0.0, 0.1], [0.6, 0.96], [0.8, 0.99]]}
+OFF = {"enabled": False, "reason": "no score reaches precision 0.95", "curve": [[0.0, 0.2], [0.7, 0.5]]}
+CAL = {"tau": 0.05, "alpha": 1.0, "tiers": {"identical:product": TIER, "identical:sku": TIER,
+                                            "similar:product": TIER, "similar:sku": {**TIER, "enabled": False}}}
+KEYS = ["Brand", "Model", "Color", "Condition"]
+
+
+def hit(lid, score, identical=False, **values):
+    return {"listing_id": lid, "score": score, "identical": identical, "values": values}
+
+
+def test_agreement_score_counts_listings_near_the_top_with_a_pseudo_count():
+    one = scored_values([hit("a", 0.9, Brand="Apple")], "Brand")
+    assert one[0]["raw"] == 0.5  # one listing alone: 1 / (1 + alpha)
+    many = scored_values([hit(str(i), 0.9, Brand="Apple") for i in range(5)], "Brand")
+    assert many[0]["raw"] > 0.8 and many[0]["sources"] == ["0", "1", "2", "3", "4"]
+    split = scored_values([hit("a", 0.9, Brand="Apple"), hit("b", 0.9, Brand="Samsung")], "Brand")
+    assert split[0]["raw"] < 0.5
+    far = scored_values([hit("a", 0.9, Brand="Apple"), hit("b", 0.5, Brand="Samsung")], "Brand")
+    assert far[0]["value"] == "Apple" and far[1]["raw"] < 0.01  # listings far below the top count little
+
+
+def test_agreeing_similar_listings_state_the_brand_but_never_another_skus_colour():
+    hits = [hit(str(i), 0.9, Brand="Apple", Model="iPhone 12", Color="Red") for i in range(4)]
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, CAL)}
+    assert out["Brand"]["status"] == "stated" and out["Brand"]["basis"] == "similar"
+    assert out["Brand"]["confidence"] >= 0.95 and out["Brand"]["sources"] == ["0", "1", "2", "3"]
+    assert out["Color"]["status"] == "to_confirm" and out["Color"]["value"] is None
+    assert out["Color"]["candidates"][0]["value"] == "Red"  # offered, not stated
+    assert out["Condition"]["status"] == "to_confirm" and out["Condition"]["candidates"] == []  # never from refs
+
+
+def test_identical_listings_state_sku_level_values():
+    hits = [hit(str(i), 0.99, identical=True, Brand="Apple", Color="Blue") for i in range(3)]
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, CAL)}
+    assert out["Color"]["status"] == "stated" and out["Color"]["basis"] == "identical"
+
+
+def test_disagreement_abstains_and_lists_candidates_with_confidence():
+    hits = [hit("a", 0.9, Brand="Apple"), hit("b", 0.9, Brand="Samsung"), hit("c", 0.89, Brand="Sony")]
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, CAL)}
+    b = out["Brand"]
+    assert b["status"] == "to_confirm" and b["value"] is None
+    assert [c["value"] for c in b["candidates"]][:2] == ["Apple", "Samsung"]
+    assert all(0 <= c["confidence"] < 0.95 for c in b["candidates"])
+    assert facts_of(out.values()) == {} and unknown_of(out.values()) == KEYS
+
+
+def test_a_disabled_tier_states_nothing_and_abstain_off_states_the_best_candidate():
+    cal = {**CAL, "tiers": {**CAL["tiers"], "similar:product": OFF}}
+    hits = [hit(str(i), 0.9, Brand="Apple") for i in range(6)]
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal)}
+    assert out["Brand"]["status"] == "to_confirm"
+    unguarded = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, abstain=False)}
+    assert unguarded["Brand"]["status"] == "stated" and unguarded["Brand"]["value"] == "Apple"
+    assert unguarded["Condition"]["status"] == "to_confirm"  # listing level stays the seller's even then
+
+
+def test_out_of_domain_photos_state_no_product_value_and_confirmed_values_are_facts():
+    hits = [hit(str(i), 0.9, Brand="Apple", Model="iPhone 12") for i in range(6)]
+    ood = assess(KEYS, KeyLevels(), hits, CAL, in_domain=False)
+    assert all(a["status"] == "to_confirm" and not a["candidates"] for a in ood)
+    out = assess(KEYS, KeyLevels(), hits, CAL, confirmed={"Brand": "Huawei", "Condition": "like new"})
+    by = {a["key"]: a for a in out}
+    assert by["Brand"] == {**by["Brand"], "value": "Huawei", "status": "confirmed", "confidence": 1.0,
+                           "basis": "seller"}
+    assert facts_of(out) == {"Brand": "Huawei", "Model": "iPhone 12", "Condition": "like new"}

@@ -1,0 +1,73 @@
+"""Calibration of evidence tiers: isotonic confidence, target-precision thresholds, disabled tiers."""
+import numpy as np
+
+from ipl.catalog.levels import KeyLevels
+from ipl.evidence.calibrate import confidence, fit_tier, isotonic, passes
+from ipl.evidence.fit import calibrate
+
+
+def test_isotonic_confidence_never_falls_as_the_score_rises():
+    rng = np.random.default_rng(0)
+    scores = rng.random(500)
+    correct = rng.random(500) < scores  # P(correct | s) = s
+    tier = fit_tier(scores, correct, 0.9, 20)
+    curve = [c[1] for c in tier["curve"]]
+    assert curve == sorted(curve)
+    assert confidence(tier, 0.05) < 0.3 < 0.7 < confidence(tier, 0.97)
+    assert [b[2] for b in isotonic(np.array([0.1, 0.1, 0.2]), np.array([1, 0, 1]))] == [2, 1]
+
+
+def test_threshold_reaches_the_target_on_the_held_out_candidates():
+    scores = np.linspace(0, 1, 200)
+    correct = scores > 0.3  # perfectly separable above 0.3
+    tier = fit_tier(scores, correct, 0.95, 20)
+    assert tier["enabled"] and 0.29 < tier["threshold"] <= 0.31
+    stated = scores >= tier["threshold"]
+    assert correct[stated].mean() >= 0.95 and tier["precision"] == round(float(correct[stated].mean()), 4)
+    assert passes(tier, 0.9) and not passes(tier, 0.1)
+
+
+def test_a_tier_that_cannot_reach_its_target_is_disabled_with_the_reason():
+    rng = np.random.default_rng(1)
+    scores = rng.random(300)
+    correct = rng.random(300) < 0.5  # a coin flip whatever the score
+    tier = fit_tier(scores, correct, 0.95, 20, "top-1 hits")
+    assert not tier["enabled"] and tier["threshold"] is None
+    assert "no score reaches precision 0.95" in tier["reason"] and "300 held-out top-1 hits" in tier["reason"]
+    assert not passes(tier, 1.0)  # nothing is ever stated through it: no max+epsilon threshold
+    # too few candidates above a precise score: also disabled (min_support)
+    few = fit_tier([0.9, 0.95, 0.1, 0.2], [True, True, False, False], 0.95, 20)
+    assert not few["enabled"]
+    empty = fit_tier([], [], 0.95, 1)
+    assert not empty["enabled"] and "no held-out" in empty["reason"] and confidence(empty, 0.5) == 0.0
+
+
+def _hit(lid, sku, score, **values):
+    return {"listing_id": lid, "sku_id": sku, "category": "phone", "score": score, "values": values}
+
+
+def test_calibrate_fits_every_tier_from_held_out_queries():
+    """Queries whose top hit is the same SKU at high similarity, and others of similar products
+    only: the identical tier calibrates, SKU-level values from similar listings never state."""
+    queries = []
+    for i in range(60):
+        same = [_hit(f"a{i}{j}", "s1", 0.97 - 0.001 * j, Brand="Apple", Model="iPhone 12", Color="Blue")
+                for j in range(3)]
+        other = [_hit(f"b{i}{j}", "s2", 0.80 - 0.01 * j, Brand="Apple", Model="iPhone 12", Color="Red")
+                 for j in range(3)]
+        truth = {"Brand": "Apple", "Model": "iPhone 12", "Color": "Blue", "Condition": "used"}
+        base = {"sku_id": "s1", "category": "phone", "truth": truth, "predicted": ("phone", 0.9)}
+        queries.append({**base, "hits": same + other})
+        queries.append({**base, "hits": other})  # the SKU removed: only a similar product (another colour)
+    ev = calibrate(queries, KeyLevels(), 0.95, 20, k=8)
+    tiers = ev["tiers"]
+    assert tiers["identical"]["enabled"] and 0.80 < tiers["identical"]["threshold"] <= 0.97
+    assert tiers["similar:product"]["enabled"]  # brand/model agree across the SPU
+    assert not tiers["similar:sku"]["enabled"] and "policy" in tiers["similar:sku"]
+    assert tiers["identical:sku"]["enabled"]
+    assert ev["in_domain"]["min_similarity"] <= 0.80 and "similar:sku" not in ev["disabled"]
+    # a category predictor that is right half the time cannot gate at 0.95: disabled, and no value tier fits
+    for q in queries[::2]:
+        q["predicted"] = ("laptop", 0.9)
+    ev = calibrate(queries, KeyLevels(), 0.95, 20, k=8)
+    assert "category" in ev["disabled"] and "similar:product" in ev["disabled"]
