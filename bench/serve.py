@@ -12,6 +12,11 @@ sequential category + retrieval. Everything is measured side by side in one run.
    whole draft, time to the first event (``meta``) and to the first description text;
 3. the graph with ``pipeline.concurrent`` true and false: the category+retrieval wall time
    from the reply's timings.
+
+``--guard`` measures only the cost of the trust layer: the same in-process stages driven by two
+pipelines, one with the decode-time guard and the verification on and one with both off
+(abstention on in both, so the prompts are the same), requests alternating between them one
+at a time; it prints the p50 ratio (goal: at most 1.10).
 """
 from __future__ import annotations
 
@@ -39,16 +44,57 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def in_process(cfg, photos, n):
-    from ipl.catalog.templates import load_templates
+def local_stages(cfg):
     from ipl.serve.deployments import CategoryPredictor, Retriever, SafetyGate
     from ipl.serve.extractor import AttributeExtractor
     from ipl.serve.generator import Generator
-    from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
+    from ipl.serve.pipeline import LocalStages
+
+    return LocalStages(SafetyGate(cfg), CategoryPredictor(cfg), Retriever(cfg), AttributeExtractor(cfg), Generator(cfg))
+
+
+def guard_cost(cfg, photos, n):
+    """p50 draft latency with guard + verification on vs off, alternating, same stages."""
+    from ipl.catalog.templates import load_levels, load_templates
+    from ipl.serve.pipeline import DraftPipeline, DraftRequest
+
+    stages = local_stages(cfg)
+    templates, levels = load_templates(cfg.templates_path), load_levels(cfg.templates_path)
+    off = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"guard": False, "verify": False})})
+    pipes = {"on": DraftPipeline(stages, templates, cfg, levels), "off": DraftPipeline(stages, templates, off, levels)}
+    times: dict = {"on": [], "off": []}
+    blocked = []
+
+    async def one(name, p):
+        t = time.monotonic()
+        draft = await pipes[name].prepare(DraftRequest(photos=[p]))
+        async for _ in pipes[name].generate(draft):
+            pass
+        if name == "on":
+            blocked.append(len(draft.blocked))
+        return time.monotonic() - t
+
+    async def run():
+        for name in ("on", "off"):
+            await one(name, photos[0])  # warm-up (tokenized value cache, vocabulary cache)
+        for i in range(n):
+            for name in (("on", "off") if i % 2 else ("off", "on")):
+                times[name].append(await one(name, photos[i % len(photos)]))
+
+    asyncio.run(run())
+    on, off = pct(times["on"], 50), pct(times["off"], 50)
+    print(f"guard + verification on / off, p50 draft latency at concurrency 1 (in-process, {n} requests each, "
+          f"alternating): {on:.3f}s / {off:.3f}s = {on / off:.3f}x; values blocked per draft p50 {pct(blocked, 50)}")
+    return {"on_p50_s": on, "off_p50_s": off, "ratio": on / off, "requests": n, "blocked_p50": pct(blocked, 50)}
+
+
+def in_process(cfg, photos, n):
+    from ipl.catalog.templates import load_levels, load_templates
+    from ipl.serve.pipeline import DraftPipeline, DraftRequest
 
     seq = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"concurrent": False})})
-    stages = LocalStages(SafetyGate(cfg), CategoryPredictor(cfg), Retriever(cfg), AttributeExtractor(cfg), Generator(cfg))
-    pipe = DraftPipeline(stages, load_templates(cfg.templates_path), seq)
+    stages = local_stages(cfg)
+    pipe = DraftPipeline(stages, load_templates(cfg.templates_path), seq, load_levels(cfg.templates_path))
 
     async def one(p):
         t = time.monotonic()
@@ -121,6 +167,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "serve.json"))
+    ap.add_argument("--guard", action="store_true", help="only the guard + verification cost (in-process A/B)")
     ap.add_argument("extra", nargs="*", help="extra key=value overrides of the Serve config")
     args = ap.parse_args()
     overrides = [f"run.name={args.run}", f"http.port={args.port}", "pipeline.max_inflight=64",
@@ -134,6 +181,11 @@ def main() -> None:
     photos = [e["photos"][0] for e in held_out_examples(cfg.run.dir / "clean" / "listings", cfg.index_root, 32)]
     if not photos:
         raise SystemExit(f"no held-out photos for run {args.run}")
+    if args.guard:
+        out = guard_cost(cfg, photos, args.requests)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).with_name("serve_guard.json").write_text(json.dumps(out, indent=2))
+        return
     results = []
     rows, wall = in_process(cfg, photos, args.requests)
     results.append(summary("in-process, sequential (baseline)", rows, wall))

@@ -15,6 +15,8 @@ top approach 1; listings far below the top count little. Bases and the levels th
 * ``identical`` (hits at or above the calibrated identical-product threshold): product + SKU;
 * ``similar`` (all hits of the category): product level only; SKU-level candidates are
   offered to the seller, never stated (another SKU's colour is not this item's colour);
+* ``photo`` (a classifier on the seller's photos, e.g. colour: its probability is the raw
+  score): SKU level;
 * ``seller``: confirmed values, confidence 1;
 * listing-level keys (condition, accessories) are never taken from references.
 
@@ -32,7 +34,7 @@ from ipl.evidence.calibrate import confidence, passes
 from ipl.extract.matcher import value_key
 
 BASES = {"product": ("identical", "similar"), "sku": ("identical", "similar"), "listing": ()}
-STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product")}
+STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "sku")}
 DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
 
 
@@ -65,8 +67,10 @@ def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alph
     return sorted(out, key=lambda c: -c["raw"])
 
 
-def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapping) -> list[dict]:
-    """Every (basis, value) candidate of one key: raw score, calibrated confidence, stateable or not."""
+def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapping,
+                   photo: Optional[Sequence[dict]] = None) -> list[dict]:
+    """Every (basis, value) candidate of one key: raw score, calibrated confidence, stateable or not.
+    ``photo``: a photo classifier's ``[{"value", "score"}]`` for this key (basis ``photo``)."""
     tiers = calibration.get("tiers") or {}
     tau, alpha = calibration.get("tau", DEFAULT_TAU), calibration.get("alpha", DEFAULT_ALPHA)
     top = max((float(h.get("score", 0.0)) for h in hits), default=0.0)
@@ -76,13 +80,20 @@ def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapp
         for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
             out.append({**c, "basis": basis, "confidence": round(confidence(tier, c["raw"]), 4),
                         "passes": (basis, level) in STATEABLE and passes(tier, c["raw"])})
+    tier = tiers.get(tier_name("photo", level))
+    for p in photo or ():
+        out.append({"value": p["value"], "raw": p["score"], "sources": [], "basis": "photo",
+                    "confidence": round(confidence(tier, p["score"]), 4),
+                    "passes": ("photo", level) in STATEABLE and passes(tier, p["score"])})
     return sorted(out, key=lambda c: (-c["passes"], -c["confidence"], c["basis"] != "identical", -c["raw"]))
 
 
 def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibration: Mapping,
            confirmed: Optional[Mapping[str, str]] = None, in_domain: bool = True, abstain: bool = True,
-           max_candidates: int = 3) -> list[dict]:
-    """One entry per key (the template's, then confirmed keys outside it), in order."""
+           max_candidates: int = 3, photo: Optional[Mapping[str, Sequence[dict]]] = None) -> list[dict]:
+    """One entry per key (the template's, then confirmed keys outside it), in order. ``photo``:
+    key -> a photo classifier's top values with probabilities (the ``photo`` basis)."""
+    photo = {str(k).lower(): v for k, v in (photo or {}).items()}
     confirmed = dict(confirmed or {})
     ordered = list(dict.fromkeys([*keys, *confirmed]))
     out = []
@@ -94,7 +105,7 @@ def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibra
             entry.update(value=confirmed[key], status="confirmed", confidence=1.0, basis="seller")
             out.append(entry)
             continue
-        cands = key_candidates(hits, key, level, calibration) if in_domain else []
+        cands = key_candidates(hits, key, level, calibration, photo.get(key.lower())) if in_domain else []
         distinct: dict[str, dict] = {}
         for c in cands:
             distinct.setdefault(value_key(c["value"]), c)

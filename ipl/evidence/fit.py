@@ -13,6 +13,8 @@ where only similar listings exist). From those queries:
   value of that key), as a function of its raw agreement score
   (:func:`ipl.evidence.assess.scored_values`). ``similar:sku`` is fitted only to report the
   confidence of candidates offered to the seller; it never states a value;
+* ``photo:sku``: is a photo classifier's value right (e.g. the colour head,
+  :mod:`ipl.index.colour`), as a function of its probability (queries carry ``photo``);
 * ``in_domain.min_similarity``: a low quantile of the queries' best similarity; photos below
   it are unlike anything in the index and get no product-level value.
 
@@ -30,7 +32,8 @@ from ipl.evidence.assess import DEFAULT_ALPHA, DEFAULT_TAU, basis_hits, scored_v
 from ipl.evidence.calibrate import fit_tier
 from ipl.extract.matcher import value_key
 
-VALUE_TIERS = (("identical", "product"), ("identical", "sku"), ("similar", "product"), ("similar", "sku"))
+VALUE_TIERS = (("identical", "product"), ("identical", "sku"), ("similar", "product"), ("similar", "sku"),
+               ("photo", "sku"))
 
 
 def mark_identical(hits: Sequence[dict], tier: Mapping) -> list[dict]:
@@ -66,8 +69,13 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
                 for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
                     xs.append(c["raw"])
                     ys.append(value_key(c["value"]) == value_key(true))
+            for p in (q.get("photo") or {}).get(key, ()) if level == "sku" else ():
+                samples["photo:sku"][0].append(p["score"])
+                samples["photo:sku"][1].append(value_key(p["value"]) == value_key(true))
     tiers = {"identical": identical, "category": category}
     for name, (xs, ys) in samples.items():
+        if name == "photo:sku" and not xs:
+            continue  # no photo classifier
         tiers[name] = fit_tier(xs, ys, target, min_support, f"{name} candidates")
     tiers["similar:sku"] = {**tiers["similar:sku"], "enabled": False, "policy": "never stated: another SKU's value "
                             "is not this item's (offered to the seller as a candidate)"}

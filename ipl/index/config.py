@@ -102,6 +102,8 @@ class EvidenceConfig(Strict):
                          "most 1/(1+alpha)).")
     ood_quantile: float = Field(0.01, ge=0, lt=1, description="In-domain floor: this quantile of the held-out "
                                 "queries' best similarity; photos below it state no product-level value.")
+    colour_key: Optional[str] = Field("Color", description="Attribute the photo-colour head predicts (trained on the "
+                                      "indexed listings' values of it; null: no colour head).")
     templates: Optional[str] = Field(None, description="templates.yaml with the key levels (null: "
                                      "<run>/templates.yaml; missing: the default levels).")
 

@@ -2,8 +2,8 @@
 
 ``ListingEmbedder(clip_source)`` holds the open_clip model (one per actor). ``__call__``
 takes a batch with ``photos`` and returns it without the photo bytes and with
-``embedding`` (float32, L2-normalised mean of the first ``photos_per_listing`` photos) and
-``embed_error`` (why a row has no vector: no photos, undecodable photos). The composer
+``embedding`` (float32, L2-normalised mean of the first ``photos_per_listing`` photos),
+``colour`` (the photos' colour features, :mod:`ipl.index.colour`) and ``embed_error`` (why a row has no vector: no photos, undecodable photos). The composer
 drops rows with an error and counts them.
 """
 from __future__ import annotations
@@ -13,8 +13,12 @@ import pyarrow as pa
 import torch
 
 from ipl.data.contract import require_columns
+from ipl.index.colour import HUES, SATS, VALS, photos_features
 from ipl.models.clip import load_clip
 from ipl.photos import decode_photo
+
+
+COLOUR_DIM = HUES * SATS * VALS
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -42,6 +46,7 @@ class ListingEmbedder:
         require_columns({c: None for c in batch.column_names}, ["photos"], "embed")
         photos = batch.column("photos").to_pylist()
         images, owners, errors = [], [], [None] * len(photos)
+        colours = np.zeros((len(photos), COLOUR_DIM), np.float32)
         for i, plist in enumerate(photos):
             if not plist:
                 errors[i] = "no photos"
@@ -51,6 +56,7 @@ class ListingEmbedder:
             except Exception as exc:
                 errors[i] = f"unreadable photo: {type(exc).__name__}: {exc}"
                 continue
+            colours[i] = photos_features(decoded)
             images += decoded
             owners += [i] * len(decoded)
         dim = self.clip.dim
@@ -62,4 +68,5 @@ class ListingEmbedder:
             vectors = np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0).astype(np.float32)
         out = batch.drop_columns(["photos"])
         out = out.append_column("embedding", vectors_to_arrow(vectors))
+        out = out.append_column("colour", vectors_to_arrow(colours))
         return out.append_column("embed_error", pa.array(errors, pa.string()))

@@ -43,12 +43,22 @@ class ShardedIndex:
         self.shards, self.offsets, self.metadata = shards, offsets, metadata
         self.identical_threshold = identical_threshold
         self._vocabulary: Optional[dict] = None
+        self._colour = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
 
     @property
     def evidence(self) -> dict:
         """The evidence calibration of this version (empty for an index built before it)."""
         return self.manifest.get("evidence") or {}
+
+    @property
+    def colour(self):
+        """The photo-colour head calibrated with this version (None when it has none)."""
+        if self._colour is None:
+            from ipl.index.colour import ColourPredictor
+
+            self._colour = ColourPredictor.load(self.version_dir) or False
+        return self._colour or None
 
     def vocabulary(self, category: str) -> dict[str, list[str]]:
         """Scored key -> the values the indexed listings of ``category`` state (read once)."""

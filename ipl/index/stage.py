@@ -29,6 +29,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -202,17 +203,56 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
 
 # -- 5. evaluation -------------------------------------------------------------------------------
 def load_embeddings(emb_dir: Path, holdout: set, held_out: bool,
-                    columns=("listing_id", "sku_id", "spu_id", "category")):
+                    columns=("listing_id", "sku_id", "spu_id", "category"), vector: str = "embedding"):
     """(vectors, metadata dict) of the held-out rows (``held_out``) or of the indexed ones."""
     import pyarrow as pa
     import pyarrow.dataset as pds
 
-    t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*columns, "embed_error", "embedding"])
+    cols = list(dict.fromkeys(["listing_id", *columns]))
+    t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*cols, "embed_error", vector])
     ids = t.column("listing_id").to_pylist()
     err = t.column("embed_error").to_pylist()
     mask = [e is None and (i in holdout) == held_out for i, e in zip(ids, err)]
     t = t.filter(pa.array(mask))
-    return arrow_to_vectors(t.column("embedding")), {c: t.column(c).to_pylist() for c in columns}
+    return arrow_to_vectors(t.column(vector)), {c: t.column(c).to_pylist() for c in columns}
+
+
+def colour_labels(extracted: list, key: str) -> list:
+    """The value of ``key`` (case-insensitive) in each row's extracted attributes, or None."""
+    out = []
+    for raw in extracted:
+        try:
+            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except ValueError:
+            attrs = {}
+        out.append(next((str(v) for k, v in attrs.items() if str(k).lower() == key.lower() and v), None))
+    return out
+
+
+def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
+    """Fit the photo-colour head on the indexed listings (a Ray task); None when there is nothing to learn."""
+    import ray
+
+    from ipl.index.category import train_head
+    from ipl.index.colour import ColourPredictor
+
+    key = cfg.evidence.colour_key
+    if not key:
+        return None
+    feats, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("extracted",), vector="colour")
+    labels = colour_labels(meta["extracted"], key)
+    keep = np.array([lab is not None for lab in labels], dtype=bool)
+    classes = {lab for lab in labels if lab is not None}
+    if keep.sum() < 20 or len(classes) < 2:
+        log.warning("no photo-colour head: %d listings state %s in %d values", int(keep.sum()), key, len(classes))
+        return None
+    c = cfg.category
+    head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
+        feats[keep], [lab for lab in labels if lab is not None], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
+    head["key"] = key
+    log.info("photo-colour head: %d values of %s, train accuracy %.2f", len(head["classes"]), key,
+             head["train_accuracy"])
+    return head, ColourPredictor(head)
 
 
 def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[str]]]:
@@ -231,7 +271,8 @@ def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[
     return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 
 
-def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int) -> list[dict]:
+def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int,
+                     photo: Optional[list] = None) -> list[dict]:
     """Each held-out listing twice: as it is, and with its SKU removed from the hits."""
     from ipl.extract.grounding import grounded_values
 
@@ -245,13 +286,14 @@ def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k:
         except ValueError:
             truth = {}
         base = {"sku_id": meta["sku_id"][i], "category": meta["category"][i], "truth": truth,
-                "predicted": predicted[i]}
+                "predicted": predicted[i], "photo": photo[i] if photo else {}}
         out.append({**base, "hits": hits[:k * 2]})
         out.append({**base, "hits": [h for h in hits if h.get("sku_id") != meta["sku_id"][i]][:k * 2]})
     return out
 
 
-def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels) -> dict:
+def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels,
+             photo: Optional[list] = None) -> dict:
     from ipl.evidence.fit import calibrate
 
     if len(vectors) == 0:
@@ -269,8 +311,8 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     if predictor is not None:
         out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
     e = cfg.evidence
-    out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k), levels, e.target_precision,
-                                e.min_support, e.k, e.tau, e.alpha, e.ood_quantile)
+    out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k, photo), levels,
+                                e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile)
     if zero_shot is not None:
         pred = np.array([p[0]["category"] for p in zero_shot.predict(vectors, 1)])
         out["category_top1_zero_shot"] = float((pred == cat).mean())
@@ -378,7 +420,12 @@ def build(cfg: IndexConfig) -> dict:
         vecs, meta = load_embeddings(emb_dir, hold, held_out=True,
                                      columns=("listing_id", "sku_id", "spu_id", "category", "extracted"))
         levels = key_levels(cfg)
-        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels)
+        colour = train_colour(cfg, emb_dir, hold)
+        photo = None
+        if colour is not None:
+            feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
+            photo = [{colour[0]["key"]: p} for p in colour[1].predict_features(feats, 3)]
+        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
         if cfg.eval.same_product_dir:
@@ -388,6 +435,12 @@ def build(cfg: IndexConfig) -> dict:
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
             (tier.get("threshold") if tier.get("enabled") else None)
         write_json_atomic(staged / VOCABULARY, vocabulary(emb_dir, hold, levels))
+        if colour is not None:
+            from ipl.index.colour import save_colour_head
+
+            save_colour_head(colour[0], staged, colour[0]["key"])
+            result["colour_head"] = {"key": colour[0]["key"], "values": len(colour[0]["classes"]),
+                                     "train_accuracy": round(colour[0]["train_accuracy"], 4)}
         manifest.update({"thresholds": {"identical": threshold, "calibrated": cfg.identical_threshold is None},
                          "target_precision": cfg.evidence.target_precision, "evidence": evidence,
                          "vocabulary": VOCABULARY, "eval": result, "category_head": str(cfg.category_dir)})
@@ -397,6 +450,7 @@ def build(cfg: IndexConfig) -> dict:
         if cfg.category_dir.exists():
             shutil.rmtree(cfg.category_dir)
         tmp_cat.rename(cfg.category_dir)
+
         final = publish(root, staged, manifest, keep=cfg.keep_versions)
     finally:
         shutil.rmtree(emb_dir, ignore_errors=True)

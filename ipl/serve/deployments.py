@@ -8,7 +8,8 @@
   zero-shot through the text tower); the photos' mean embedding.
 * ``Retriever.search(photos, k)``: identical/similar listings from the sharded index, each
   with listing id, similarity, whether it is the identical SKU, price, category, attributes
-  and description, plus the version's evidence calibration. ``vocabulary(category)``: the
+  and description, plus the version's evidence calibration and its photo-colour head's top
+  values for these photos (``photo``, the evidence's ``photo`` basis). ``vocabulary(category)``: the
   known values per key (the decode-time guard's lists). A newer index version is picked up
   every ``refresh_s`` seconds; a bad one is refused and the old one keeps serving.
 
@@ -144,12 +145,15 @@ class Retriever:
     def _search(self, photos: Sequence[bytes], k: int) -> dict:
         self._maybe_refresh()
         index = self.holder.index
-        vec = _mean(_embed(self.clip, photos))
+        images = [decode_photo(p) for p in photos]
+        vec = _mean(self.clip.encode_images(images).numpy())
         hits = index.search(vec[None, :], k)[0]
+        colour = index.colour
+        photo = {colour.key: colour.predict(images, 3)} if colour is not None else {}
         keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
                 "attributes")
         return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
-                "identical_threshold": index.identical_threshold, "evidence": index.evidence}
+                "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo}
 
     async def search(self, photos: Sequence[bytes], k: int = 0) -> dict:
         return await asyncio.to_thread(self._search, list(photos), k or self.cfg.k)

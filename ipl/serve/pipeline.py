@@ -188,7 +188,7 @@ class DraftPipeline:
         ev = self.cfg.evidence
         evidence_hits = [{**h, "values": values.get(h["listing_id"], {})} for h in same]
         attributes = assess(template, self.levels, evidence_hits, calibration, req.confirmed, in_domain, ev.abstain,
-                            ev.max_candidates)
+                            ev.max_candidates, found.get("photo") if category else None)
         facts = facts_of(attributes)
         scored = set(self.levels.scored([a["key"] for a in attributes]))
         unknown = [k for k in unknown_of(attributes) if k in scored]

@@ -12,6 +12,8 @@ import yaml
 from ipl.config import load_config
 from ipl.eval.config import CONDITIONS, EvalConfig
 
+ROWS = [*CONDITIONS, *(f"{c}:unguarded" for c in CONDITIONS), "confirmed"]
+
 pytestmark = pytest.mark.integration
 REALDATA = Path("../shared/realdata")
 
@@ -56,12 +58,18 @@ def test_ablation_rows_for_both_sets(evaluated):
     table = m["ablation"]["table"]
     assert set(table) == {"indexed_sku", "unseen_sku", "all"}
     for name, rows in table.items():
-        assert list(rows) == list(CONDITIONS)
+        assert list(rows) == ROWS
         for row in rows.values():
-            for k in ("acc", "hallucination", "sim", "bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL"):
+            for k in ("acc", "hallucination", "abstained", "sim", "bleu1", "bleu2", "bleu3", "bleu4", "rouge1",
+                      "rouge2", "rougeL"):
                 assert 0 <= row[k] <= 1.0001, (name, k, row[k])
+            assert row["precision"] is None or 0 <= row["precision"] <= 1
+            assert row["contradicted_values"] >= 0
             assert row["descriptions"] == (10 if name == "all" else 5)
             assert row["values"] > 0  # ground-truth key attributes were scored
+        # the seller confirmed what the draft asked: nothing of the truth is left to confirm
+        assert rows["confirmed"]["abstained"] == 0.0
+        assert rows["image"]["abstained"] == 1.0  # the image row is given no fact
 
 
 def test_held_out_sets_were_never_trained_on(evaluated):
@@ -79,8 +87,10 @@ def test_held_out_sets_were_never_trained_on(evaluated):
         if ex["set"] == "unseen_sku":
             # its own SKU was removed from retrieval: every reference is another product
             assert all(sku_of[r] != sku_of[ex["listing_id"]] for r in ex["references"])
-        assert set(ex["generated"]) == set(CONDITIONS)
-    assert any(ex["reference"] for ex in examples), "no example got reference values through extraction"
+        assert set(ex["generated"]) == set(ROWS)
+        for key, a in ex["attributes"].items():
+            assert a["status"] in ("stated", "to_confirm", "confirmed") and 0 <= a["confidence"] <= 1
+    assert any(ex["unguarded_reference"] for ex in examples), "no example got reference values through extraction"
 
 
 def test_retrieval_and_category_accuracy(evaluated):
@@ -117,6 +127,8 @@ def test_real_data_checks(eval_cfg):
     assert rd["fashion"]["category"]["photos"] == 30 and 0 <= rd["fashion"]["colour"]["top1"] <= 1
     assert rd["fashion_descriptions"]["photos"] == 2 and rd["abo"]["products"] == 3
     assert "Mercari Brand extraction" in report and "ABO same-product retrieval" in report
+    ood = rd["ood"]  # real photos through the graph's evidence: counted, each draft's product facts checked
+    assert ood["photos"] == 30 + 12 and 0 <= ood["no_product_fact"] <= 1 and "Real photos far from the index" in report
 
 
 def test_rerun_reuses_generations_and_fresh_regenerates(evaluated):

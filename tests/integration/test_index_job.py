@@ -42,6 +42,23 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
         assert 0 <= ev[key] <= 1, key
     assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU
     assert s["thresholds"]["calibrated"] is True
+    # the evidence model was calibrated on the held-out queries: every tier is either enabled with a
+    # threshold whose held-out precision reaches the target, or disabled with its reason
+    evidence = s["evidence"]
+    assert evidence["queries"] == 2 * s["holdout"] and evidence["target_precision"] == 0.95
+    assert {"identical", "category", "identical:product", "identical:sku", "similar:product",
+            "similar:sku"} <= set(evidence["tiers"])
+    for name, tier in evidence["tiers"].items():
+        if tier["enabled"]:
+            assert tier["precision"] >= 0.95 and tier["threshold"] is not None, name
+        else:
+            assert tier.get("reason") or tier.get("policy"), name
+    assert set(evidence["disabled"]) == {n for n, t in evidence["tiers"].items() if not t["enabled"] and "policy" not in t}
+    if "identical" in evidence["disabled"]:
+        assert s["thresholds"]["identical"] is None  # disabled loudly, never max+epsilon
+    vocab = json.loads((cfg.index_root / s["version"] / "vocabulary.json").read_text())
+    assert vocab and all(set(keys) <= {"Brand", "Model", "Color", "Storage", "Size", "Config", "Lens", "Edition",
+                                       "Case size", "Material"} for keys in vocab.values())
 
     # a held-out photo: its SKU's other listings are in the index; hits carry metadata
     clip = load_clip(cfg.clip_dir)

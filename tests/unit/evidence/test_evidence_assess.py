@@ -69,3 +69,17 @@ def test_out_of_domain_photos_state_no_product_value_and_confirmed_values_are_fa
     assert by["Brand"] == {**by["Brand"], "value": "Huawei", "status": "confirmed", "confidence": 1.0,
                            "basis": "seller"}
     assert facts_of(out) == {"Brand": "Huawei", "Model": "iPhone 12", "Condition": "like new"}
+
+
+def test_a_calibrated_photo_classifier_states_the_colour():
+    cal = {**CAL, "tiers": {**CAL["tiers"], "photo:sku": {"enabled": True, "threshold": 0.8,
+                                                           "curve": [[0.0, 0.3], [0.8, 0.97]]}}}
+    hits = [hit("a", 0.9, Brand="Apple", Color="Red")]
+    sure = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, photo={"Color": [
+        {"value": "Blue", "score": 0.9}, {"value": "Red", "score": 0.05}]})}
+    assert sure["Color"]["status"] == "stated" and sure["Color"]["value"] == "Blue"
+    assert sure["Color"]["basis"] == "photo" and sure["Color"]["sources"] == []
+    unsure = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, photo={"Color": [
+        {"value": "Blue", "score": 0.5}]})}
+    assert unsure["Color"]["status"] == "to_confirm"
+    assert {c["value"] for c in unsure["Color"]["candidates"]} == {"Blue", "Red"}

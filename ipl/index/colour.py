@@ -1,0 +1,91 @@
+"""A photo-colour classifier: the ``photo`` basis of the evidence model for the colour key.
+
+Image embeddings trained for identity say little about colour, and colour is in every
+template. ``colour_features(image)`` is a centre-weighted joint HSV histogram (12 hues x 3
+saturations x 3 values, square-rooted so it has unit L2 norm): it describes the colours of
+the item, which sits in the middle of a listing photo, more than the background. A linear
+softmax head on it (:func:`ipl.index.category.train_head`, the category head's trainer) is
+fitted by ``ipl index`` on the indexed listings' own extracted colours, and calibrated like
+every other tier on the held-out queries (tier ``photo:sku``). Saved inside the index version
+it was calibrated with (``colour-head.safetensors`` + ``colour-head.json``, checksummed by the
+manifest), so a rollback brings back the head and its calibration together; the Retriever
+runs it on the photos it already decoded.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ipl.index.category import softmax
+from ipl.photos import decode_photo
+from ipl.runtime import write_json_atomic
+
+SIDE, HUES, SATS, VALS = 64, 12, 3, 3
+HEAD_FILE, LABELS_FILE = "colour-head.safetensors", "colour-head.json"
+
+
+def _weights() -> np.ndarray:
+    y, x = np.mgrid[0:SIDE, 0:SIDE] / (SIDE - 1) - 0.5
+    return np.exp(-(x ** 2 + y ** 2) / (2 * 0.22 ** 2)).ravel()
+
+
+_W = _weights()
+
+
+def colour_features(photo) -> np.ndarray:
+    img = decode_photo(photo).resize((SIDE, SIDE)).convert("HSV")
+    hsv = np.asarray(img, dtype=np.float32).reshape(-1, 3) / 256.0
+    h = np.minimum((hsv[:, 0] * HUES).astype(int), HUES - 1)
+    s = np.minimum((hsv[:, 1] * SATS).astype(int), SATS - 1)
+    v = np.minimum((hsv[:, 2] * VALS).astype(int), VALS - 1)
+    hist = np.bincount((h * SATS + s) * VALS + v, weights=_W, minlength=HUES * SATS * VALS)
+    return np.sqrt(hist / max(hist.sum(), 1e-12)).astype(np.float32)
+
+
+def photos_features(photos: Sequence) -> np.ndarray:
+    """The mean feature of a listing's photos (L2-normalised)."""
+    f = np.mean([colour_features(p) for p in photos], axis=0)
+    return f / max(float(np.linalg.norm(f)), 1e-12)
+
+
+def save_colour_head(head: dict, out_dir: Path, key: str) -> None:
+    """Write the head into a (staged) index version directory."""
+    from safetensors.numpy import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": np.ascontiguousarray(head["weight"], np.float32),
+               "bias": np.ascontiguousarray(head["bias"], np.float32)}, str(out_dir / HEAD_FILE))
+    write_json_atomic(out_dir / LABELS_FILE, {"classes": head["classes"], "key": key,
+                                              "train_accuracy": head.get("train_accuracy")})
+
+
+class ColourPredictor:
+    """``predict(photos, k)``: the top-k colour values with probabilities."""
+
+    def __init__(self, head: dict):
+        self.key, self.classes = head["key"], list(head["classes"])
+        self.weight, self.bias = head["weight"], head["bias"]
+
+    @classmethod
+    def load(cls, head_dir: Path) -> Optional["ColourPredictor"]:
+        from safetensors.numpy import load_file
+
+        head_dir = Path(head_dir)
+        if not (head_dir / HEAD_FILE).is_file() or not (head_dir / LABELS_FILE).is_file():
+            return None
+        meta = json.loads((head_dir / LABELS_FILE).read_text(encoding="utf-8"))
+        return cls({**meta, **load_file(str(head_dir / HEAD_FILE))})
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return softmax(np.atleast_2d(features) @ self.weight.T + self.bias)
+
+    def predict_features(self, features: np.ndarray, k: int = 3) -> list[list[dict]]:
+        probs = self.probabilities(features)
+        top = np.argsort(-probs, axis=1)[:, :k]
+        return [[{"value": self.classes[j], "score": float(p[j])} for j in row] for row, p in zip(top, probs)]
+
+    def predict(self, photos: Sequence, k: int = 3) -> list[dict]:
+        return self.predict_features(photos_features(photos)[None, :], k)[0]
