@@ -67,6 +67,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict
     category, ucat = meta["category"]["name"], umeta["category"]["name"]
     language = draft.language
     facts_all = (draft.check or {}).get("facts", {})
+    vocab = (draft.check or {}).get("vocabulary", {})
     scored = levels.scored(meta["template"] or umeta["template"])
     ufacts_all = {k: v for k, v in umeta["facts"].items() if k in scored}
     rows: dict[str, dict] = {}
@@ -74,15 +75,16 @@ def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict
         facts = facts_all if "reference" in cond else {}
         unknown = [k for k in scored if k not in facts]
         prompt = condition_prompt(cond, category, list(facts), facts or None, language, unknown if category else None)
-        rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True}
+        rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab}
         ufacts = ufacts_all if "reference" in cond else {}
         rows[f"{cond}:unguarded"] = {"prompt": condition_prompt(cond, ucat, umeta["template"], umeta["facts"] or None,
                                                                 language),
                                      "facts": ufacts, "unknown": [k for k in scored if k not in ufacts],
-                                     "guard": False}
+                                     "guard": False, "vocabulary": vocab}
     if confirmed is not None:
-        cc = confirmed.check or {"facts": {}, "unknown": []}
-        rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True}
+        cc = confirmed.check or {"facts": {}, "unknown": [], "vocabulary": {}}
+        rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True,
+                             "vocabulary": cc["vocabulary"]}
     return rows
 
 
@@ -106,11 +108,14 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 top = stages.last_hits[0] if stages.last_hits else None
                 unguarded = await pipelines["unguarded"].prepare(DraftRequest(photos=ex["photos"], language=language))
                 confirmed = None
-                if cfg.confirmed_row:
-                    asked = {k: str(truth[k]) for k in draft.meta["to_confirm"]
-                             if truth.get(k) and levels.level(k) != "listing"}
-                    confirmed = await pipelines["system"].prepare(
-                        DraftRequest(photos=ex["photos"], language=language, confirmed=asked)) if asked else draft
+                if cfg.confirmed_row:  # the seller answers what the draft asked (the category too, if it had none)
+                    category = None if draft.meta["category"]["name"] else ex["category"]
+                    asked_keys = draft.meta["to_confirm"] if category is None else pipelines["system"].templates.get(
+                        category, [])
+                    asked = {k: str(truth[k]) for k in asked_keys if truth.get(k) and levels.level(k) != "listing"}
+                    confirmed = await pipelines["system"].prepare(DraftRequest(
+                        photos=ex["photos"], language=language, confirmed=asked, category=category)) \
+                        if asked or category else draft
             except ApiError as exc:
                 log.warning("%s %s: refused by the graph (%s): %s", set_name, ex["listing_id"], exc.code, exc)
                 records.append({"set": set_name, "listing_id": ex["listing_id"], "refused": exc.code})
@@ -129,7 +134,6 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 "retrieval": {"identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
                               "category_top1": predicted == ex["category"]},
-                "vocabulary": (draft.check or {}).get("vocabulary", {}),
                 "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels),
             })
     return records
@@ -237,7 +241,7 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
             continue
         rec["keys"] = {}
         for name, row in rec["rows"].items():
-            blocked = (blocked_values(row["facts"], row["unknown"], rec["vocabulary"], matcher,
+            blocked = (blocked_values(row["facts"], row["unknown"], row["vocabulary"], matcher,
                                       scfg.evidence.max_blocked) if row["guard"] and scfg.evidence.guard else [])
             key = generation_key(model, settings, rec["language"], row["prompt"], rec["photos"], blocked)
             rec["keys"][name] = key
@@ -320,14 +324,15 @@ def row_names(cfg: EvalConfig) -> list[str]:
     return names
 
 
-def final_text(rec: dict, name: str, text: str, matcher, verify_on: bool) -> tuple[str, Optional[dict]]:
-    """What the seller sees for one row: the generation, verified and repaired when the row's guard is on."""
+def final_text(rec: dict, name: str, text: str, matcher, evidence) -> tuple[str, Optional[dict]]:
+    """What the seller sees for one row: the generation, verified (repaired, completed) when the row's guard is on."""
     from ipl.evidence.verify import verify
 
     row = rec["rows"][name]
-    if not (row["guard"] and verify_on):
+    if not (row["guard"] and evidence.verify):
         return text, None
-    return verify(text, row["facts"], row["unknown"], rec["vocabulary"], matcher)
+    return verify(text, row["facts"], row["unknown"], row["vocabulary"], matcher, evidence.add_missing,
+                  rec["language"])
 
 
 def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:
@@ -349,7 +354,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     texts: dict = {}
     for r in scored:
         for n in names:
-            texts[(id(r), n)] = final_text(r, n, generations[r["keys"][n]], serve_matcher, scfg.evidence.verify)
+            texts[(id(r), n)] = final_text(r, n, generations[r["keys"][n]], serve_matcher, scfg.evidence)
     groups = {name: [r for r in scored if r["set"] == name] for name in dict.fromkeys(r["set"] for r in scored)}
     if len(groups) > 1:
         groups["all"] = scored
@@ -364,14 +369,16 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
         for n in names:
             hyps = [texts[(id(r), n)][0] for r in recs]
             refs = [r["description"] for r in recs]
-            attrs = AttributeScore()
-            repaired = 0
+            attrs, model_only = AttributeScore(), AttributeScore()
+            repaired = completed = 0
             for r, text in zip(recs, hyps):
                 keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
                 outcome = attrs.add(matcher, text, r["attributes"], keys, vocab.get(r["category"], {}),
-                                    abstained=r["rows"][n]["unknown"])
+                                    abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
                 repaired += bool(verification and verification["repaired"])
+                completed += bool(verification and verification["added"])
+                model_only.add(matcher, generations[r["keys"][n]], r["attributes"], keys, vocab.get(r["category"], {}))
                 if name != "all":
                     ex = examples.setdefault(f"{r['set']}:{r['listing_id']}", {
                         "set": r["set"], "listing_id": r["listing_id"], "category": r["category"],
@@ -383,7 +390,8 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                     ex["generated"][n] = {"text": text, **outcome,
                                           **({"verification": verification} if verification else {})}
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
-                   "descriptions": len(hyps), "repaired": repaired}
+                   "descriptions": len(hyps), "repaired": repaired, "completed": completed,
+                   "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate}
             if sims is not None:
                 row["sim"] = sum(sims[n][id(r)] for r in recs) / len(recs) if recs else 0.0
             table[name][n] = row

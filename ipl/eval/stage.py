@@ -93,6 +93,10 @@ def summary(cfg: EvalConfig, result: dict) -> str:
         ident = f"identical top-1 {r['identical_top1']:.2f}, " if "identical_top1" in r else ""
         lines.append(f"retrieval on {SET_TITLES.get(name, name)} ({r['queries']}): {ident}similar top-1 "
                      f"{r['similar_top1']:.2f}, category top-1 {r['category_top1']:.2f}")
+    ood = (result.get("realdata") or {}).get("ood") or {}
+    if ood.get("no_product_fact") is not None:
+        lines.append(f"real photos far from the index ({ood['photos']}): no brand/model stated as a fact in "
+                     f"{ood['no_product_fact']:.2f} of the drafts")
     lines.append(f"report: {cfg.out_dir / 'report.md'} (numbers: {cfg.out_dir / 'metrics.json'})")
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@ is ``unsupported`` (nothing calibrated says it). Synonyms and parts of the fact
 forms, and line breaks) that state a problem value; a clause that also states a fact keeps
 the fact and loses only the value. It returns the text with what was removed. ``verify`` does both and returns the reply's ``verification`` object. The same
 clause dropping cleans training targets (:mod:`ipl.data.instructions`), so the model is
-trained on what serving would let through.
+trained on what serving would let through. With ``add_missing`` the facts the text leaves
+out are appended as one short sentence (``Color: Blue.``), reported in ``added``.
 """
 from __future__ import annotations
 
@@ -94,14 +95,33 @@ def repair(text: str, values: Iterable[str], matcher: AttributeMatcher,
     return out, removed
 
 
+def complete(text: str, facts: Mapping[str, str], matcher: AttributeMatcher, language: str = "en"
+             ) -> tuple[str, list[str]]:
+    """``text`` with the facts it does not state appended as one short sentence; (text, keys added)."""
+    missing = [k for k, v in facts.items() if not matcher.states(str(v), text)]
+    if not missing:
+        return text, []
+    if language == "zh":
+        tail = "，".join(f"{k}：{facts[k]}" for k in missing) + "。"
+    else:
+        tail = ", ".join(f"{k}: {facts[k]}" for k in missing) + "."
+    sep = "" if not text or language == "zh" else " "
+    if text and text[-1] not in ".!?。！？":
+        text += "。" if language == "zh" else "."
+    return (text + sep + tail).strip(), missing
+
+
 def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
-           matcher: AttributeMatcher) -> tuple[str, dict]:
-    """(the description to show, the ``verification`` object of the reply)."""
+           matcher: AttributeMatcher, add_missing: bool = False, language: str = "en") -> tuple[str, dict]:
+    """(the description to show, the ``verification`` object of the reply). ``add_missing``:
+    facts the text left out are appended (``added``), so every stated/confirmed value is in the draft."""
     problems = check(text, facts, unknown, vocabulary, matcher)
     keys = [*facts, *unknown]
-    if not problems:
-        return text, {"checked": len(keys), "problems": [], "repaired": False, "removed": [], "ok": True}
-    repaired, removed = repair(text, [p["stated"] for p in problems], matcher, facts.values())
-    left = check(repaired, facts, unknown, vocabulary, matcher)
-    return repaired, {"checked": len(keys), "problems": problems, "repaired": True, "removed": removed,
-                      "ok": not left}
+    out = {"checked": len(keys), "problems": problems, "repaired": bool(problems), "removed": [], "added": [],
+           "ok": True}
+    if problems:
+        text, out["removed"] = repair(text, [p["stated"] for p in problems], matcher, facts.values())
+        out["ok"] = not check(text, facts, unknown, vocabulary, matcher)
+    if add_missing:
+        text, out["added"] = complete(text, facts, matcher, language)
+    return text, out

@@ -98,6 +98,8 @@ class EvidenceServeConfig(Strict):
     guard: bool = Field(True, description="Block, while decoding, the known values the evidence does not support.")
     verify: bool = Field(True, description="Check the written description against the evidence and drop the "
                          "clauses that contradict it (reported in `verification`).")
+    add_missing: bool = Field(True, description="Append the facts (stated or confirmed values) the model left out "
+                              "of the description as one short sentence (reported in verification.added).")
     max_blocked: int = Field(2000, ge=0, description="Values blocked per request at most (facts' contradictions "
                              "first).")
     max_candidates: int = Field(3, ge=0, description="Candidates listed for a value to confirm.")

@@ -293,7 +293,8 @@ class DraftPipeline:
         if self.cfg.evidence.verify and draft.check:
             t_v = time.monotonic()
             final, verification = verify(final, draft.check["facts"], draft.check["unknown"],
-                                         draft.check["vocabulary"], self.matcher)
+                                         draft.check["vocabulary"], self.matcher, self.cfg.evidence.add_missing,
+                                         draft.language)
             timings["verify_ms"] = _ms(t_v)
         end(t0)
         if rest:

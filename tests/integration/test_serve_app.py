@@ -37,7 +37,9 @@ def serve_cfg(root, port, *overrides) -> ServeConfig:
         f"http.port={port}", "generate.max_new_tokens=24", "safety.max_body_mb=2", "safety.prohibited=[]",
         "pipeline.max_inflight=4", "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1",
         "deployments.generator.num_cpus=0.2", "retrieval.refresh_s=0", "retrieval.identical_threshold=0.99",
-        *overrides])
+        # the fixture's category head (20 encoder steps, 300 listings) cannot reach the calibrated gate's
+        # precision: a configured gate keeps its predictions in use (the calibrated path: test_index_job, eval)
+        "retrieval.category_min_score=0.2", *overrides])
 
 
 class Server:
@@ -294,7 +296,8 @@ def test_confirmed_values_become_facts_and_the_rest_is_guarded(server, examples)
     for k, v in confirmed.items():
         assert by[k]["status"] == "confirmed" and by[k]["value"] == v and by[k]["basis"] == "seller"
         assert by[k]["confidence"] == 1.0 and body["facts"][k] == v
-    assert body["instruction"] == "rag" and body["verification"]["checked"] >= len(confirmed)
+    scored = [a["key"] for a in body["attributes"] if a["level"] != "listing"]
+    assert body["instruction"] == "rag" and body["verification"]["checked"] == len(scored)
     assert body["evidence"]["guarded_values"] > 0  # the category's other known values are blocked while decoding
     import openai
 

@@ -34,12 +34,12 @@ def record(set_name, lid, row_texts, reference=True):
         facts = {"Brand": "Huawei"} if ("reference" in name or name == "confirmed") else {}
         if name == "confirmed":
             facts = {k: TRUTH[k] for k in ("Brand", "Model", "Storage", "Color")}
-        rows[name] = {"prompt": name, "facts": facts, "guard": guard,
+        rows[name] = {"prompt": name, "facts": facts, "guard": guard, "vocabulary": VOCAB,
                       "unknown": [k for k in ("Brand", "Model", "Storage", "Color") if k not in facts]}
     return {"set": set_name, "listing_id": lid, "sku_id": "phone/huawei/p30/blue/128gb", "spu_id": "phone/huawei/p30",
             "category": "phone", "language": "en", "description": "My Huawei P30, blue, 128GB. Like new.",
             "attributes": TRUTH, "reference": {"Brand": "Huawei"} if reference else None, "references": ["L1"],
-            "unguarded_reference": None, "statuses": {}, "vocabulary": VOCAB,
+            "unguarded_reference": None, "statuses": {},
             "category_used": "phone", "fallbacks": [] if reference else ["no_retrieval_hit"],
             "keys": {c: f"{lid}:{c}" for c in row_texts}, "rows": rows,
             "retrieval": {"hits": 3, "identical_top1": lid == "a", "similar_top1": True, "category_top1": True}}

@@ -32,8 +32,18 @@ def test_repair_drops_the_clause_and_reports_it():
     assert verification["repaired"] and verification["ok"] and verification["removed"] == ["red colour,"]
     same, v = verify("Selling my Apple phone.", {"Brand": "Apple"}, ["Color"], VOCAB, M)
     assert same == "Selling my Apple phone." and v == {"checked": 2, "problems": [], "repaired": False,
-                                                       "removed": [], "ok": True}
+                                                       "removed": [], "added": [], "ok": True}
     assert repair("Red, blue.", ["Red", "Blue"], M) == ("", ["Red,", "blue."])
+
+
+def test_facts_the_model_left_out_are_appended_when_asked():
+    text, v = verify("Selling my Apple phone, works", {"Brand": "Apple", "Color": "Blue"}, [], VOCAB, M,
+                     add_missing=True)
+    assert text == "Selling my Apple phone, works. Color: Blue." and v["added"] == ["Color"]
+    assert verify("Selling my Apple phone.", {"Brand": "Apple", "Color": "Blue"}, [], VOCAB, M)[0] == \
+        "Selling my Apple phone."  # off by default
+    zh, v = verify("自用手机", {"品牌": "苹果"}, [], {}, M, add_missing=True, language="zh")
+    assert zh == "自用手机。品牌：苹果。" and v["added"] == ["品牌"]
 
 
 def test_blocked_values_keep_the_facts_their_parts_and_synonyms():
