@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ipl.eval.config import CONDITIONS, EvalConfig
+from ipl.eval.config import EvalConfig
 from ipl.generate.prompts import description_prompt
 from ipl.models.vlm import model_fingerprint
 from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages

@@ -56,23 +56,25 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], epochs: int = 60, lr:
             "train_accuracy": acc}
 
 
-def save_head(head: dict, out_dir: Path, encoder_fingerprint: str) -> None:
+def save_head(head: dict, out_dir: Path, encoder_fingerprint: Optional[str], head_file: str = HEAD_FILE,
+              labels_file: str = LABELS_FILE, **meta) -> None:
+    """``head`` (weight, bias, classes) as safetensors + a labels JSON (with ``meta``)."""
     from safetensors.numpy import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({"weight": np.ascontiguousarray(head["weight"], np.float32),
-               "bias": np.ascontiguousarray(head["bias"], np.float32)}, str(out_dir / HEAD_FILE))
-    write_json_atomic(out_dir / LABELS_FILE, {"classes": head["classes"], "encoder": encoder_fingerprint,
-                                              "train_accuracy": head.get("train_accuracy")})
+               "bias": np.ascontiguousarray(head["bias"], np.float32)}, str(out_dir / head_file))
+    write_json_atomic(out_dir / labels_file, {"classes": head["classes"], "encoder": encoder_fingerprint,
+                                              "train_accuracy": head.get("train_accuracy"), **meta})
 
 
-def load_head(head_dir: Path) -> Optional[dict]:
+def load_head(head_dir: Path, head_file: str = HEAD_FILE, labels_file: str = LABELS_FILE) -> Optional[dict]:
     from safetensors.numpy import load_file
 
-    if not (head_dir / HEAD_FILE).is_file() or not (head_dir / LABELS_FILE).is_file():
+    if not (head_dir / head_file).is_file() or not (head_dir / labels_file).is_file():
         return None
-    meta = json.loads((head_dir / LABELS_FILE).read_text(encoding="utf-8"))
-    tensors = load_file(str(head_dir / HEAD_FILE))
+    meta = json.loads((head_dir / labels_file).read_text(encoding="utf-8"))
+    tensors = load_file(str(head_dir / head_file))
     if tensors["weight"].shape[0] != len(meta["classes"]):
         raise ValueError(f"{head_dir}: {tensors['weight'].shape[0]} head rows for {len(meta['classes'])} classes")
     return {**meta, "weight": tensors["weight"], "bias": tensors["bias"]}

@@ -13,15 +13,13 @@ runs it on the photos it already decoded.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ipl.index.category import softmax
+from ipl.index.category import load_head, save_head, softmax
 from ipl.photos import decode_photo
-from ipl.runtime import write_json_atomic
 
 SIDE, HUES, SATS, VALS = 64, 12, 3, 3
 HEAD_FILE, LABELS_FILE = "colour-head.safetensors", "colour-head.json"
@@ -53,13 +51,7 @@ def photos_features(photos: Sequence) -> np.ndarray:
 
 def save_colour_head(head: dict, out_dir: Path, key: str) -> None:
     """Write the head into a (staged) index version directory."""
-    from safetensors.numpy import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": np.ascontiguousarray(head["weight"], np.float32),
-               "bias": np.ascontiguousarray(head["bias"], np.float32)}, str(out_dir / HEAD_FILE))
-    write_json_atomic(out_dir / LABELS_FILE, {"classes": head["classes"], "key": key,
-                                              "train_accuracy": head.get("train_accuracy")})
+    save_head(head, out_dir, None, HEAD_FILE, LABELS_FILE, key=key)
 
 
 class ColourPredictor:
@@ -71,13 +63,8 @@ class ColourPredictor:
 
     @classmethod
     def load(cls, head_dir: Path) -> Optional["ColourPredictor"]:
-        from safetensors.numpy import load_file
-
-        head_dir = Path(head_dir)
-        if not (head_dir / HEAD_FILE).is_file() or not (head_dir / LABELS_FILE).is_file():
-            return None
-        meta = json.loads((head_dir / LABELS_FILE).read_text(encoding="utf-8"))
-        return cls({**meta, **load_file(str(head_dir / HEAD_FILE))})
+        head = load_head(Path(head_dir), HEAD_FILE, LABELS_FILE)
+        return cls(head) if head is not None else None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return softmax(np.atleast_2d(features) @ self.weight.T + self.bias)

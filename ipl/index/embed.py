@@ -8,6 +8,8 @@ drops rows with an error and counts them.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import torch
@@ -70,3 +72,18 @@ class ListingEmbedder:
         out = out.append_column("embedding", vectors_to_arrow(vectors))
         out = out.append_column("colour", vectors_to_arrow(colours))
         return out.append_column("embed_error", pa.array(errors, pa.string()))
+
+
+def load_embeddings(emb_dir: Path, holdout: set, held_out: bool,
+                    columns=("listing_id", "sku_id", "spu_id", "category"), vector: str = "embedding"):
+    """(vectors, metadata dict) of the held-out rows (``held_out``) or of the indexed ones."""
+    import pyarrow as pa
+    import pyarrow.dataset as pds
+
+    cols = list(dict.fromkeys(["listing_id", *columns]))
+    t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*cols, "embed_error", vector])
+    ids = t.column("listing_id").to_pylist()
+    err = t.column("embed_error").to_pylist()
+    mask = [e is None and (i in holdout) == held_out for i, e in zip(ids, err)]
+    t = t.filter(pa.array(mask))
+    return arrow_to_vectors(t.column(vector)), {c: t.column(c).to_pylist() for c in columns}

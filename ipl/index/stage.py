@@ -34,7 +34,8 @@ from typing import Optional
 import numpy as np
 
 from ipl.index.config import IndexConfig
-from ipl.index.embed import arrow_to_vectors
+from ipl.index.calibration import evidence_queries, key_levels, train_colour, vocabulary
+from ipl.index.embed import arrow_to_vectors, load_embeddings
 from ipl.index.faiss_index import INNER_PRODUCT, factory_string
 from ipl.index.manifest import (MANIFEST, current_version, next_version, publish, read_manifest, rollback,
                                 staging_dir)
@@ -202,96 +203,6 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
 
 
 # -- 5. evaluation -------------------------------------------------------------------------------
-def load_embeddings(emb_dir: Path, holdout: set, held_out: bool,
-                    columns=("listing_id", "sku_id", "spu_id", "category"), vector: str = "embedding"):
-    """(vectors, metadata dict) of the held-out rows (``held_out``) or of the indexed ones."""
-    import pyarrow as pa
-    import pyarrow.dataset as pds
-
-    cols = list(dict.fromkeys(["listing_id", *columns]))
-    t = pds.dataset(str(emb_dir), format="parquet").to_table(columns=[*cols, "embed_error", vector])
-    ids = t.column("listing_id").to_pylist()
-    err = t.column("embed_error").to_pylist()
-    mask = [e is None and (i in holdout) == held_out for i, e in zip(ids, err)]
-    t = t.filter(pa.array(mask))
-    return arrow_to_vectors(t.column(vector)), {c: t.column(c).to_pylist() for c in columns}
-
-
-def colour_labels(extracted: list, key: str) -> list:
-    """The value of ``key`` (case-insensitive) in each row's extracted attributes, or None."""
-    out = []
-    for raw in extracted:
-        try:
-            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        except ValueError:
-            attrs = {}
-        out.append(next((str(v) for k, v in attrs.items() if str(k).lower() == key.lower() and v), None))
-    return out
-
-
-def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
-    """Fit the photo-colour head on the indexed listings (a Ray task); None when there is nothing to learn."""
-    import ray
-
-    from ipl.index.category import train_head
-    from ipl.index.colour import ColourPredictor
-
-    key = cfg.evidence.colour_key
-    if not key:
-        return None
-    feats, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("extracted",), vector="colour")
-    labels = colour_labels(meta["extracted"], key)
-    keep = np.array([lab is not None for lab in labels], dtype=bool)
-    classes = {lab for lab in labels if lab is not None}
-    if keep.sum() < 20 or len(classes) < 2:
-        log.warning("no photo-colour head: %d listings state %s in %d values", int(keep.sum()), key, len(classes))
-        return None
-    c = cfg.category
-    head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
-        feats[keep], [lab for lab in labels if lab is not None], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
-    head["key"] = key
-    log.info("photo-colour head: %d values of %s, train accuracy %.2f", len(head["classes"]), key,
-             head["train_accuracy"])
-    return head, ColourPredictor(head)
-
-
-def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[str]]]:
-    """category -> scored key -> the values the indexed listings state (what the guard and the
-    verification know a description could say)."""
-    _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "extracted"))
-    out: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
-    for category, raw in zip(meta["category"], meta["extracted"]):
-        try:
-            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        except ValueError:
-            continue
-        for key, value in attrs.items():
-            if value and levels.level(key) != "listing":
-                out[category][key].add(str(value))
-    return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
-
-
-def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int,
-                     photo: Optional[list] = None) -> list[dict]:
-    """Each held-out listing twice: as it is, and with its SKU removed from the hits."""
-    from ipl.extract.grounding import grounded_values
-
-    out = []
-    for i, hits in enumerate(index.search(vectors, k * 4)):
-        for h in hits:
-            attrs = h.get("attributes") if isinstance(h.get("attributes"), dict) else {}
-            h["values"] = grounded_values(attrs, h.get("description") or "", list(attrs), 40)
-        try:
-            truth = json.loads(meta["extracted"][i] or "{}")
-        except ValueError:
-            truth = {}
-        base = {"sku_id": meta["sku_id"][i], "category": meta["category"][i], "truth": truth,
-                "predicted": predicted[i], "photo": photo[i] if photo else {}}
-        out.append({**base, "hits": hits[:k * 2]})
-        out.append({**base, "hits": [h for h in hits if h.get("sku_id") != meta["sku_id"][i]][:k * 2]})
-    return out
-
-
 def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels,
              photo: Optional[list] = None) -> dict:
     from ipl.evidence.fit import calibrate
@@ -345,17 +256,6 @@ def same_product_ranking(clip, folder: Path) -> dict:
         all_first.append(bool(same[:n_same].all()) if n_same else False)
     return {"photos": len(paths), "products": len(groups), "top1_same_product": float(np.mean(first)),
             "all_same_product_first": float(np.mean(all_first))}
-
-
-def key_levels(cfg: IndexConfig):
-    from ipl.catalog.levels import KeyLevels
-    from ipl.catalog.templates import load_levels
-
-    path = Path(cfg.evidence.templates) if cfg.evidence.templates else cfg.run.dir / "templates.yaml"
-    if not path.is_file():
-        log.warning("no %s: the evidence uses the default key levels", path)
-        return KeyLevels()
-    return load_levels(path)
 
 
 # -- the stage -------------------------------------------------------------------------------------
