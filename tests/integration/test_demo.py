@@ -37,9 +37,11 @@ def test_demo_runs_every_stage_and_ends_with_the_evaluation(tmp_path):
     assert re.search(r"attribute recall of generations on [1-4] held-out rows", out.stdout)
     assert re.search(r"index v0001: \d+ vectors, dim \d+, IVF-Flat .* in 2 shards", out.stdout)
     assert re.search(r"held-out photos \(\d+\): identical \(SKU\) top-1 [01]\.\d\d", out.stdout)
+    assert "evidence calibration on" in out.stdout  # every tier's threshold, or DISABLED with its reason
     # serve: a streamed draft for a held-out photo, printed as it arrives
     assert "POST http://127.0.0.1:" in out.stdout and re.search(r"category: \w+ \(predictor:head", out.stdout)
     assert "[done]" in out.stdout and "timings (ms)" in out.stdout
+    assert "verification:" in out.stdout  # the draft was checked against the evidence
     # eval: the demo ends with the ablation table and where the report is
     tail = out.stdout[out.stdout.index("== eval:"):]
     assert "RAG ablation" in tail and "| image+category+reference |" in tail
