@@ -10,6 +10,8 @@
 * Out of domain (``ood``): the fashion and ABO photos sent through the Serve graph's own
   pre-generation path against the run's (synthetic) index: the share of drafts that state
   no product-level value (brand, model) as a fact, ``no_product_fact`` (goal >= 0.95).
+* Safety (``safety``): the SafetyGate's Open-NSFW screen over every real photo (fashion + ABO,
+  none explicit): ``false_positives`` at the serve config's threshold, with the score spread.
 
 The demo's models are tiny and trained only on synthetic drawings: on real photos they are
 expected near chance, and the report says so next to the numbers.
@@ -154,6 +156,23 @@ def out_of_domain(cfg: EvalConfig, root: Path) -> dict:
             "stated_examples": [r for r in answered if r["stated"]][:5]}
 
 
+def safety_screen(cfg: EvalConfig, root: Path) -> dict:
+    """The SafetyGate's Open-NSFW screen over every real photo (none is explicit): false positives."""
+    from ipl.serve.deployments import load_nsfw
+
+    scfg = cfg.serve_config().safety
+    paths = sorted((root / "fashion" / "images").glob("*.jpg")) + sorted((root / "abo").glob("*/*.jpg"))
+    if not paths:
+        return {"skipped": f"{root}: no photos"}
+    from PIL import Image
+
+    scores = load_nsfw(scfg).score_images([Image.open(p).convert("RGB") for p in paths])
+    flagged = [str(p.relative_to(root)) for p, s_ in zip(paths, scores) if s_ >= scfg.nsfw_threshold]
+    return {"photos": len(paths), "threshold": scfg.nsfw_threshold, "false_positives": len(flagged),
+            "flagged": flagged[:10], "max_score": round(float(scores.max()), 4),
+            "p95_score": round(float(np.quantile(scores, 0.95)), 4)}
+
+
 def run(cfg: EvalConfig) -> dict:
     from ipl.index.stage import same_product_ranking
     from ipl.models.clip import load_clip
@@ -170,4 +189,5 @@ def run(cfg: EvalConfig) -> dict:
     abo = root / "abo"
     out["abo"] = same_product_ranking(clip, abo) if abo.is_dir() else {"skipped": f"{abo}: missing"}
     out["ood"] = out_of_domain(cfg, root)
+    out["safety"] = safety_screen(cfg, root)
     return out

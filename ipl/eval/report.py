@@ -160,6 +160,11 @@ def realdata_lines(rd: dict) -> list[str]:
                      f"graph's evidence): no brand or model stated as a fact in {_f(o['no_product_fact'])} of the "
                      f"drafts (goal >= 0.95); out of domain by the calibrated floor {_f(o['out_of_domain'])}; a "
                      f"category used in {_f(o['with_category'])}.")
+    sf = rd.get("safety") or {}
+    if sf and not sf.get("skipped"):
+        lines.append(f"- Photo-safety screen (Open-NSFW, threshold {sf['threshold']:g}) over {sf['photos']} real "
+                     f"photos, none explicit: {sf['false_positives']} false positives (highest score "
+                     f"{sf['max_score']:.3f}, 95th percentile {sf['p95_score']:.3f}).")
     lines += ["", "The demo's CLIP and VLM are tiny models trained on synthetic drawings of a small catalogue: on "
               "real photos they are not expected to beat the baselines above, and a real checkpoint "
               "(`serve.models.*` pointing at a fine-tuned 7B and a pretrained CLIP) is what these rows are for. The "

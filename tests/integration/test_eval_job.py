@@ -132,6 +132,8 @@ def test_real_data_checks(eval_cfg):
     assert "Mercari Brand extraction" in report and "ABO same-product retrieval" in report
     ood = rd["ood"]  # real photos through the graph's evidence: counted, each draft's product facts checked
     assert ood["photos"] == 30 + 12 and 0 <= ood["no_product_fact"] <= 1 and "Real photos far from the index" in report
+    safety = rd["safety"]  # the Open-NSFW screen over every real photo: none of them is explicit
+    assert safety["photos"] >= 100 and safety["false_positives"] == 0 and "Photo-safety screen" in report
 
 
 def test_rerun_reuses_generations_and_fresh_regenerates(evaluated):
