@@ -42,6 +42,7 @@ def finetune_loop(config: dict) -> None:
 
     import numpy as np
     import ray.train
+    import ray.train.torch
     import torch
 
     from ipl.models.clip import load_clip, save_clip_dir
@@ -51,7 +52,8 @@ def finetune_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])  # identical initial replicas
-    clip = load_clip(config["base"], config["weights"])
+    # on the worker's device (its GPU under use_gpu): NCCL all-reduces CUDA tensors only
+    clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()))
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
     data = prepare_data(clip, rows, max_photos=config["max_photos"])

@@ -51,22 +51,26 @@ class Clip:
             self.model.visual.output_dim
         )
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @torch.no_grad()
     def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
-        """L2-normalised image embeddings of PIL images."""
-        out = []
+        """L2-normalised image embeddings of PIL images, computed on the model's device, on the CPU."""
+        out, device = [], self.device
         for i in range(0, len(images), batch_size):
-            x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]])
-            out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1))
+            x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
+            out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised text embeddings."""
-        out = []
+        """L2-normalised text embeddings, computed on the model's device, on the CPU."""
+        out, device = [], self.device
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(texts[i : i + batch_size])
-            out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1))
+            tokens = self.tokenizer(texts[i : i + batch_size]).to(device)
+            out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
 

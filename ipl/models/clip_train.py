@@ -92,6 +92,7 @@ def contrastive_train(
     stage's Ray Train workers average gradients there).
     """
     gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device  # batches go where the model is (a GPU worker's device)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
@@ -107,12 +108,13 @@ def contrastive_train(
             perm, cursor = torch.randperm(n, generator=gen), 0
         idx = perm[cursor : cursor + batch_size]
         cursor += batch_size
-        img = F.normalize(model.encode_image(data.pixels[idx]), dim=-1)
-        txt = F.normalize(model.encode_text(data.tokens[idx]), dim=-1)
+        img = F.normalize(model.encode_image(data.pixels[idx].to(device)), dim=-1)
+        txt = F.normalize(model.encode_text(data.tokens[idx].to(device)), dim=-1)
+        groups = data.groups[idx].to(device)
         scale = model.logit_scale.exp().clamp(max=100)
-        loss = multi_positive_loss(img, txt, data.groups[idx], scale)
+        loss = multi_positive_loss(img, txt, groups, scale)
         if image_weight:
-            loss = loss + image_weight * image_positive_loss(img, data.groups[idx], scale)
+            loss = loss + image_weight * image_positive_loss(img, groups, scale)
         opt.zero_grad()
         loss.backward()
         if after_backward:  # e.g. average gradients across data-parallel workers
@@ -134,7 +136,7 @@ def retrieval_accuracy(clip: Clip, data: ContrastiveData, limit: Optional[int] =
     """Image->text top-1 accuracy (a text of the same group counts) on up to ``limit`` samples."""
     m = clip.model
     idx = torch.arange(min(limit or len(data.groups), len(data.groups)))
-    img = F.normalize(m.encode_image(data.pixels[idx]), dim=-1)
-    txt = F.normalize(m.encode_text(data.tokens[idx]), dim=-1)
-    best = (img @ txt.t()).argmax(1)
+    img = F.normalize(m.encode_image(data.pixels[idx].to(clip.device)), dim=-1)
+    txt = F.normalize(m.encode_text(data.tokens[idx].to(clip.device)), dim=-1)
+    best = (img @ txt.t()).argmax(1).cpu()
     return float((data.groups[idx][best] == data.groups[idx]).float().mean())
