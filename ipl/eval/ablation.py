@@ -285,17 +285,16 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
 
 
 # -- scoring ----------------------------------------------------------------------------------------
-def catalogue_synonyms() -> list[list[str]]:
-    """English/Chinese surface forms of the synthetic catalogue's values (both state the value)."""
-    from ipl.synth.catalogue import Catalogue
-
-    cat = Catalogue.build()
-    groups = [[name, spec["zh"]] for name, spec in cat.colors.items() if spec.get("zh")]
-    for c in cat.categories.values():
-        groups += [[b.en, b.zh] for b, _ in c.brands] + [[v.en, v.zh] for v in c.variant_values]
-        for values in c.listing.values():
-            groups += [[v.en, v.zh] for v in values]
-    return [g for g in groups if g[0] != g[1]]
+def run_synonyms(cfg: EvalConfig) -> list[list[str]]:
+    """Synonym groups of the run's catalogue (``<run>/raw/_synonyms.json``, written by ``ipl synth``
+    with the English/Chinese forms of its values), or ``metrics.synonyms_file``; none when absent."""
+    path = Path(cfg.metrics.synonyms_file) if cfg.metrics.synonyms_file else cfg.run.dir / "raw" / "_synonyms.json"
+    if not path.is_file():
+        return []
+    groups = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+        raise ValueError(f"{path}: synonyms must be a JSON list of lists of values")
+    return groups
 
 
 def listing_vocabulary(listings_dir: Path) -> dict[str, dict[str, set[str]]]:
@@ -344,7 +343,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     from ipl.eval.style import Register
 
     scfg = cfg.serve_config()
-    matcher = AttributeMatcher([*cfg.metrics.synonyms, *catalogue_synonyms()])
+    matcher = AttributeMatcher([*cfg.metrics.synonyms, *run_synonyms(cfg)])
     serve_matcher = AttributeMatcher(scfg.evidence.synonyms)
     levels = load_levels(scfg.templates_path)
     register = Register(cfg.style.first_person, cfg.style.marketing)

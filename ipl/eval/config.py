@@ -53,6 +53,9 @@ class MetricsConfig(Strict):
         default_factory=lambda: [["grey", "gray"], ["space grey", "space gray"], ["navy", "navy blue"],
                                  ["beige", "cream"], ["silver", "silver grey"]],
         description="Groups of values that state the same thing (case, spacing and units are tolerated already).")
+    synonyms_file: Optional[str] = Field(None, description="A JSON list of synonym groups added to `synonyms` (null: "
+                                         "<run>/raw/_synonyms.json when it exists: the English/Chinese forms of "
+                                         "the catalogue's values, written by ipl synth).")
 
 
 class StyleConfig(Strict):

@@ -189,3 +189,14 @@ def _parse_category(name: str, spec: dict) -> Category:
         variant_values=tuple(Value.parse(v) for v in variant_values),
         listing=listing,
     )
+
+
+def synonym_groups(cat: "Catalogue") -> list[list[str]]:
+    """English/Chinese surface forms of the catalogue's values (both state the same value): what
+    ``ipl synth`` writes to ``<run>/raw/_synonyms.json`` for the evaluation's matcher."""
+    groups = [[name, spec["zh"]] for name, spec in cat.colors.items() if spec.get("zh")]
+    for c in cat.categories.values():
+        groups += [[b.en, b.zh] for b, _ in c.brands] + [[v.en, v.zh] for v in c.variant_values]
+        for values in c.listing.values():
+            groups += [[v.en, v.zh] for v in values]
+    return [g for g in groups if g[0] != g[1]]

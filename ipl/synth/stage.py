@@ -33,9 +33,25 @@ def clip_corpus(cfg: SynthConfig, n: int) -> list[dict]:
     return ListingFactory(other).table(0, n).to_pylist()
 
 
+SYNONYMS = "_synonyms.json"
+
+
+def write_synonyms(cfg: SynthConfig) -> None:
+    """The catalogue's English/Chinese value pairs beside the raw listings (the eval's matcher reads
+    them from the run, so no library module imports the synthetic catalogue)."""
+    from ipl.runtime import write_json_atomic
+    from ipl.synth.catalogue import Catalogue, synonym_groups
+
+    c = cfg.catalogue
+    cat = Catalogue.build(c.path, c.categories, c.brands_per_category, c.models_per_brand, c.colors_per_spu,
+                          c.variants_per_spu)
+    write_json_atomic(cfg.run.dir / "raw" / SYNONYMS, synonym_groups(cat))
+
+
 def run(cfg: SynthConfig) -> dict:
     """Synthesize ``<run>/raw`` and (if configured) build the tiny models; returns a summary."""
     manifest = run_synth_data(cfg)
+    write_synonyms(cfg)
     out = {"raw": manifest}
     if cfg.models.build:
         out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint(),

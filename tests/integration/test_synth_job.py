@@ -75,6 +75,8 @@ def test_job_entrypoint_builds_tiny_models(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "raw listings: 300 rows in 2 shards" in out.stdout
+    synonyms = json.loads((tmp_path / "job" / "raw" / "_synonyms.json").read_text())  # for the eval's matcher
+    assert ["Huawei", "华为"] in synonyms
     models = tmp_path / "job" / "models"
     for sub, f in (("tokenizer", "tokenizer.json"), ("vlm-base", "model.safetensors"),
                    ("vlm-base", "processor_config.json"), ("clip-base", "open_clip_config.json")):

@@ -1,5 +1,5 @@
 """The attribute matcher: synonyms, case, units, token boundaries, contradictions."""
-from ipl.eval.ablation import catalogue_synonyms
+from ipl.synth.catalogue import Catalogue, synonym_groups
 from ipl.eval.match import AttributeMatcher, AttributeScore, vocabulary_of
 
 M = AttributeMatcher([["grey", "gray"], ["navy", "navy blue"]])
@@ -27,7 +27,7 @@ def test_token_boundaries():
 
 
 def test_catalogue_english_and_chinese_forms_are_synonyms():
-    m = AttributeMatcher(catalogue_synonyms())
+    m = AttributeMatcher(synonym_groups(Catalogue.build()))
     assert m.states("Huawei", "自用华为手机")
     assert m.states("64GB", "64G内存")
 
@@ -67,3 +67,21 @@ def test_score_counts_accuracy_and_hallucination():
 def test_vocabulary_per_category():
     v = vocabulary_of([("phone", {"Color": "Blue"}), ("phone", {"Color": "Red", "Brand": ""}), ("bag", {"Color": "Tan"})])
     assert v == {"phone": {"Color": {"Blue", "Red"}}, "bag": {"Color": {"Tan"}}}
+
+
+def test_the_runs_synonyms_file_is_read_and_checked(tmp_path):
+    import json
+
+    import pytest
+
+    from ipl.eval.ablation import run_synonyms
+    from ipl.eval.config import EvalConfig
+
+    cfg = EvalConfig(run={"root": str(tmp_path), "name": "r"})
+    assert run_synonyms(cfg) == []  # a run without the file (real data): no catalogue synonyms
+    (tmp_path / "r" / "raw").mkdir(parents=True)
+    (tmp_path / "r" / "raw" / "_synonyms.json").write_text(json.dumps([["Huawei", "华为"]]))
+    assert AttributeMatcher(run_synonyms(cfg)).states("Huawei", "自用华为手机")
+    (tmp_path / "r" / "raw" / "_synonyms.json").write_text('{"Huawei": "华为"}')
+    with pytest.raises(ValueError, match="list of lists"):
+        run_synonyms(cfg)
