@@ -119,6 +119,17 @@ def finding(table: dict) -> list[str]:
     if "image" in rows and "image+category" in rows:
         out.append(f"- Paper: category alone changes little. Here: image {rows['image']['acc']:.3f} -> image+category "
                    f"{rows['image+category']['acc']:.3f}.")
+    full, off = rows.get("image+category+reference"), rows.get("image+category+reference:unguarded")
+    if full and off:
+        p = lambda r: "—" if r.get("precision") is None else f"{r['precision']:.3f}"  # noqa: E731
+        out.append(f"- Trust: with calibrated abstention, the guard and verification, precision {p(full)} and "
+                   f"hallucination {full['hallucination']:.3f} ({full.get('contradicted_values', 0)} wrong values); "
+                   f"unguarded, precision {p(off)} and hallucination {off['hallucination']:.3f} "
+                   f"({off.get('contradicted_values', 0)} wrong values).")
+    if rows.get("confirmed"):
+        c = rows["confirmed"]
+        out.append(f"- After the seller confirms what the draft asked: ACC {c['acc']:.3f}, hallucination "
+                   f"{c['hallucination']:.3f} (the model's own text: ACC {c.get('model_acc', c['acc']):.3f}).")
     return out + [""]
 
 
