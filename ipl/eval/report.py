@@ -45,9 +45,9 @@ def plot_ablation(table: dict[str, dict[str, dict]], out: Path) -> list[str]:
         ax.set_xticks([j + width * (len(sets) - 1) / 2 for j in range(len(conds))],
                       [c.replace("image+", "i+").replace("category", "cat").replace("reference", "ref")
                        .replace(":unguarded", "\n(unguarded)") for c in conds], fontsize=7)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.2)
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", ncol=len(sets))
         fig.tight_layout()
         name = f"ablation_{metric}.png"
         fig.savefig(out / name, dpi=110)
