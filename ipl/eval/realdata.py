@@ -4,7 +4,9 @@
   ``ipl prepare --config jobs/configs/prepare_mercari.yaml`` (run here when its summary is
   missing) on the half of the rows whose brands it did not learn from.
 * Fashion (photos): zero-shot category (``articleType``) and colour (``baseColour``) top-1 of
-  the run's CLIP against the chance of always answering the commonest class; and the VLM's
+  the run's CLIP against the chance of always answering the commonest class, and leave-one-out
+  nearest-neighbour top-1 over the photos (``knn_top1``: the run's CLIP embeddings; for colour
+  also the photo-colour head's features, ``knn_top1_colour_features``); and the VLM's
   image-only descriptions scored for the true brand and colour.
 * ABO (photos): same-product ranking of the run's CLIP (identical-item retrieval).
 * Out of domain (``ood``): the fashion and ABO photos sent through the Serve graph's own
@@ -79,16 +81,32 @@ def zero_shot(clip, images: list, labels: list[str], prompt: str) -> dict:
             "majority_baseline": float(majority)}
 
 
+def knn_top1(vectors: np.ndarray, labels: list[str]) -> float:
+    """Leave-one-out 1-nearest-neighbour (cosine) top-1 over the photos themselves."""
+    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = sim.argmax(axis=1)
+    return float(np.mean([labels[j] == labels[i] for i, j in enumerate(nearest)]))
+
+
 def fashion(cfg: EvalConfig, clip) -> dict:
     from PIL import Image
+
+    from ipl.index.colour import colour_features
 
     root = Path(cfg.realdata.root)
     rows = _fashion_rows(root, cfg.realdata.fashion_photos)
     if not rows:
         return {"skipped": f"{root / 'fashion'}: no photos"}
     images = [Image.open(root / "fashion" / r["image"]).convert("RGB") for r in rows]
-    return {"category": zero_shot(clip, images, [r["articleType"] for r in rows], "a photo of {}"),
-            "colour": zero_shot(clip, images, [r["baseColour"] for r in rows], "a photo of a {} item")}
+    types, colours = [r["articleType"] for r in rows], [r["baseColour"] for r in rows]
+    emb = clip.encode_images(images).numpy()
+    hist = np.stack([colour_features(im) for im in images])
+    category = {**zero_shot(clip, images, types, "a photo of {}"), "knn_top1": knn_top1(emb, types)}
+    colour = {**zero_shot(clip, images, colours, "a photo of a {} item"), "knn_top1": knn_top1(emb, colours),
+              "knn_top1_colour_features": knn_top1(hist, colours)}
+    return {"category": category, "colour": colour}
 
 
 def fashion_descriptions(cfg: EvalConfig) -> dict:

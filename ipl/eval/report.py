@@ -152,9 +152,12 @@ def realdata_lines(rd: dict) -> list[str]:
     elif f:
         for what in ("category", "colour"):
             z = f[what]
-            lines.append(f"- Fashion {what} (zero-shot, the run's CLIP, {z['photos']} photos, {z['classes']} classes): "
-                         f"top-1 {_f(z['top1'])} against {_f(z['majority_baseline'])} for always answering the "
-                         f"commonest class.")
+            knn = f"; leave-one-out nearest neighbour {_f(z.get('knn_top1'))}" if "knn_top1" in z else ""
+            if "knn_top1_colour_features" in z:
+                knn += f" (colour features {_f(z['knn_top1_colour_features'])})"
+            lines.append(f"- Fashion {what} (the run's CLIP, {z['photos']} photos, {z['classes']} classes): zero-shot "
+                         f"top-1 {_f(z['top1'])}{knn}, against {_f(z['majority_baseline'])} for always answering "
+                         f"the commonest class.")
     d = rd.get("fashion_descriptions") or {}
     if d and not d.get("skipped"):
         lines.append(f"- Fashion photos described by the VLM (image only, {d['photos']} photos): the true brand "

@@ -128,6 +128,7 @@ def test_real_data_checks(eval_cfg):
     brand = rd["mercari"]["extraction"]["Brand"]  # 300 listings: some brands are learned, half evaluated
     assert brand["eval_rows"] > 0 and brand["predicted"] > 0 and 0 <= brand["precision"] <= 1
     assert rd["fashion"]["category"]["photos"] == 30 and 0 <= rd["fashion"]["colour"]["top1"] <= 1
+    assert 0 <= rd["fashion"]["category"]["knn_top1"] <= 1 and 0 <= rd["fashion"]["colour"]["knn_top1_colour_features"] <= 1
     assert rd["fashion_descriptions"]["photos"] == 2 and rd["abo"]["products"] == 3
     assert "Mercari Brand extraction" in report and "ABO same-product retrieval" in report
     ood = rd["ood"]  # real photos through the graph's evidence: counted, each draft's product facts checked
