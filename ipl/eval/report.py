@@ -121,10 +121,10 @@ def finding(table: dict) -> list[str]:
                    f"{rows['image+category']['acc']:.3f}.")
     full, off = rows.get("image+category+reference"), rows.get("image+category+reference:unguarded")
     if full and off:
-        p = lambda r: "—" if r.get("precision") is None else f"{r['precision']:.3f}"  # noqa: E731
-        out.append(f"- Trust: with calibrated abstention, the guard and verification, precision {p(full)} and "
+        out.append(f"- Trust: with calibrated abstention, the guard and verification, precision "
+                   f"{_f(full.get('precision'))} and "
                    f"hallucination {full['hallucination']:.3f} ({full.get('contradicted_values', 0)} wrong values); "
-                   f"unguarded, precision {p(off)} and hallucination {off['hallucination']:.3f} "
+                   f"unguarded, precision {_f(off.get('precision'))} and hallucination {off['hallucination']:.3f} "
                    f"({off.get('contradicted_values', 0)} wrong values).")
     if rows.get("confirmed"):
         c = rows["confirmed"]

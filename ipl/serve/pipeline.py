@@ -77,8 +77,7 @@ def price_suggestion(hits: list[dict], facts: dict, levels: KeyLevels) -> Option
     product = {k: value_key(v) for k, v in facts.items() if levels.level(k) == "product"}
     if not product:
         return None
-    same = [h for h in hits if all(value_key((h.get("values") or h.get("attributes") or {}).get(k) or "") == v
-                                   for k, v in product.items())]
+    same = [h for h in hits if all(value_key((h.get("values") or {}).get(k) or "") == v for k, v in product.items())]
     prices = [float(h["price"]) for h in same if isinstance(h.get("price"), (int, float)) and h["price"] > 0]
     if not prices:
         return None
