@@ -7,6 +7,12 @@ A CLIP source is either
   contrastive fine-tuning write), or
 * an open_clip architecture name (``ViT-B-32``, ``ViT-L-14``...) plus a local weights file.
 
+A directory whose text tower is a Hugging Face model names it by a path, relative to the
+directory (``"."``: its own ``config.json`` and tokenizer files, the layout of
+:mod:`ipl.models.packaged`) or absolute; nothing is fetched from a hub. Its
+``open_clip_config.json`` may say which towers are locked (``ipl.lock``): those stay frozen in
+training, and :func:`lit_split` lets training compute a locked tower's features once.
+
 Pretrained *tags* (``openai``, ``laion2b_...``) are refused: they would download.
 :func:`load_clip` returns a :class:`Clip` with the model, its image preprocess, the
 tokenizer (open_clip's bundled BPE) and a fingerprint of config + weights.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,6 +33,9 @@ from ipl.runtime import sha256_file
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
+# a Hugging Face text tower's config and tokenizer files, kept beside the weights (hf_model_name ".")
+HF_TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                 "merges.txt", "vocab.json")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -37,6 +47,7 @@ class Clip:
     tokenizer: Callable  # list[str] -> LongTensor
     fingerprint: str
     source: str
+    channels_last: bool = False  # a convolutional image tower runs faster on the CPU in this layout
 
     @property
     def logit_scale(self) -> float:
@@ -47,9 +58,9 @@ class Clip:
 
     @property
     def dim(self) -> int:
-        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(
-            self.model.visual.output_dim
-        )
+        if hasattr(self.model, "text_projection"):
+            return int(self.model.text_projection.shape[1])
+        return int(self.model.text.output_dim)
 
     @property
     def device(self) -> torch.device:
@@ -61,6 +72,8 @@ class Clip:
         out, device = [], self.device
         for i in range(0, len(images), batch_size):
             x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
@@ -94,13 +107,27 @@ def tiny_model_cfg(cfg: TinyClipConfig) -> dict:
     }
 
 
-def save_clip_dir(model, model_cfg: dict, out_dir: str | Path) -> Path:
-    """Write ``model`` in the open_clip ``local-dir`` layout."""
+def save_clip_dir(model, model_cfg: dict, out_dir: str | Path, mean=None, std=None, extra: Optional[dict] = None,
+                  like: Optional[str | Path] = None) -> Path:
+    """Write ``model`` in the open_clip ``local-dir`` layout.
+
+    ``like``: a CLIP directory whose preprocess, ``ipl`` section and text-tower files (a
+    Hugging Face text tower named ``"."``) are carried over (fine-tuning writes its result so)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}}
+    meta = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": list(mean or OPENAI_MEAN), "std": list(std or OPENAI_STD)}}
+    if like is not None and (Path(like) / CONFIG_NAME).is_file():
+        base = json.loads((Path(like) / CONFIG_NAME).read_text())
+        meta["preprocess_cfg"] = base.get("preprocess_cfg", meta["preprocess_cfg"])
+        if "ipl" in base:
+            meta["ipl"] = base["ipl"]
+        if (model_cfg.get("text_cfg") or {}).get("hf_model_name") == ".":
+            for name in HF_TEXT_FILES:
+                if (Path(like) / name).is_file() and (Path(like) / name).resolve() != (out / name).resolve():
+                    shutil.copyfile(Path(like) / name, out / name)
+    meta.update(extra or {})
     (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_NAME))
@@ -123,18 +150,23 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
     import open_clip
 
     src = Path(str(source))
+    meta: dict = {}
     if src.is_dir():
         if not (src / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"CLIP directory {src} has no {CONFIG_NAME}")
-        name = f"local-dir:{src.resolve()}"
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, device=device, pretrained_text=False, pretrained_image=False
-        )
-        tokenizer = open_clip.get_tokenizer(name)
         weight_files = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.bin")) + sorted(src.glob("*.pt*"))
         if not weight_files:
             raise FileNotFoundError(f"CLIP directory {src} has no weights file")
-        digest = hashlib.sha256(((src / CONFIG_NAME).read_bytes() + sha256_file(weight_files[0]).encode())).hexdigest()
+        meta = json.loads((src / CONFIG_NAME).read_text())
+        digest = clip_fingerprint(src)
+        if ((meta.get("model_cfg") or {}).get("text_cfg") or {}).get("hf_model_name"):
+            model, preprocess, tokenizer = _load_hf_text_dir(src, meta, weight_files[0], device)
+        else:
+            name = f"local-dir:{src.resolve()}"
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, device=device, pretrained_text=False, pretrained_image=False
+            )
+            tokenizer = open_clip.get_tokenizer(name)
     else:
         arch = str(source)
         if arch not in open_clip.list_models():
@@ -148,6 +180,116 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
             arch, pretrained=str(weights), device=device, pretrained_text=False, pretrained_image=False
         )
         tokenizer = open_clip.get_tokenizer(arch)
-        digest = hashlib.sha256((arch + sha256_file(Path(weights))).encode()).hexdigest()
+        digest = clip_fingerprint(arch, weights)
+    lock = (meta.get("ipl") or {}).get("lock")
+    if lock is not None:
+        lock_towers(model, lock)
+    channels_last = _conv_image_tower(model)
+    if channels_last:
+        model.visual.trunk.to(memory_format=torch.channels_last)
     model.eval()
-    return Clip(model, preprocess, tokenizer, digest[:16], str(source))
+    return Clip(model, preprocess, tokenizer, digest[:16], str(source), channels_last)
+
+
+def clip_fingerprint(source: str | Path, weights: Optional[str | Path] = None) -> str:
+    """The fingerprint :func:`load_clip` gives (config + weights), without loading the model."""
+    src = Path(str(source))
+    if src.is_dir():
+        files = sorted(src.glob("*.safetensors")) + sorted(src.glob("*.bin")) + sorted(src.glob("*.pt*"))
+        if not (src / CONFIG_NAME).is_file() or not files:
+            raise FileNotFoundError(f"CLIP directory {src} has no {CONFIG_NAME} or no weights file")
+        return hashlib.sha256(((src / CONFIG_NAME).read_bytes() + sha256_file(files[0]).encode())).hexdigest()
+    if weights is None or not Path(weights).is_file():
+        raise FileNotFoundError(f"open_clip architecture {source!r} needs a local weights file (got {weights!r})")
+    return hashlib.sha256((str(source) + sha256_file(Path(weights))).encode()).hexdigest()
+
+
+def calibrated_consistency(source: str | Path) -> Optional[float]:
+    """The image-text consistency threshold ``ipl synth`` calibrated for this CLIP (None: none)."""
+    path = Path(str(source)) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    value = ((json.loads(path.read_text()).get("ipl") or {}).get("consistency") or {}).get("threshold")
+    return float(value) if value is not None else None
+
+
+def _load_hf_text_dir(src: Path, meta: dict, weights: Path, device: str):
+    """An open_clip model with a Hugging Face text tower named by a local path (no hub access)."""
+    import copy
+
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    cfg = copy.deepcopy(meta["model_cfg"])
+    text = cfg["text_cfg"]
+    where = Path(text["hf_model_name"])
+    where = where if where.is_absolute() else src / where
+    if not (where / "config.json").is_file():
+        raise FileNotFoundError(f"CLIP directory {src}: text tower {text['hf_model_name']!r} is not a local Hugging "
+                                f"Face model directory ({where / 'config.json'} missing; hub names are not fetched)")
+    text["hf_model_name"] = str(where.resolve())
+    text["hf_tokenizer_name"] = str(where.resolve())
+    text["hf_model_pretrained"] = False  # the weights come from the CLIP's own file
+    if "timm_model_name" in cfg.get("vision_cfg", {}):
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    cfg.pop("custom_text", None)
+    model = open_clip.CustomTextCLIP(**cfg)
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"CLIP directory {src}: weights do not fit the config (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")
+    model.to(device)
+    pre = meta.get("preprocess_cfg") or {}
+    preprocess = open_clip.image_transform(model.visual.image_size, is_train=False,
+                                           mean=tuple(pre.get("mean", OPENAI_MEAN)), std=tuple(pre.get("std", OPENAI_STD)))
+    tokenizer = HFTokenizer(str(where.resolve()), context_length=text.get("context_length", 77))
+    return model, preprocess, tokenizer
+
+
+def _conv_image_tower(model) -> bool:
+    trunk = getattr(getattr(model, "visual", None), "trunk", None)
+    return trunk is not None and any(isinstance(m, torch.nn.Conv2d) for m in trunk.modules())
+
+
+def lock_towers(model, lock: dict) -> None:
+    """Freeze the towers as ``lock`` says (``image_unlocked_groups`` / ``text_unlocked_layers``:
+    trailing groups left trainable; absent: the tower is not locked)."""
+    if "image_unlocked_groups" in lock and hasattr(model, "lock_image_tower"):
+        model.lock_image_tower(unlocked_groups=int(lock["image_unlocked_groups"]))
+    if "text_unlocked_layers" in lock and hasattr(model, "lock_text_tower"):
+        model.lock_text_tower(unlocked_layers=int(lock["text_unlocked_layers"]), freeze_layer_norm=True)
+
+
+@dataclass
+class LitSplit:
+    """A model whose towers are fully locked, split into frozen feature extractors and trained heads."""
+
+    image_features: Callable  # pixels -> frozen features
+    image_head: Callable  # frozen features -> embedding (trained)
+    text_features: Callable  # tokens -> frozen pooled features
+    text_head: Callable  # pooled features -> embedding (trained)
+
+
+def lit_split(model) -> Optional[LitSplit]:
+    """The split of an open_clip model with a locked timm trunk and a locked HF text transformer
+    (None for any other model: it trains end to end)."""
+    visual, text = getattr(model, "visual", None), getattr(model, "text", None)
+    trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
+    transformer = getattr(text, "transformer", None)
+    if trunk is None or head is None or transformer is None or not hasattr(text, "pooler"):
+        return None
+    if any(p.requires_grad for p in trunk.parameters()) or any(p.requires_grad for p in transformer.parameters()):
+        return None
+
+    def text_features(tokens):
+        mask = (tokens != text.config.pad_token_id).long()
+        return text.pooler(transformer(input_ids=tokens, attention_mask=mask), mask)
+
+    return LitSplit(trunk, head, text_features, text.proj)

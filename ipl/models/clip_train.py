@@ -2,9 +2,13 @@
 
 Photos of the same group (SKU) in a batch are all positives of each other (multi-positive
 InfoNCE, both directions). ``contrastive_train`` is a plain loop over in-memory tensors; the
-tiny CLIP of ``ipl synth`` is pretrained with it on the raw synthetic listings (standing in
-for a pretrained open_clip checkpoint), and the index stage's fine-tuning reuses it per
-Ray Train worker.
+base CLIP of ``ipl synth`` is pretrained with it on a separate synthetic corpus, and the index
+stage's fine-tuning reuses it per Ray Train worker.
+
+A model with locked towers (LiT, :func:`ipl.models.clip.lit_split`) is trained on its towers'
+features: :func:`prepare_data` runs each photo through the image trunk and each caption
+through the text transformer once, and the loop trains only the projections and the
+temperature on those features (the towers would give the same features at every step).
 """
 from __future__ import annotations
 
@@ -19,24 +23,29 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ipl.models.clip import Clip
+from ipl.models.clip import Clip, lit_split
 
 log = logging.getLogger("ipl.models")
 
 
 @dataclass
 class ContrastiveData:
-    pixels: torch.Tensor  # (N, 3, H, W) preprocessed
-    tokens: torch.Tensor  # (N, context) open_clip tokens
+    pixels: torch.Tensor  # (N, 3, H, W) preprocessed; with `features`: (N, F) frozen image features
+    tokens: torch.Tensor  # (N, context) open_clip tokens; with `features`: (N, G) frozen text features
     groups: torch.Tensor  # (N,) int group id (same id = positives)
+    features: bool = False  # pixels/tokens hold locked towers' features (LiT)
 
 
 def caption(category: str, title: str) -> str:
     return f"{category}: {title}"
 
 
-def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2) -> ContrastiveData:
-    """Decode photos and tokenize captions once; rows need photos, category, title, sku_id."""
+def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2, batch_size: int = 64,
+                 progress=None) -> ContrastiveData:
+    """Decode photos and tokenize captions once; rows need photos, category, title, sku_id.
+
+    For a locked-tower model the result holds the towers' features instead (computed here, in
+    batches, on the model's device; ``progress(done, total)`` is called after each batch)."""
     pixels, texts, groups, ids = [], [], [], {}
     for row in rows:
         text = caption(row["category"], row["title"])
@@ -47,7 +56,35 @@ def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2) -> Contr
             groups.append(gid)
     if not pixels:
         raise ValueError("no photos to train the CLIP on")
-    return ContrastiveData(torch.stack(pixels), clip.tokenizer(texts), torch.tensor(groups))
+    split = lit_split(clip.model)
+    if split is None:
+        return ContrastiveData(torch.stack(pixels), clip.tokenizer(texts), torch.tensor(groups))
+    img, txt, device = [], [], clip.device
+    unique = list(dict.fromkeys(texts))  # photos of one listing share its caption
+    with torch.inference_mode():
+        for i in range(0, len(pixels), batch_size):
+            x = torch.stack(pixels[i : i + batch_size]).to(device)
+            if clip.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            img.append(split.image_features(x).float().cpu())
+            if progress:
+                progress(min(i + batch_size, len(pixels)), len(pixels))
+        for i in range(0, len(unique), 256):
+            txt.append(split.text_features(clip.tokenizer(unique[i : i + 256]).to(device)).float().cpu())
+    text_feats = torch.cat(txt)
+    where = {t: j for j, t in enumerate(unique)}
+    return ContrastiveData(torch.cat(img), text_feats[torch.tensor([where[t] for t in texts])], torch.tensor(groups),
+                           features=True)
+
+
+def _encoders(model, data: ContrastiveData):
+    """(image, text) functions from the data's tensors to embeddings (the heads alone for features)."""
+    if not data.features:
+        return model.encode_image, model.encode_text
+    split = lit_split(model)
+    if split is None:
+        raise ValueError("contrastive data holds tower features but the model's towers are not locked")
+    return split.image_head, split.text_head
 
 
 def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor, scale: torch.Tensor):
@@ -93,7 +130,11 @@ def contrastive_train(
     """
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device  # batches go where the model is (a GPU worker's device)
+    encode_image, encode_text = _encoders(model, data)
     model.train()
+    for m in model.modules():  # locked batch norms keep their statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -108,8 +149,8 @@ def contrastive_train(
             perm, cursor = torch.randperm(n, generator=gen), 0
         idx = perm[cursor : cursor + batch_size]
         cursor += batch_size
-        img = F.normalize(model.encode_image(data.pixels[idx].to(device)), dim=-1)
-        txt = F.normalize(model.encode_text(data.tokens[idx].to(device)), dim=-1)
+        img = F.normalize(encode_image(data.pixels[idx].to(device)), dim=-1)
+        txt = F.normalize(encode_text(data.tokens[idx].to(device)), dim=-1)
         groups = data.groups[idx].to(device)
         scale = model.logit_scale.exp().clamp(max=100)
         loss = multi_positive_loss(img, txt, groups, scale)
@@ -134,9 +175,41 @@ def contrastive_train(
 @torch.no_grad()
 def retrieval_accuracy(clip: Clip, data: ContrastiveData, limit: Optional[int] = 512) -> float:
     """Image->text top-1 accuracy (a text of the same group counts) on up to ``limit`` samples."""
-    m = clip.model
+    encode_image, encode_text = _encoders(clip.model, data)
     idx = torch.arange(min(limit or len(data.groups), len(data.groups)))
-    img = F.normalize(m.encode_image(data.pixels[idx].to(clip.device)), dim=-1)
-    txt = F.normalize(m.encode_text(data.tokens[idx].to(clip.device)), dim=-1)
+    img = F.normalize(encode_image(data.pixels[idx].to(clip.device)), dim=-1)
+    txt = F.normalize(encode_text(data.tokens[idx].to(clip.device)), dim=-1)
     best = (img @ txt.t()).argmax(1).cpu()
     return float((data.groups[idx][best] == data.groups[idx]).float().mean())
+
+
+@torch.no_grad()
+def caption_scores(clip: Clip, data: ContrastiveData, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each photo with its own caption and with a caption of another category (the
+    next sample of a different category): what the image-text consistency check separates."""
+    encode_image, encode_text = _encoders(clip.model, data)
+    img = F.normalize(encode_image(data.pixels.to(clip.device)), dim=-1).cpu()
+    txt = F.normalize(encode_text(data.tokens.to(clip.device)), dim=-1).cpu()
+    n = len(categories)
+    other = [next((j % n for j in range(i + 1, i + n) if categories[j % n] != categories[i]), i) for i in range(n)]
+    matched = (img * txt).sum(-1).numpy()
+    mismatched = (img * txt[torch.tensor(other)]).sum(-1).numpy()
+    return matched, mismatched
+
+
+def consistency_threshold(matched: np.ndarray, mismatched: np.ndarray) -> dict:
+    """The cosine below which a photo-caption pair is called a mismatch: the middle of the range
+    that best separates matched from mismatched pairs (balanced accuracy), with that accuracy."""
+    cuts = np.unique(np.concatenate([matched, mismatched]))
+    best, lo, hi = -1.0, float(cuts[0]), float(cuts[0])
+    for t in cuts:
+        acc = 0.5 * (float((matched >= t).mean()) + float((mismatched < t).mean()))
+        if acc > best + 1e-9:
+            best, lo, hi = acc, float(t), float(t)
+        elif abs(acc - best) <= 1e-9:
+            hi = float(t)
+    below = cuts[cuts < lo]
+    lo = float(below[-1]) if len(below) else lo  # the separating range starts just above the last lower score
+    return {"threshold": round((lo + hi) / 2, 4), "balanced_accuracy": round(best, 4),
+            "matched_p01": float(np.quantile(matched, 0.01)), "mismatched_p99": float(np.quantile(mismatched, 0.99)),
+            "pairs": int(len(matched))}

@@ -1,14 +1,19 @@
 """Build the tiny local models of a run from its synthetic corpus (part of ``ipl synth``).
 
 Writes ``<run>/models/tokenizer/``, ``<run>/models/vlm-base/`` (untrained tiny Qwen2-VL +
-processor) and ``<run>/models/clip-base/`` (untrained tiny open_clip). ``models/_build.json``
-records what they were built from; a re-run with the same inputs reuses them.
+processor) and ``<run>/models/clip-base/``: by default the packaged two-tower open_clip
+(:mod:`ipl.models.packaged`: pretrained EfficientNet-Lite + MiniLM towers, its projections
+aligned on a separate synthetic corpus), or (``clip_model: tiny``) a small ViT trained from
+scratch on that corpus. ``models/_build.json`` records what they were built from; a re-run
+with the same inputs reuses them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -84,41 +89,59 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     CLIP on: a corpus apart from the marketplace's own rows, as a real pretrained CLIP never
     saw the listings it later checks (null: no pretraining)."""
     models_dir = run_dir / "models"
-    key = hashlib.sha256((cfg.model_dump_json() + data_fingerprint).encode()).hexdigest()[:16]
+    clip_fields = {"clip_model", "clip_pretrain_steps", "clip_pretrain_rows", "clip_batch_size", "clip_lr", "clip",
+                   "packaged_clip", "seed"}
+    key = hashlib.sha256((cfg.model_dump_json(exclude=clip_fields - {"seed"}) + data_fingerprint).encode()).hexdigest()[:16]
+    clip_key = hashlib.sha256((cfg.model_dump_json(include=clip_fields) + data_fingerprint).encode()).hexdigest()[:16]
     record = models_dir / "_build.json"
-    if record.exists() and read_json(record).get("key") == key:
+    old = read_json(record) if record.exists() else {}
+    if old.get("key") == key and old.get("clip_key") == clip_key:
         log.info("tiny models in %s are up to date, reusing them", models_dir)
-        return read_json(record)
-    log.info("training the byte-level BPE tokenizer on the synthetic corpus")
-    tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows), cfg.vocab_size)
-    tokenizer.save_pretrained(models_dir / "tokenizer")
-    log.info("building the tiny Qwen2-VL")
-    vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
-    vlm_pretrain = {}
-    if cfg.vlm_pretrain_steps:
-        vlm_pretrain = pretrain_vlm(cfg, vlm)
-    log.info("building the tiny open_clip")
-    clip = build_tiny_clip(cfg.clip, models_dir / "clip-base", seed=cfg.seed)
-    pretrain = {}
-    if cfg.clip_pretrain_steps and clip_corpus is not None:
-        pretrain = pretrain_clip(cfg, clip, clip_corpus(cfg.clip_pretrain_rows), models_dir / "clip-base")
-    if pretrain:
-        clip = load_clip(models_dir / "clip-base")
-    info = {
-        "key": key,
-        "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
-        "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters()),
-                "pretrain": vlm_pretrain},
-        "clip": {
-            "path": str(models_dir / "clip-base"),
-            "parameters": sum(p.numel() for p in clip.model.parameters()),
-            "fingerprint": clip.fingerprint,
-            "dim": clip.dim,
-            "pretrain": pretrain,
-        },
-    }
+        return old
+    if old.get("key") == key:  # the tokenizer and the VLM are up to date: only the CLIP changed
+        log.info("tokenizer and VLM in %s are up to date, reusing them", models_dir)
+        info = {k: old[k] for k in ("key", "tokenizer", "vlm")}
+    else:
+        log.info("training the byte-level BPE tokenizer on the synthetic corpus")
+        tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows), cfg.vocab_size)
+        tokenizer.save_pretrained(models_dir / "tokenizer")
+        log.info("building the tiny Qwen2-VL")
+        vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
+        vlm_pretrain = {}
+        if cfg.vlm_pretrain_steps:
+            vlm_pretrain = pretrain_vlm(cfg, vlm)
+        info = {"key": key, "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
+                "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters()),
+                        "pretrain": vlm_pretrain}}
+        write_json_atomic(record, info)  # a CLIP failure below keeps the VLM
+    info["clip_key"] = clip_key
+    info["clip"] = build_base_clip(cfg, models_dir / "clip-base", clip_corpus)
     write_json_atomic(record, info)
     return info
+
+
+def build_base_clip(cfg: TinyModelsConfig, out: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:
+    """Build ``clip-base`` (packaged two-tower or tiny ViT) and pretrain it on the separate corpus."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.clip_model == "packaged":
+        from ipl.models.packaged import build_packaged_clip
+
+        log.info("assembling the packaged open_clip (%s + MiniLM, %d px)", cfg.packaged_clip.image_tower,
+                 cfg.packaged_clip.image_size)
+        clip = build_packaged_clip(cfg.packaged_clip, tmp, seed=cfg.seed)
+    else:
+        log.info("building the tiny open_clip")
+        clip = build_tiny_clip(cfg.clip, tmp, seed=cfg.seed)
+    pretrain = {}
+    if cfg.clip_pretrain_steps and clip_corpus is not None:
+        pretrain = pretrain_clip(cfg, clip, clip_corpus(cfg.clip_pretrain_rows), tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    clip = load_clip(out)
+    return {"model": cfg.clip_model, "path": str(out), "parameters": sum(p.numel() for p in clip.model.parameters()),
+            "trainable": sum(p.numel() for p in clip.model.parameters() if p.requires_grad),
+            "fingerprint": clip.fingerprint, "dim": clip.dim, "pretrain": pretrain}
 
 
 def pretrain_vlm(cfg: TinyModelsConfig, vlm) -> dict:
@@ -136,19 +159,32 @@ def pretrain_vlm(cfg: TinyModelsConfig, vlm) -> dict:
 
 
 def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, rows: list[dict], out_dir: Path) -> dict:
-    """Contrastively pretrain the tiny CLIP on ``rows`` (stand-in for pretrained weights)."""
-    from ipl.models.clip_train import contrastive_train, prepare_data, retrieval_accuracy
+    """Contrastively pretrain the base CLIP on ``rows`` (the tiny ViT: as a stand-in for pretrained
+    weights; the packaged model: its projections, on its locked towers' features)."""
+    from ipl.models.clip_train import (caption_scores, consistency_threshold, contrastive_train, prepare_data,
+                                       retrieval_accuracy)
 
     held = max(1, len(rows) // 10)
-    train, test = prepare_data(clip, rows[held:]), prepare_data(clip, rows[:held], max_photos=1)
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 1024 < 64:
+            log.info("base CLIP features: %d/%d photos", done, total)
+
+    train = prepare_data(clip, rows[held:], progress=progress)
+    test_rows = [r for r in rows[:held] if r["photos"]]
+    test = prepare_data(clip, test_rows, max_photos=1)
     before = retrieval_accuracy(clip, test)
-    log.info("pretraining the tiny CLIP: %d photos, %d steps", len(train.groups), cfg.clip_pretrain_steps)
+    log.info("pretraining the base CLIP: %d photos, %d steps%s", len(train.groups), cfg.clip_pretrain_steps,
+             " (projections on locked towers' features)" if train.features else "")
     losses = contrastive_train(clip.model, train, cfg.clip_pretrain_steps, cfg.clip_batch_size, cfg.clip_lr, cfg.seed)
     after = retrieval_accuracy(clip, test)
-    model_cfg = json.loads((out_dir / "open_clip_config.json").read_text())["model_cfg"]
-    save_clip_dir(clip.model, model_cfg, out_dir)
-    log.info("tiny CLIP image->caption top-1 on %d held-out listings: %.2f -> %.2f", held, before, after)
+    consistency = consistency_threshold(*caption_scores(clip, test, [r["category"] for r in test_rows]))
+    log.info("base CLIP consistency threshold %.3f (balanced accuracy %.3f on %d held-out pairs)",
+             consistency["threshold"], consistency["balanced_accuracy"], consistency["pairs"])
+    meta = json.loads((out_dir / "open_clip_config.json").read_text())
+    ipl_meta = {**meta.get("ipl", {}), "consistency": consistency}
+    save_clip_dir(clip.model, meta["model_cfg"], out_dir, like=out_dir, extra={"ipl": ipl_meta})
+    log.info("base CLIP image->caption top-1 on %d held-out listings: %.2f -> %.2f", held, before, after)
     return {"photos": int(len(train.groups)), "steps": cfg.clip_pretrain_steps, "loss_first": losses[0],
             "loss_last": float(sum(losses[-20:]) / len(losses[-20:])), "heldout_top1_before": before,
-            "heldout_top1_after": after}
+            "heldout_top1_after": after, "consistency": consistency}
 

@@ -70,5 +70,11 @@ def main(cfg: SynthConfig) -> int:
             pre = m["vlm"]["pretrain"]
             print(f"           copy pretraining {pre['steps']} steps: recall of fresh facts "
                   f"{pre['copy_recall_before']:.2f} -> {pre['copy_recall_after']:.2f}")
-        print(f"tiny CLIP: {m['clip']['parameters'] / 1e6:.2f}M parameters, dim {m['clip']['dim']} -> {m['clip']['path']}")
+        c = m["clip"]
+        kind = "packaged CLIP (EfficientNet-Lite + MiniLM)" if c.get("model") == "packaged" else "tiny CLIP"
+        print(f"{kind}: {c['parameters'] / 1e6:.2f}M parameters ({c.get('trainable', c['parameters']) / 1e6:.2f}M "
+              f"trained), dim {c['dim']} -> {c['path']}")
+        if (c.get("pretrain") or {}).get("steps"):
+            print(f"           aligned on a separate corpus, {c['pretrain']['steps']} steps: photo -> caption top-1 "
+                  f"{c['pretrain']['heldout_top1_before']:.2f} -> {c['pretrain']['heldout_top1_after']:.2f}")
     return 0
