@@ -29,7 +29,10 @@ class ConsistencyConfig(Strict):
     enabled: bool = Field(True, description="Run the check (skipped automatically when there are no photos).")
     clip: Optional[str] = Field(None, description="CLIP directory or architecture (null: <run>/models/clip-base).")
     weights: Optional[str] = Field(None, description="Weights file when `clip` is an architecture name.")
-    threshold: float = Field(0.45, ge=-1, le=1, description="Drop rows whose photo-caption cosine is below this.")
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="Drop rows whose photo-caption cosine is below "
+                                       "this (null: the threshold ipl synth calibrated for the base CLIP on a "
+                                       "separate corpus, stored in its open_clip_config.json; another CLIP needs "
+                                       "an explicit value).")
     batch_size: int = Field(64, ge=1, description="Rows per batch.")
     concurrency: int = Field(1, ge=1, description="Actors (model replicas).")
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per actor (leave room for the tasks after it).")

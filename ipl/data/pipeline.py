@@ -96,6 +96,19 @@ def candidates(batch: dict) -> dict:
     return {"listing_id": np.asarray(batch["listing_id"], dtype=object)[ok], "minhash": sigs[ok]}
 
 
+def consistency_threshold(cc, clip: str) -> float:
+    """The configured threshold, else the one calibrated for ``clip``; a clear error when neither."""
+    from ipl.models.clip import calibrated_consistency
+
+    if cc.threshold is not None:
+        return cc.threshold
+    value = calibrated_consistency(clip)
+    if value is None:
+        raise ValueError(f"consistency.threshold is null and CLIP {clip} has no calibrated threshold "
+                         "(ipl synth writes one for the base CLIP): set consistency.threshold")
+    return value
+
+
 def apply_clip(batch: dict, threshold: float) -> dict:
     status, reasons, details = list(batch["status"]), nulls_to_none(batch["drop_reason"]), nulls_to_none(batch["drop_detail"])
     for i, (score, err) in enumerate(zip(batch["clip_score"], nulls_to_none(batch["error"]))):
@@ -227,14 +240,16 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
                        batch_size=cfg.batch_size)
           .map_batches(where, fn_kwargs={"column": "status", "values": ("kept",)}, batch_size=cfg.batch_size))
     checked = has_photos and cfg.consistency.enabled
+    threshold = cfg.consistency.threshold
     if checked:
         cc = cfg.consistency
         clip = cc.clip or str(run_dir / "models" / "clip-base")
+        threshold = consistency_threshold(cc, clip)
         p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
         p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip}, batch_size=cc.batch_size,
                             compute=ray.data.ActorPoolStrategy(size=cc.concurrency), num_cpus=cc.num_cpus,
                             num_gpus=cc.num_gpus or None)
-        p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": cc.threshold}, batch_size=cc.batch_size)
+        p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": threshold}, batch_size=cc.batch_size)
     llm = cfg.llm
     p2 = p2.map_batches(ExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
                                                                  "library": library},
@@ -249,7 +264,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
     for d in ("_text", "_photo"):
         shutil.rmtree(tmp / d, ignore_errors=True)
 
-    summary = summarize_clean(cfg, tmp, rows_in, pii, fractions, dups, has_photos, checked, key)
+    summary = summarize_clean(cfg, tmp, rows_in, pii, fractions, dups, has_photos, checked, key, threshold)
     write_json_atomic(tmp / "summary.json", summary)
     final = run_dir / "clean"
     if final.exists():
@@ -259,7 +274,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
 
 
 def summarize_clean(cfg, tmp: Path, rows_in: int, pii: Counter, fractions: dict, dups: dict, has_photos: bool,
-                    checked: bool, key: str) -> dict:
+                    checked: bool, key: str, threshold: Optional[float] = None) -> dict:
     dropped = Counter()
     for part in ("text", "photo"):
         for r in iter_rows(tmp / "dropped" / part, ["drop_reason"]) or []:
@@ -293,7 +308,7 @@ def summarize_clean(cfg, tmp: Path, rows_in: int, pii: Counter, fractions: dict,
         "near_duplicates": len(dups),
         "sample_fractions": {c: round(f, 4) for c, f in sorted(fractions.items())},
         "kept_by_category": dict(sorted(kept_by_cat.items())),
-        "image_text_check": {"ran": checked, "photos": has_photos, "threshold": cfg.consistency.threshold,
+        "image_text_check": {"ran": checked, "photos": has_photos, "threshold": threshold,
                              "scores": histogram(scores)},
         "extraction": {"llm_backend": cfg.llm.backend, "counts": dict(sorted(extract.items())),
                        "coverage": {c: {k: round(v / kept_by_cat[c], 3) for k, v in sorted(cnt.items())}
@@ -383,13 +398,25 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
     return manifest
 
 
+def consistency_clip_key(cfg: PrepareConfig) -> str:
+    """The image-text check's CLIP (a new base CLIP re-runs the cleaning; none when it is off or absent)."""
+    from ipl.models.clip import clip_fingerprint
+
+    cc = cfg.consistency
+    source = cc.clip or str(cfg.run.dir / "models" / "clip-base")
+    try:
+        return clip_fingerprint(source, cc.weights)[:16] if cc.enabled else ""
+    except FileNotFoundError:
+        return ""  # the run has no photos or no CLIP yet: the check is skipped or fails with its own error
+
+
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Run every part that is not up to date; returns {clean, templates, instructions}."""
     ensure_ray(cfg.ray)
     run_dir = cfg.run.dir
     data_key = input_fingerprint(cfg)
     clean_key = (PIPELINE_VERSION + cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval")
-                 + data_key)
+                 + data_key + consistency_clip_key(cfg))
     summary_path = run_dir / "clean" / "summary.json"
     if not cfg.overwrite and summary_path.exists() and read_json(summary_path).get("key") == clean_key:
         log.info("prepare: %s is up to date, reusing it", run_dir / "clean")

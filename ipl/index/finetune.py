@@ -56,7 +56,12 @@ def finetune_loop(config: dict) -> None:
     clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()))
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
-    data = prepare_data(clip, rows, max_photos=config["max_photos"])
+    def features(done: int, total: int) -> None:
+        if rank == 0 and (done == total or done % 1024 < 64):
+            print(f"clip fine-tune: locked towers' features {done}/{total} photos", flush=True)
+
+    data = prepare_data(clip, rows, max_photos=config["max_photos"], progress=features)
+
     def progress(step: int, loss: float) -> None:
         if rank == 0 and (step + 1) % 25 == 0:
             print(f"clip fine-tune step {step + 1}/{config['steps']} loss {loss:.3f}", flush=True)
@@ -66,12 +71,12 @@ def finetune_loop(config: dict) -> None:
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
         image_weight=config["image_weight"], step_hook=progress)
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
-               "photos": int(len(data.groups)), "steps": len(losses)}
+               "photos": int(len(data.groups)), "steps": len(losses), "locked_towers": bool(data.features)}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(config["base"]) / "open_clip_config.json"
             model_cfg = json.loads(cfg_path.read_text())["model_cfg"] if cfg_path.is_file() else config["model_cfg"]
-            save_clip_dir(clip.model, model_cfg, tmp)
+            save_clip_dir(clip.model, model_cfg, tmp, like=config["base"] if cfg_path.is_file() else None)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics)

@@ -24,3 +24,33 @@ def test_multi_positive_loss_is_symmetric_in_positives():
     low = multi_positive_loss(img, txt, groups, torch.tensor(20.0))
     high = multi_positive_loss(img, txt.flip(0), groups, torch.tensor(20.0))
     assert low < high
+
+
+def test_consistency_threshold_sits_between_matched_and_mismatched_scores():
+    import numpy as np
+
+    from ipl.models.clip_train import consistency_threshold
+
+    rng = np.random.default_rng(0)
+    matched, mismatched = rng.normal(0.6, 0.05, 300), rng.normal(0.1, 0.05, 300)
+    out = consistency_threshold(matched, mismatched)
+    assert mismatched.max() < out["threshold"] < matched.min() and out["balanced_accuracy"] == 1.0
+    # overlapping scores: the cut still lies between the two means, and the accuracy says it is not perfect
+    out = consistency_threshold(rng.normal(0.4, 0.1, 300), rng.normal(0.2, 0.1, 300))
+    assert 0.2 < out["threshold"] < 0.4 and 0.7 < out["balanced_accuracy"] < 1.0
+
+
+def test_prepare_uses_the_calibrated_threshold_or_says_what_to_set(tmp_path):
+    import json
+
+    import pytest
+
+    from ipl.data.config import ConsistencyConfig
+    from ipl.data.pipeline import consistency_threshold
+
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}, "ipl": {"consistency": {"threshold": 0.31}}}))
+    assert consistency_threshold(ConsistencyConfig(), str(tmp_path)) == 0.31
+    assert consistency_threshold(ConsistencyConfig(threshold=0.2), str(tmp_path)) == 0.2
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    with pytest.raises(ValueError, match="set consistency.threshold"):
+        consistency_threshold(ConsistencyConfig(), str(tmp_path))
