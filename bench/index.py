@@ -18,7 +18,9 @@ run.
 
 ``--embed-run`` also measures the Ray Data embedding stage (``ListingEmbedder`` actor pool)
 on that run's cleaned listings with 1 and then 2 actors (one torch thread each), in one Ray
-session, each after a warm-up pass.
+session, each after a warm-up pass. ``--compare-clip DIR`` adds the same measurement (1 actor)
+with another encoder side by side (e.g. the tiny CLIP the packaged one replaced:
+``bench/index.py --n 0 --embed-run runs/demo --compare-clip runs/tiny-clip``), and the ratio.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def run_kind(kind: str, spec: str, template, train_s: float, x: np.ndarray, q: n
     return out
 
 
-def embed_throughput(run: Path, concurrency: int) -> dict:
+def embed_throughput(run: Path, concurrency: int, clip_dir=None) -> dict:
     import shutil
     import tempfile
 
@@ -126,7 +128,7 @@ def embed_throughput(run: Path, concurrency: int) -> dict:
                        "embed.num_cpus=0.5", "ray.progress=false"])  # 1 torch thread per actor; the
     # Parquet read needs one whole free CPU (Ray 2.60), so 2 actors x 0.5 CPU leave it one
     ensure_ray(cfg.ray)
-    clip = str(cfg.clip_dir if cfg.clip_dir.is_dir() else cfg.base_clip)
+    clip = str(clip_dir or (cfg.clip_dir if cfg.clip_dir.is_dir() else cfg.base_clip))
     out = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     try:
         embed(cfg, clip, None, out / "e")  # warm-up: actor start, model load, first reads
@@ -139,7 +141,7 @@ def embed_throughput(run: Path, concurrency: int) -> dict:
         rows = pds.dataset(str(out / "e"), format="parquet").count_rows()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"concurrency": concurrency, "rows": rows, "seconds": round(wall, 1), "rows_per_s": round(rows / wall, 1)}
+    return {"clip": clip, "concurrency": concurrency, "rows": rows, "seconds": round(wall, 1), "rows_per_s": round(rows / wall, 1)}
 
 
 def main(argv=None) -> int:
@@ -161,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--ef-search", type=int, default=64)
     p.add_argument("--train-sample", type=int, default=100_000)
     p.add_argument("--embed-run", type=Path, default=None, help="a run with clean/listings: embedding throughput")
+    p.add_argument("--compare-clip", type=Path, default=None, help="another CLIP directory embedded side by side")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "index": []}
@@ -190,6 +193,12 @@ def main(argv=None) -> int:
         e1, e2 = results["embed"]
         results["embed_ratio_2_vs_1"] = round(e2["rows_per_s"] / e1["rows_per_s"], 2)
         print(json.dumps(results["embed"]), f"ratio 2/1 actors: {results['embed_ratio_2_vs_1']}", flush=True)
+        if args.compare_clip:
+            other = embed_throughput(args.embed_run, 1, args.compare_clip)
+            results["embed_compare"] = other
+            results["embed_ratio_run_vs_compare"] = round(e1["rows_per_s"] / other["rows_per_s"], 3)
+            print(json.dumps(other), f"ratio run's encoder / {args.compare_clip}: "
+                  f"{results['embed_ratio_run_vs_compare']}", flush=True)
     print("\n| index | shards | train s | add s | QPS | QPS / exact | recall@1 | 1-recall@10 |\n"
           "|---|---|---|---|---|---|---|---|")
     for r in results["index"]:

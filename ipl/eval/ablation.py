@@ -133,6 +133,7 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 "references": [r["listing_id"] for r in meta["references"]],
                 "retrieval": {"identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
+                              "same_spu_colour_top1": same_spu_colour(top, ex, cfg.metrics.colour_key),
                               "category_top1": predicted == ex["category"]},
                 "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels),
             })
@@ -397,6 +398,18 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     return {"table": table, "examples": list(examples.values())}
 
 
+def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:
+    """The top hit is the query's SPU in the query's colour (None: the query has no colour)."""
+    from ipl.extract.matcher import value_key
+
+    truth = (ex.get("attributes") or {}).get(key)
+    if not truth:
+        return None
+    theirs = (hit or {}).get("attributes") or {}
+    return bool(hit and hit.get("spu_id") == ex["spu_id"] and theirs.get(key)
+                and value_key(str(theirs[key])) == value_key(str(truth)))
+
+
 def retrieval_summary(records: list[dict]) -> dict:
     """Identical (SKU) / similar (SPU) top-1 of the retrieval path and category top-1, per set,
     with the fallbacks the drafts took."""
@@ -418,5 +431,9 @@ def retrieval_summary(records: list[dict]) -> dict:
                "refused": sum(1 for r in records if r["set"] == name and r.get("refused"))}
         if name != "unseen_sku":  # its own SKU is removed from the hits: identical is impossible by design
             row["identical_top1"] = sum(r["retrieval"]["identical_top1"] for r in recs) / n
+            coloured = [r["retrieval"].get("same_spu_colour_top1") for r in recs]
+            coloured = [c for c in coloured if c is not None]
+            if coloured:
+                row["same_spu_colour_top1"] = sum(coloured) / len(coloured)
         out[name] = row
     return out

@@ -56,6 +56,8 @@ class MetricsConfig(Strict):
     synonyms_file: Optional[str] = Field(None, description="A JSON list of synonym groups added to `synonyms` (null: "
                                          "<run>/raw/_synonyms.json when it exists: the English/Chinese forms of "
                                          "the catalogue's values, written by ipl synth).")
+    colour_key: str = Field("Color", description="Attribute compared for retrieval's same-SPU-and-colour top-1 "
+                            "(variants such as storage render identically, so the SKU alone undercounts).")
 
 
 class StyleConfig(Strict):
@@ -83,6 +85,9 @@ class RealDataConfig(Strict):
     fashion_photos: int = Field(100, ge=0, description="Fashion photos scored zero-shot for category and colour.")
     fashion_descriptions: int = Field(12, ge=0, description="Fashion photos described by the VLM (image only) and "
                                       "scored for brand/colour.")
+    compare_clips: dict[str, str] = Field(default_factory=dict, description="name -> another CLIP directory whose "
+                                          "fashion and ABO figures are reported beside the run's (e.g. "
+                                          "{tiny: runs/tiny/models/clip}: the encoder the run's replaced).")
 
 
 class EvalConfig(Strict):

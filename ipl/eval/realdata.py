@@ -24,6 +24,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -90,7 +91,11 @@ def knn_top1(vectors: np.ndarray, labels: list[str]) -> float:
     return float(np.mean([labels[j] == labels[i] for i, j in enumerate(nearest)]))
 
 
-def fashion(cfg: EvalConfig, clip) -> dict:
+def fashion(cfg: EvalConfig, clip, colour_head: Optional[dict] = None) -> dict:
+    """Article type and colour of the real catalogue photos: CLIP zero-shot, leave-one-out nearest
+    neighbour, and for colour the evidence's photo-colour head (``colour_head``: its predictor and
+    calibrated tier), whose classes are the catalogue's colour names: a label no class names
+    (by the eval's synonyms) counts as a miss."""
     from PIL import Image
 
     from ipl.index.colour import colour_features
@@ -104,9 +109,48 @@ def fashion(cfg: EvalConfig, clip) -> dict:
     emb = clip.encode_images(images).numpy()
     hist = np.stack([colour_features(im) for im in images])
     category = {**zero_shot(clip, images, types, "a photo of {}"), "knn_top1": knn_top1(emb, types)}
-    colour = {**zero_shot(clip, images, colours, "a photo of a {} item"), "knn_top1": knn_top1(emb, colours),
+    z = zero_shot(clip, images, colours, "a photo of a {} item")
+    colour = {**z, "zero_shot_top1": z["top1"], "method": "zero-shot", "knn_top1": knn_top1(emb, colours),
               "knn_top1_colour_features": knn_top1(hist, colours)}
+    if colour_head is not None:
+        colour.update(photo_colour(colour_head, hist, colours, cfg.metrics.synonyms))
     return {"category": category, "colour": colour}
+
+
+def photo_colour(colour_head: dict, features: np.ndarray, labels: list[str], synonyms) -> dict:
+    """Top-1 of the index's photo-colour head on real photos, and the precision of what its
+    calibrated tier (``photo:sku``) would state."""
+    from ipl.extract.matcher import AttributeMatcher
+
+    matcher = AttributeMatcher(synonyms)
+    head, tier = colour_head["predictor"], colour_head.get("tier") or {}
+    truth = [next((c for c in head.classes if matcher.same(lab, c)), None) for lab in labels]
+    top = [p[0] for p in head.predict_features(features, 1)]
+    right = np.array([t is not None and p["value"] == t for p, t in zip(top, truth)])
+    out = {"top1": float(right.mean()), "method": f"photo-colour head ({len(head.classes)} catalogue colours)",
+           "labels_named": float(np.mean([t is not None for t in truth]))}
+    if tier.get("enabled") and tier.get("threshold") is not None:
+        stated = np.array([p["score"] >= tier["threshold"] for p in top])
+        out["stated"] = {"threshold": tier["threshold"], "coverage": float(stated.mean()),
+                         "precision": float(right[stated].mean()) if stated.any() else None}
+    return out
+
+
+def index_colour_head(cfg: EvalConfig) -> Optional[dict]:
+    """The current index version's photo-colour head and its calibrated tier (None: no head)."""
+    from ipl.index.colour import ColourPredictor
+    from ipl.index.search import resolve_version_dir
+
+    try:
+        version = resolve_version_dir(cfg.serve_config().index_root)
+    except (FileNotFoundError, ValueError):
+        return None
+    head = ColourPredictor.load(version)
+    if head is None:
+        return None
+    manifest = json.loads((version / "manifest.json").read_text()) if (version / "manifest.json").is_file() else {}
+    tiers = ((manifest.get("evidence") or {}).get("tiers") or {})
+    return {"predictor": head, "tier": tiers.get("photo:sku")}
 
 
 def fashion_descriptions(cfg: EvalConfig) -> dict:
@@ -201,11 +245,18 @@ def run(cfg: EvalConfig) -> dict:
     out: dict = {"root": str(root)}
     out["mercari"] = mercari(cfg) if cfg.realdata.mercari_config else {"skipped": "realdata.mercari_config is null"}
     clip = load_clip(cfg.serve_config().clip_dir)
-    out["fashion"] = fashion(cfg, clip) if cfg.realdata.fashion_photos else {"skipped": "fashion_photos=0"}
+    head = index_colour_head(cfg)
+    out["fashion"] = fashion(cfg, clip, head) if cfg.realdata.fashion_photos else {"skipped": "fashion_photos=0"}
     out["fashion_descriptions"] = (fashion_descriptions(cfg) if cfg.realdata.fashion_descriptions
                                    else {"skipped": "fashion_descriptions=0"})
     abo = root / "abo"
     out["abo"] = same_product_ranking(clip, abo) if abo.is_dir() else {"skipped": f"{abo}: missing"}
+    out["compare"] = {}
+    for name, path in cfg.realdata.compare_clips.items():  # the same figures for another encoder
+        other = load_clip(path)
+        out["compare"][name] = {"clip": str(path), "fingerprint": other.fingerprint,
+                                "fashion": fashion(cfg, other, head) if cfg.realdata.fashion_photos else {},
+                                "abo": same_product_ranking(other, abo) if abo.is_dir() else {}}
     out["ood"] = out_of_domain(cfg, root)
     out["safety"] = safety_screen(cfg, root)
     return out

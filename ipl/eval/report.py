@@ -95,12 +95,12 @@ def render(result: dict, plots: list[str]) -> str:
         lines += finding(ab["table"])
     if result.get("retrieval"):
         lines += ["## Retrieval and category (the Serve graph's path, on the same held-out listings)", "",
-                  "| set | queries | identical (SKU) top-1 | similar (SPU) top-1 | category top-1 | with reference | "
-                  "fallbacks |", "|---|---|---|---|---|---|---|"]
+                  "| set | queries | identical (SKU) top-1 | same SPU and colour top-1 | similar (SPU) top-1 | "
+                  "category top-1 | with reference | fallbacks |", "|---|---|---|---|---|---|---|---|"]
         for name, r in result["retrieval"].items():
             fb = ", ".join(f"{k} {v}" for k, v in sorted(r["fallbacks"].items())) or "none"
             lines.append(f"| {SET_TITLES.get(name, name)} | {r['queries']} | {_f(r.get('identical_top1'))} | "
-                         f"{_f(r['similar_top1'])} | {_f(r['category_top1'])} | {_f(r['with_reference'])} | {fb} |")
+                         f"{_f(r.get('same_spu_colour_top1'))} | {_f(r['similar_top1'])} | {_f(r['category_top1'])} | {_f(r['with_reference'])} | {fb} |")
         lines.append("")
     rd = result.get("realdata")
     if rd:
@@ -133,6 +133,28 @@ def finding(table: dict) -> list[str]:
     return out + [""]
 
 
+def fashion_lines(f: dict, whose: str) -> list[str]:
+    lines = []
+    for what in ("category", "colour"):
+        z = f.get(what)
+        if not z:
+            continue
+        knn = f"; leave-one-out nearest neighbour {_f(z.get('knn_top1'))}" if "knn_top1" in z else ""
+        if "knn_top1_colour_features" in z:
+            knn += f" (colour features {_f(z['knn_top1_colour_features'])})"
+        head = ""
+        if z.get("method", "zero-shot") != "zero-shot":
+            head = f"; {z['method']} top-1 {_f(z['top1'])} ({_f(z.get('labels_named'))} of the labels are colours it names)"
+            st = z.get("stated")
+            if st:
+                head += (f", stated at its calibrated threshold for {_f(st['coverage'])} of the photos with precision "
+                         f"{_f(st['precision'])}")
+        lines.append(f"- Fashion {what} ({whose}, {z['photos']} photos, {z['classes']} classes): zero-shot top-1 "
+                     f"{_f(z.get('zero_shot_top1', z['top1']))}{knn}{head}; always answering the commonest class: "
+                     f"{_f(z['majority_baseline'])}.")
+    return lines
+
+
 def realdata_lines(rd: dict) -> list[str]:
     lines = ["## Real data (`../shared/realdata`, never trained on)", ""]
     if rd.get("skipped"):
@@ -150,14 +172,12 @@ def realdata_lines(rd: dict) -> list[str]:
     if f.get("skipped"):
         lines.append(f"- Fashion photos: skipped ({f['skipped']})")
     elif f:
-        for what in ("category", "colour"):
-            z = f[what]
-            knn = f"; leave-one-out nearest neighbour {_f(z.get('knn_top1'))}" if "knn_top1" in z else ""
-            if "knn_top1_colour_features" in z:
-                knn += f" (colour features {_f(z['knn_top1_colour_features'])})"
-            lines.append(f"- Fashion {what} (the run's CLIP, {z['photos']} photos, {z['classes']} classes): zero-shot "
-                         f"top-1 {_f(z['top1'])}{knn}, against {_f(z['majority_baseline'])} for always answering "
-                         f"the commonest class.")
+        lines += fashion_lines(f, "the run's CLIP")
+    for name, c in (rd.get("compare") or {}).items():
+        lines += fashion_lines(c.get("fashion") or {}, f"for comparison, {name} CLIP `{c['clip']}`")
+        a = c.get("abo") or {}
+        if a.get("photos"):
+            lines.append(f"- ABO same-product top-1 with the {name} CLIP: {_f(a['top1_same_product'])}.")
     d = rd.get("fashion_descriptions") or {}
     if d and not d.get("skipped"):
         lines.append(f"- Fashion photos described by the VLM (image only, {d['photos']} photos): the true brand "

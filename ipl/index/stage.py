@@ -206,6 +206,8 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
 def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels,
              photo: Optional[list] = None) -> dict:
     from ipl.evidence.fit import calibrate
+    from ipl.extract.matcher import value_key
+    from ipl.index.calibration import colour_labels
 
     if len(vectors) == 0:
         return {"queries": 0}
@@ -214,7 +216,12 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     sku_ok = np.array(top["sku_id"].tolist()) == np.array(meta["sku_id"])
     spu_ok = np.array(top["spu_id"].tolist()) == np.array(meta["spu_id"])
     cat = np.array(meta["category"])
+    key = cfg.evidence.colour_key or "Color"
+    theirs, ours = colour_labels(top["attributes"].tolist(), key), colour_labels(meta["extracted"], key)
+    coloured = [o is not None for o in ours]
+    same_colour = [o is not None and t is not None and value_key(t) == value_key(o) for t, o in zip(theirs, ours)]
     out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
+           "same_spu_colour_top1": float(np.sum(spu_ok & np.array(same_colour)) / max(1, sum(coloured))),
            "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
     top = predictor.predict(vectors, 1) if predictor is not None else [[{"category": None, "score": 0.0}]] * len(cat)
@@ -369,7 +376,8 @@ def report(s: dict) -> str:
                      f"steps{' [reused]' if f.get('reused') else ''}")
     if ev.get("queries"):
         lines.append(f"  held-out photos ({ev['queries']}): identical (SKU) top-1 {ev['identical_top1']:.2f}, "
-                     f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; category "
+                     f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; same SPU and "
+                     f"colour {ev.get('same_spu_colour_top1', float('nan')):.2f}; category "
                      f"top-1 {ev.get('category_top1', float('nan')):.2f} (zero-shot "
                      f"{ev.get('category_top1_zero_shot', float('nan')):.2f})")
         th = s.get("thresholds", {})

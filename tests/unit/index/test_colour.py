@@ -43,3 +43,25 @@ def test_head_learns_colours_and_round_trips(tmp_path):
     assert right >= 0.9 * len(test), right
     top = pred.predict([test[0][1]], 3)
     assert len(top) == 3 and top[0]["score"] >= top[1]["score"] and 0 < sum(t["score"] for t in top) <= 1.0001
+
+
+def test_a_white_border_does_not_swamp_a_small_item():
+    """The background is read off the border and left out: a small navy item on a large white
+    ground is described by navy, as on a catalogue photo."""
+    from ipl.index.colour import item_weights
+
+    img = Image.new("RGB", (200, 200), (250, 250, 250))
+    ImageDraw.Draw(img).rectangle([80, 70, 120, 130], fill=(25, 35, 90))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    navy = Image.new("RGB", (200, 200), (25, 35, 90))
+    nbuf = io.BytesIO()
+    navy.save(nbuf, format="PNG")
+    white = Image.new("RGB", (200, 200), (250, 250, 250))
+    wbuf = io.BytesIO()
+    white.save(wbuf, format="PNG")
+    f, n, w = (colour_features(b.getvalue()) for b in (buf, nbuf, wbuf))
+    assert f @ n > 0.7 and np.argmax(f) == np.argmax(n) and f @ w < 0.2
+    # nothing stands out from the border: the whole (centre-weighted) photo is used
+    flat = np.full((64 * 64, 3), 128.0, np.float32)
+    assert item_weights(flat).sum() > 0

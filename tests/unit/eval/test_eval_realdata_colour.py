@@ -1,0 +1,31 @@
+"""Real-photo colour by the index's photo-colour head: labels mapped to its catalogue colours by
+the eval's synonyms, a label it cannot name counted as a miss, the calibrated tier's precision."""
+import numpy as np
+
+from ipl.eval.ablation import same_spu_colour
+from ipl.eval.realdata import photo_colour
+from ipl.index.colour import ColourPredictor
+
+
+def head():
+    weight = np.eye(3, dtype=np.float32) * 5
+    return ColourPredictor({"key": "Color", "classes": ["Black", "Navy", "White"], "weight": weight,
+                            "bias": np.zeros(3, np.float32)})
+
+
+def test_photo_colour_maps_synonyms_and_counts_unnamed_labels_as_misses():
+    feats = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
+    out = photo_colour({"predictor": head(), "tier": {"enabled": True, "threshold": 0.9}}, feats,
+                       ["Black", "Navy Blue", "White", "Steel"], [["navy", "navy blue"]])
+    assert out["top1"] == 0.75 and out["labels_named"] == 0.75
+    assert out["stated"]["coverage"] == 1.0 and out["stated"]["precision"] == 0.75
+    assert "stated" not in photo_colour({"predictor": head(), "tier": {"enabled": False}}, feats, ["Black"] * 4, [])
+
+
+def test_same_spu_colour_needs_both_the_spu_and_the_colour():
+    ex = {"spu_id": "a", "attributes": {"Color": "Navy"}}
+    assert same_spu_colour({"spu_id": "a", "attributes": {"Color": "navy"}}, ex, "Color") is True
+    assert same_spu_colour({"spu_id": "a", "attributes": {"Color": "Black"}}, ex, "Color") is False
+    assert same_spu_colour({"spu_id": "b", "attributes": {"Color": "Navy"}}, ex, "Color") is False
+    assert same_spu_colour(None, ex, "Color") is False
+    assert same_spu_colour({"spu_id": "a"}, {"spu_id": "a", "attributes": {}}, "Color") is None
