@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import pyarrow.parquet as pq
 
@@ -28,10 +28,10 @@ from ipl.runtime import read_json, write_json_atomic
 log = logging.getLogger("ipl.models")
 
 
-def corpus(raw_dir: Path, max_rows: int) -> Iterator[str]:
-    """Titles and descriptions of up to ``max_rows`` raw listings, then the catalogue vocabulary."""
-    from ipl.synth.catalogue import Catalogue
-
+def corpus(raw_dir: Path, max_rows: int, extra: Iterable[str] = ()) -> Iterator[str]:
+    """Titles and descriptions of up to ``max_rows`` raw listings, then ``extra`` (the synthetic
+    catalogue's vocabulary and the prompts, from ``ipl.synth.vocab``: no library module reads the
+    synthetic catalogue)."""
     seen = 0
     for path in sorted(raw_dir.glob("part-*.parquet")):
         table = pq.read_table(path, columns=["title", "description"])
@@ -45,44 +45,12 @@ def corpus(raw_dir: Path, max_rows: int) -> Iterator[str]:
             break
     if seen == 0:
         raise FileNotFoundError(f"no listings under {raw_dir}: run `ipl synth` first")
-    cat = Catalogue.build(brands_per_category=99, models_per_brand=99)
-    for c in cat.categories.values():
-        yield f"{c.name} {c.zh} " + " ".join(f"{k} {cat.key_name(k, 'zh')}" for k in c.template)
-        for brand, models in c.brands:
-            yield f"{brand.en} {brand.zh} " + " ".join(models)
-        yield " ".join(v.en + " " + v.zh for v in c.variant_values)
-        for values in c.listing.values():
-            yield " ".join(v.en + " " + v.zh for v in values)
-    yield " ".join(f"{k} {v['zh']}" for k, v in cat.colors.items())
-    yield from prompt_corpus(cat)
-
-
-PROMPT_REPEATS = 200
-
-
-def prompt_corpus(cat) -> Iterator[str]:
-    """The fixed prompt text of every conversation (roles, system turns, the description,
-    category and extraction prompts), repeated so BPE learns them as whole words: prompts
-    then cost a few tokens per word instead of one per byte pair, which keeps training
-    sequences short."""
-    from ipl.extract.prompt import SYSTEM, extraction_prompt
-    from ipl.generate.prompts import description_prompt, system_prompt
-
-    texts = ["system\nuser\nassistant\n", SYSTEM, "null true false"]
-    for lang in ("en", "zh"):
-        texts.append(system_prompt(lang))
-        for c in cat.categories.values():
-            keys = list(c.template)
-            texts.append(description_prompt(c.name, keys, {k: "" for k in keys}, lang))
-            texts.append(extraction_prompt(c.name, keys, "", lang))
-        texts.append(description_prompt(None, None, None, lang))
-    texts.append("What category is this item? Answer with one of: 这件商品属于哪个类目？从中选一个：")
-    for _ in range(PROMPT_REPEATS):
-        yield from texts
+    yield from extra
 
 
 def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: str,
-                      clip_corpus: Optional[Callable[[int], list[dict]]] = None) -> dict:
+                      clip_corpus: Optional[Callable[[int], list[dict]]] = None,
+                      vocabulary: Optional[Callable[[], Iterable[str]]] = None) -> dict:
     """Build (or reuse) the tokenizer, tiny VLM and tiny CLIP under ``run_dir/models``.
 
     ``clip_corpus(n)`` returns ``n`` listings (photos, category, title, sku_id) to pretrain the
@@ -103,7 +71,8 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
         info = {k: old[k] for k in ("key", "tokenizer", "vlm")}
     else:
         log.info("training the byte-level BPE tokenizer on the synthetic corpus")
-        tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows), cfg.vocab_size)
+        tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows, vocabulary() if vocabulary else ()),
+                                    cfg.vocab_size)
         tokenizer.save_pretrained(models_dir / "tokenizer")
         log.info("building the tiny Qwen2-VL")
         vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)

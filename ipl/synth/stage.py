@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from ipl.models.tiny import build_tiny_models
+from ipl.synth.vocab import catalogue_corpus
 from ipl.synth.config import SynthConfig
 from ipl.synth.pipeline import run_synth_data
 
@@ -55,7 +56,7 @@ def run(cfg: SynthConfig) -> dict:
     out = {"raw": manifest}
     if cfg.models.build:
         out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint(),
-                                          clip_corpus=lambda n: clip_corpus(cfg, n))
+                                          clip_corpus=lambda n: clip_corpus(cfg, n), vocabulary=catalogue_corpus)
     return out
 
 

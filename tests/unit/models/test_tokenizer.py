@@ -54,7 +54,7 @@ def test_save_and_load(tokenizer, tmp_path):
 
 def test_prompt_vocabulary_keeps_chat_prompts_short(small_rows):
     from ipl.generate.prompts import description_prompt
-    from ipl.models.tiny import prompt_corpus
+    from ipl.synth.vocab import prompt_corpus
     from ipl.synth.catalogue import Catalogue
 
     texts = [r["description"] for r in small_rows]
