@@ -16,6 +16,9 @@ def prepared_marketplace(ray_local, tmp_path_factory):
     common = [f"run.root={root}", "run.name=t"]
     run_synth(load_config(SynthConfig, None, [*common, "rows=300", "shard_rows=150", "photos_max=1",
                                               "models.tokenizer_rows=300", "models.clip_pretrain_steps=0", "models.vlm_pretrain_steps=0",
+                                              # the serving tests' thresholds (blocklist copy, evidence) were set on
+                                              # the tiny ViT; the packaged CLIP: test_synth_job, unit tests, test_prepare_job (slow)
+                                              "models.clip_model=tiny",
                                               "models.vlm.hidden_size=64", "models.vlm.num_hidden_layers=2",
                                               "models.vlm.intermediate_size=128",
                                               # few SKUs with several listings each: held-out photos have
