@@ -139,7 +139,9 @@ def photo_colour(colour_head: dict, features: np.ndarray, labels: list[str], syn
 def index_colour_head(cfg: EvalConfig) -> Optional[dict]:
     """The current index version's photo-colour head and its calibrated tier (None: no head)."""
     from ipl.index.colour import ColourPredictor
+    from ipl.index.manifest import MANIFEST
     from ipl.index.search import resolve_version_dir
+    from ipl.runtime import read_json
 
     try:
         version = resolve_version_dir(cfg.serve_config().index_root)
@@ -148,7 +150,7 @@ def index_colour_head(cfg: EvalConfig) -> Optional[dict]:
     head = ColourPredictor.load(version)
     if head is None:
         return None
-    manifest = json.loads((version / "manifest.json").read_text()) if (version / "manifest.json").is_file() else {}
+    manifest = read_json(version / MANIFEST)  # resolve_version_dir found it
     tiers = ((manifest.get("evidence") or {}).get("tiers") or {})
     return {"predictor": head, "tier": tiers.get("photo:sku")}
 
