@@ -5,8 +5,9 @@ directory), checks every file's size and sha256 against the manifest, the dimens
 encoder fingerprint, and only then calls ``faiss.read_index``. ``search(vectors, k)`` queries
 every shard in parallel threads (FAISS releases the GIL), merges the top-k and returns hits
 with their similarity, whether they pass the identical-product threshold, and the listing's
-metadata. ``IndexHolder`` keeps the loaded version serving while a newer one is checked: a
-bad new version is refused and the old one stays.
+metadata. ``IndexHolder`` keeps the loaded version serving while a newer one is checked (in a
+background thread): a bad new version is refused and the old one stays; a swapped-out version
+is closed only after the last search using it ends.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -151,17 +153,31 @@ class ShardedIndex:
 
 
 class IndexHolder:
-    """The version being served, swapped only for a newer one that passes every check."""
+    """The version being served, swapped only for a newer one that passes every check.
+
+    ``lease()`` is how a request uses the index: a context manager yielding the version served
+    when it was entered; a version that was swapped out is closed only when its last lease ends,
+    so a rollout never closes a thread pool under a search still running on it. ``start(every_s)``
+    checks for a newer version in a background thread (the verification reads and hashes every
+    file: that work stays off the request path); the swap itself is one assignment under a lock.
+    """
 
     def __init__(self, root: Path, dim: Optional[int] = None, fingerprint: Optional[str] = None, **load_kwargs):
         self.root, self.dim, self.fingerprint, self.load_kwargs = Path(root), dim, fingerprint, load_kwargs
         self.index: Optional[ShardedIndex] = None
         self.last_error: Optional[str] = None
-        self._lock = threading.Lock()
+        self.refreshes = {"checks": 0, "swaps": 0, "refused": 0}
+        self._lock = threading.Lock()  # one refresh at a time
+        self._leases = threading.Lock()  # guards the lease counts and the swap
+        self._users: dict[int, int] = {}
+        self._retired: dict[int, ShardedIndex] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
 
     def refresh(self) -> bool:
         """Load ``current`` if it differs from the served version; False (and the old one stays) if refused."""
         with self._lock:
+            self.refreshes["checks"] += 1
             try:
                 target = resolve_version_dir(self.root)
                 if self.index is not None and target.name == self.index.version_dir.name:
@@ -169,10 +185,60 @@ class IndexHolder:
                 new = ShardedIndex.load(target, dim=self.dim, fingerprint=self.fingerprint, **self.load_kwargs)
             except (IndexIntegrityError, FileNotFoundError) as exc:
                 self.last_error = str(exc)
+                self.refreshes["refused"] += 1
                 log.error("index refresh refused, still serving %s: %s",
                           self.index.version if self.index else "nothing", exc)
                 return False
-            old, self.index, self.last_error = self.index, new, None
+            with self._leases:
+                old, self.index, self.last_error = self.index, new, None
+                self.refreshes["swaps"] += 1
+                if old is not None:
+                    if self._users.get(id(old)):
+                        self._retired[id(old)] = old  # closed by its last lease
+                        old = None
             if old is not None:
                 old.close()
             return True
+
+    @contextmanager
+    def lease(self) -> Iterator[ShardedIndex]:
+        """The served version, kept open until the ``with`` block ends."""
+        with self._leases:
+            index = self.index
+            if index is None:
+                raise FileNotFoundError(f"no index loaded from {self.root}: {self.last_error}")
+            self._users[id(index)] = self._users.get(id(index), 0) + 1
+        try:
+            yield index
+        finally:
+            closing = None
+            with self._leases:
+                n = self._users[id(index)] - 1
+                if n:
+                    self._users[id(index)] = n
+                else:
+                    del self._users[id(index)]
+                    closing = self._retired.pop(id(index), None)
+            if closing is not None:
+                closing.close()
+
+    def start(self, every_s: float) -> None:
+        """Check for a newer version every ``every_s`` seconds in a daemon thread (0: never)."""
+        if every_s <= 0 or self._thread is not None:
+            return
+
+        def loop():
+            while not self._stop.wait(every_s):
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - a refresh must never kill the thread; the old index serves
+                    log.exception("index refresh failed")
+
+        self._thread = threading.Thread(target=loop, name="ipl-index-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -96,3 +96,59 @@ def test_shard_of_another_dimension_behind_a_valid_checksum_is_refused(tmp_path,
     write_json_atomic(v1 / "manifest.json", manifest)
     with pytest.raises(IndexIntegrityError, match="dimension 8"):
         ShardedIndex.load(root)
+
+
+def test_swaps_under_concurrent_searches_never_touch_a_closed_pool(tmp_path, data):
+    """Searches through leases while a background thread swaps versions (publish and rollback):
+    no search fails, and every swapped-out version is closed once its last search ended."""
+    import threading
+
+    vectors, skus = data
+    root = tmp_path / "index"
+    publish_version(root, vectors, skus, tmp=tmp_path)
+    holder = IndexHolder(root, dim=DIM, fingerprint="enc-A")
+    assert holder.refresh()
+    closed, errors, seen = [], [], set()
+    original_close = ShardedIndex.close
+
+    def close(self):
+        closed.append(self)
+        original_close(self)
+
+    ShardedIndex.close = close
+    try:
+        stop = threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    with holder.lease() as index:
+                        hits = index.search(vectors[:2], 3)
+                        assert index not in closed, "searched a closed version"
+                        seen.add(index.version)
+                        assert hits[0][0]["listing_id"] == "L00000"
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(repr(exc))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        holder.start(0.005)  # the background refresh picks up each switch of `current`
+        for i in range(6):
+            if i % 2:
+                rollback(root)
+            else:
+                publish_version(root, vectors, skus, tmp=tmp_path)
+            deadline = __import__("time").monotonic() + 10
+            while holder.index.version != current_version(root) and __import__("time").monotonic() < deadline:
+                stop.wait(0.01)
+            assert holder.index.version == current_version(root)
+        stop.set()
+        for t in threads:
+            t.join()
+        holder.stop()
+    finally:
+        ShardedIndex.close = original_close
+    assert errors == []
+    assert len(seen) >= 2 and holder.refreshes["swaps"] >= 7
+    assert holder.index not in closed and len(closed) == holder.refreshes["swaps"] - 1  # every old one, once
