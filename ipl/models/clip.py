@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ipl.models.config import TinyClipConfig
+from ipl.photos import count
 from ipl.runtime import sha256_file
 
 CONFIG_NAME = "open_clip_config.json"
@@ -70,6 +71,7 @@ class Clip:
     def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
         """L2-normalised image embeddings of PIL images, computed on the model's device, on the CPU."""
         out, device = [], self.device
+        count("encoded", len(images))
         for i in range(0, len(images), batch_size):
             x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
             if self.channels_last:

@@ -3,10 +3,12 @@ clean re-encoded copy.
 
 ``sniff_format(data)`` reads the magic bytes (the declared content type is ignored: a PNG
 labelled ``image/jpeg`` is a PNG, an HTML page labelled ``image/png`` is not an image).
-``sanitize_photo(data, limits, n)`` checks size, format, dimensions and frame count from
+``clean_image(data, limits, n)`` checks size, format, dimensions and frame count from
 the header *before* decoding, turns Pillow's decompression-bomb warning into an error,
-decodes with the format's own decoder only, and re-encodes as JPEG at a bounded size:
-EXIF (GPS position, camera serial) does not survive. Every refusal is an
+decodes with the format's own decoder only, applies the EXIF orientation (a phone photo
+taken upright comes out upright) and returns the RGB pixels at a bounded size: the one
+decode of a draft (the SafetyGate passes the pixels on); EXIF (GPS position, camera serial)
+does not survive. ``sanitize_photo`` is the same as a metadata-free JPEG. Every refusal is an
 :class:`~ipl.serve.errors.ApiError` with a stable code naming the photo.
 """
 from __future__ import annotations
@@ -15,8 +17,9 @@ import io
 import warnings
 from typing import Optional
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
+from ipl.photos import count
 from ipl.serve.config import SafetyConfig
 from ipl.serve.errors import ApiError
 
@@ -59,6 +62,14 @@ def _describe_head(data: bytes) -> str:
 
 def sanitize_photo(data: bytes, limits: SafetyConfig, n: int = 1) -> bytes:
     """The photo re-encoded as a bounded RGB JPEG without metadata, or ApiError naming photo ``n``."""
+    out = io.BytesIO()
+    clean_image(data, limits, n).save(out, format="JPEG", quality=90)  # no exif= argument: no metadata
+    return out.getvalue()
+
+
+def clean_image(data: bytes, limits: SafetyConfig, n: int = 1) -> Image.Image:
+    """The photo decoded once (checked as in :func:`sanitize_photo`), upright and RGB, with the
+    longest side at most ``limits.reencode_side``: the pixels the rest of the draft works on."""
     what = f"photo {n}"
     if not data:
         raise ApiError("empty_photo", f"{what} is empty (0 bytes)")
@@ -107,10 +118,16 @@ def sanitize_photo(data: bytes, limits: SafetyConfig, n: int = 1) -> bytes:
         except Exception as exc:  # noqa: BLE001
             code = "decompression_bomb" if "too large" in str(exc).lower() else "corrupt_image"
             raise ApiError(code, f"{what}: the {fmt.upper()} data cannot be decoded ({exc})") from None
-    return _reencode(img, limits.reencode_side)
+        count("decoded")
+        try:
+            img = ImageOps.exif_transpose(img)  # the rotation the camera recorded, before EXIF is dropped
+        except Exception:  # noqa: BLE001 - an unreadable EXIF block: keep the pixels as stored
+            pass
+    return _flatten(img, limits.reencode_side)
 
 
-def _reencode(img: Image.Image, side: int) -> bytes:
+def _flatten(img: Image.Image, side: int) -> Image.Image:
+    """RGB (transparency over white), the longest side at most ``side``."""
     if img.mode in ("RGBA", "LA", "P") and ("transparency" in img.info or img.mode != "P"):
         rgba = img.convert("RGBA")
         bg = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -119,9 +136,7 @@ def _reencode(img: Image.Image, side: int) -> bytes:
     else:
         img = img.convert("RGB")
     img.thumbnail((side, side))
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=90)  # no exif= argument: metadata is not carried over
-    return out.getvalue()
+    return img
 
 
 def strict_pillow(max_pixels: int) -> None:

@@ -56,3 +56,28 @@ def test_format_allow_list_and_size_limits_come_from_config():
         sanitize_photo(jpeg((400, 300)), SafetyConfig(max_pixels=100_000))
     assert err.value.code == "decompression_bomb"
     assert sanitize_photo(jpeg((400, 200)), SafetyConfig(max_pixels=100_000))
+
+
+def rotated_phone_photo(orientation: int = 6) -> bytes:
+    """A JPEG stored sideways with the EXIF orientation a phone writes: stored 80x40, red on the
+    left and blue on the right; orientation 6 means 'rotate 90 degrees clockwise to view', so the
+    upright photo is 40x80 with red on top."""
+    img = Image.new("RGB", (80, 40), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_exif_orientation_is_applied_before_exif_is_dropped():
+    limits = SafetyConfig(min_side=32)
+    upright = Image.open(io.BytesIO(sanitize_photo(rotated_phone_photo(6), limits)))
+    assert upright.size == (40, 80)
+    top, bottom = upright.getpixel((20, 10)), upright.getpixel((20, 70))
+    assert top[0] > 200 and top[2] < 60, top  # red on top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom
+    assert not upright.getexif()  # and no EXIF (with its orientation) left to apply twice
+    plain = Image.open(io.BytesIO(sanitize_photo(rotated_phone_photo(1), limits)))
+    assert plain.size == (80, 40)  # orientation 1 (upright as stored) is left alone
