@@ -1,12 +1,16 @@
 """The Generator deployment: the paper's Table 2 prompt with the photos, streamed.
 
 ``Generator.stream(prompt, photos, language, max_new_tokens, blocked)`` is an async generator of
-``{"text": chunk}`` items and a last ``{"finish_reason": "stop"|"length"|"cancelled",
-"tokens": n}``. Backends:
+a first ``{"admitted": True}`` (sent as soon as a replica takes the draft: the ingress waits for
+it before answering 200, so an overloaded Generator is a 503, never a broken stream), then
+``{"text": chunk}`` items (what was decoded since the last item, as one) and a last
+``{"finish_reason": "stop"|"length"|"cancelled", "tokens": n, "prompt_tokens": n}``. The photos
+are the SafetyGate's pixels (no decode here). Backends:
 
-* transformers (default, CPU and GPU): ``model.generate`` in a thread with a text
-  streamer feeding an asyncio queue; a stopping criterion watches a cancel flag, so a
-  client disconnect, an output-monitor halt or a timeout stops the decoding loop itself; the
+* transformers (default, CPU and GPU): dynamic batching: concurrent requests share one
+  ``model.generate`` (one forward pass per step for the whole batch, left-padded), each row
+  streamed on its own; a per-row stopping criterion watches each request's cancel flag, so a
+  client disconnect, an output-monitor halt or a timeout stops that row's decoding; each row's
   ``blocked`` values (:mod:`ipl.generate.guard`) are masked by a logits processor;
 * vllm (``production.yaml``): vLLM's async engine (``AsyncLLM``) with the photos as
   ``multi_modal_data`` and ``blocked`` as ``SamplingParams.bad_words``; cancelling aborts
@@ -17,7 +21,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
 import threading
@@ -44,20 +47,46 @@ def truncate_sentence(text: str, max_chars: int) -> str:
     return (head[:space] if space > max_chars // 3 else head).rstrip(" ,;:") + "…"
 
 
-def vlm_images(photos: Sequence[bytes], side: int) -> list:
-    """Photos as RGB images with the longest side at most ``side`` (what the VLM is given)."""
-    from PIL import Image
+def vlm_images(photos: Sequence, side: int) -> list:
+    """Photos (the SafetyGate's pixels; encoded bytes are decoded) as RGB images with the longest
+    side at most ``side`` (what the VLM is given)."""
+    from ipl.photos import decode_photo
 
     out = []
     for p in photos:
-        img = Image.open(io.BytesIO(p)).convert("RGB")
+        img = decode_photo(p).copy()
         img.thumbnail((side, side))
         out.append(img)
     return out
 
 
+class _Job:
+    """One request waiting for (or in) a batch: its inputs, its cancel flag and its event queue."""
+
+    def __init__(self, messages, images, max_new_tokens, cancel, blocked, loop, queue):
+        self.messages, self.images, self.max_new_tokens = messages, images, max_new_tokens
+        self.cancel, self.blocked, self.loop, self.queue = cancel, blocked, loop, queue
+
+    def send(self, item: dict) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
 class TransformersBackend:
+    """``model.generate`` on batches of concurrent requests (dynamic batching).
+
+    One worker thread owns the model. A request is queued; when the model is free the worker
+    takes the waiting requests (at most ``generate.max_batch``, waiting up to
+    ``generate.batch_wait_ms`` for more to arrive), left-pads them into one batch and runs one
+    greedy ``generate``: every decoding step is one forward pass for the whole batch. Each row
+    streams its own text (a streamer splits the step's tokens by row), stops on its own (its
+    EOS, its ``max_new_tokens`` or its cancel flag: a per-row stopping criterion) and has its
+    own decode-time guard list (one :class:`~ipl.generate.guard.ValueGuard` row each). A request
+    that arrives while a batch runs waits for the next one (vLLM, the GPU backend, batches
+    continuously)."""
+
     def __init__(self, path, cfg: GenerateConfig):
+        import queue
+
         import torch
 
         from ipl.models.vlm import load_vlm
@@ -66,6 +95,11 @@ class TransformersBackend:
         self.vlm = load_vlm(path, dtype=dtype, device=cfg.device, hint="run `ipl train` or set models.vlm")
         self.cfg = cfg
         self._sequences: dict[str, list[list[int]]] = {}
+        self._eos = _eos_ids(self.vlm)
+        self._pending: "queue.Queue[_Job]" = queue.Queue()
+        self.batches = {"batches": 0, "rows": 0, "max_rows": 0}
+        self._worker = threading.Thread(target=self._loop, name="ipl-generate", daemon=True)
+        self._worker.start()
 
     def banned(self, blocked: Sequence[str]) -> list[list[int]]:
         """Token sequences of the blocked values (each value's spellings tokenized once, then cached)."""
@@ -82,55 +116,132 @@ class TransformersBackend:
 
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
                      cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
-
-        from ipl.generate.guard import ValueGuard
-
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        tok = self.vlm.processor.tokenizer
-
-        class _Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False):
-                if text:
-                    loop.call_soon_threadsafe(queue.put_nowait, {"text": text})
-
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return cancel.is_set()
-
-        def run():
-            result: dict = {"finish_reason": "stop", "tokens": 0}
-            try:
-                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                enc = self.vlm.processor(text=[text], images=images or None, return_tensors="pt")
-                enc = {k: v.to(self.vlm.model.device) for k, v in enc.items()}
-                guard = ValueGuard([self.banned(blocked)], enc["input_ids"].shape[1]) if blocked else None
-                with torch.no_grad():
-                    out = self.vlm.model.generate(
-                        **enc, max_new_tokens=max_new_tokens, do_sample=False,
-                        streamer=_Streamer(tok, skip_prompt=True, skip_special_tokens=True),
-                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
-                        logits_processor=LogitsProcessorList([guard]) if guard else None)
-                new = out[0, enc["input_ids"].shape[1]:]
-                result["tokens"] = int(new.shape[0])
-                if cancel.is_set():
-                    result["finish_reason"] = "cancelled"
-                elif result["tokens"] >= max_new_tokens and int(new[-1]) not in _eos_ids(self.vlm):
-                    result["finish_reason"] = "length"
-            except Exception as exc:  # noqa: BLE001 - reported to the caller as a stream error
-                log.exception("generation failed")
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            loop.call_soon_threadsafe(queue.put_nowait, result)
-
-        thread = threading.Thread(target=run, name="ipl-generate", daemon=True)
-        thread.start()
+        self._pending.put(_Job(messages, images, max_new_tokens, cancel, list(blocked), asyncio.get_running_loop(),
+                               queue))
         while True:
             item = await queue.get()
+            while "text" in item and not queue.empty():  # what is already decoded leaves as one item
+                nxt = queue.get_nowait()
+                if "text" not in nxt:
+                    yield item
+                    item = nxt
+                    break
+                item = {"text": item["text"] + nxt["text"]}
             yield item
             if "text" not in item:
                 return
+
+    # -- the worker thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        import queue
+        import time
+
+        while True:
+            batch = [self._pending.get()]
+            deadline = time.monotonic() + self.cfg.batch_wait_ms / 1000
+            while len(batch) < self.cfg.max_batch:
+                try:
+                    batch.append(self._pending.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            live = []
+            for job in batch:  # gone before it started: nothing to compute
+                if job.cancel.is_set():
+                    job.send({"finish_reason": "cancelled", "tokens": 0, "prompt_tokens": 0})
+                else:
+                    live.append(job)
+            if live:
+                self._run(live)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        from ipl.generate.guard import ValueGuard
+
+        tok = self.vlm.processor.tokenizer
+        n = len(jobs)
+        tokens: list[list[int]] = [[] for _ in jobs]
+        sent = [""] * n
+        done = [False] * n
+        eos = self._eos
+
+        class _Rows(BaseStreamer):
+            """Splits each step's (batch,) tokens by row and sends each row's new text."""
+
+            def __init__(self):
+                self.prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:  # generate first puts the prompt
+                    self.prompt_seen = True
+                    return
+                for b, t in enumerate(value.reshape(-1).tolist()[:n]):
+                    if done[b]:
+                        continue
+                    tokens[b].append(int(t))
+                    if int(t) in eos:
+                        done[b] = True
+                        continue
+                    text = tok.decode(tokens[b], skip_special_tokens=True)
+                    if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                        continue
+                    if len(text) > len(sent[b]) and text.startswith(sent[b]):
+                        jobs[b].send({"text": text[len(sent[b]):]})
+                        sent[b] = text
+
+            def end(self):
+                pass
+
+        class _RowStop(StoppingCriteria):
+            """Per row: cancelled, at its own token limit, or finished."""
+
+            def __call__(self, input_ids, scores, **kwargs):
+                flags = []
+                for b, job in enumerate(jobs):
+                    stop = done[b] or job.cancel.is_set() or len(tokens[b]) >= job.max_new_tokens
+                    done[b] = done[b] or stop
+                    flags.append(stop)
+                return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+        previous = tok.padding_side
+        try:
+            tok.padding_side = "left"
+            texts = [tok.apply_chat_template(j.messages, tokenize=False, add_generation_prompt=True) for j in jobs]
+            images = [im for j in jobs for im in j.images]
+            enc = self.vlm.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+            enc = {k: v.to(self.vlm.model.device) for k, v in enc.items()}
+            prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+            rows = [self.banned(j.blocked) for j in jobs]
+            guard = ValueGuard(rows, enc["input_ids"].shape[1]) if any(rows) else None
+            self.batches["batches"] += 1
+            self.batches["rows"] += n
+            self.batches["max_rows"] = max(self.batches["max_rows"], n)
+            with torch.no_grad():
+                self.vlm.model.generate(
+                    **enc, max_new_tokens=max(j.max_new_tokens for j in jobs), do_sample=False, streamer=_Rows(),
+                    stopping_criteria=StoppingCriteriaList([_RowStop()]),
+                    logits_processor=LogitsProcessorList([guard]) if guard else None)
+        except Exception as exc:  # noqa: BLE001 - reported to each caller as a stream error
+            log.exception("generation failed")
+            for b, job in enumerate(jobs):
+                job.send({"error": f"{type(exc).__name__}: {exc}"})
+            return
+        finally:
+            tok.padding_side = previous
+        for b, job in enumerate(jobs):
+            rest = tok.decode(tokens[b], skip_special_tokens=True)
+            if len(rest) > len(sent[b]) and rest.startswith(sent[b]):  # a last held-back character
+                job.send({"text": rest[len(sent[b]):]})
+            if job.cancel.is_set():
+                reason = "cancelled"
+            elif len(tokens[b]) >= job.max_new_tokens and (not tokens[b] or tokens[b][-1] not in eos):
+                reason = "length"
+            else:
+                reason = "stop"
+            job.send({"finish_reason": reason, "tokens": len(tokens[b]), "prompt_tokens": int(prompt_tokens[b])})
 
 
 def _eos_ids(vlm) -> set[int]:
@@ -164,9 +275,10 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the gpu extra
         # the decode-time guard: vLLM bans each word with and without a leading space itself
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, bad_words=list(blocked) or None)
         inputs = {"prompt": prompt, "multi_modal_data": {"image": images}} if images else {"prompt": prompt}
-        sent, final = "", None
+        sent, final, prompt_ids = "", None, None
         try:
             async for out in self.engine.generate(inputs, params, request_id):
+                prompt_ids = out.prompt_token_ids
                 if cancel.is_set():
                     await self.engine.abort(request_id)
                     yield {"finish_reason": "cancelled", "tokens": len(final.token_ids) if final else 0}
@@ -179,7 +291,7 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the gpu extra
             await self.engine.abort(request_id)
             raise
         yield {"finish_reason": (final.finish_reason if final else "stop") or "stop",
-               "tokens": len(final.token_ids) if final else 0}
+               "tokens": len(final.token_ids) if final else 0, "prompt_tokens": len(prompt_ids or [])}
 
 
 class Generator:
@@ -192,11 +304,14 @@ class Generator:
         self.stats = {"active": 0, "completed": 0, "cancelled": 0, "failed": 0}
 
     def get_stats(self) -> dict:
-        return dict(self.stats)
+        from ipl.photos import counts
 
-    async def stream(self, prompt: str, photos: Sequence[bytes], language: str = "en",
+        return {**self.stats, "decoded": counts()["decoded"], **getattr(self.backend, "batches", {})}
+
+    async def stream(self, prompt: str, photos: Sequence, language: str = "en",
                      max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None
                      ) -> AsyncIterator[dict]:
+        yield {"admitted": True}  # this replica has taken the draft: the ingress may now answer 200
         photos = list(photos)[: self.cfg.max_photos]
         images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
         messages = description_messages(len(images), prompt, language)
