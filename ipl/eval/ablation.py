@@ -1,7 +1,7 @@
 """The RAG ablation (paper Table 7) through the real retrieval and extraction path.
 
 1. :func:`prepare_examples`: each held-out listing goes through the Serve graph's own
-   classes (SafetyGate, CategoryPredictor, Retriever, AttributeExtractor) driven by
+   classes (SafetyGate, Perception, AttributeExtractor) driven by
    :class:`DraftPipeline.prepare` in this process, exactly as a draft request: the predicted
    category, its template and the validated reference values, with the Appendix D
    fallbacks. The query listing (``indexed_sku``) or its whole SKU (``unseen_sku``) is removed
@@ -36,16 +36,17 @@ class EvalStages(LocalStages):
     retrieval (``{"listing_id": ...}`` or ``{"sku_id": ...}``)."""
 
     def __init__(self, scfg):
-        from ipl.serve.deployments import CategoryPredictor, Retriever, SafetyGate
+        from ipl.serve.deployments import Perception, SafetyGate
         from ipl.serve.extractor import AttributeExtractor
 
-        super().__init__(SafetyGate(scfg), CategoryPredictor(scfg), Retriever(scfg), AttributeExtractor(scfg), None)
+        super().__init__(SafetyGate(scfg), Perception(scfg), AttributeExtractor(scfg), None)
         self.k = scfg.retrieval.k
         self.exclude: dict = {}
         self.last_hits: list[dict] = []
 
-    async def search(self, photos):
-        found = await self.retriever.search(photos, self.k * 4 if self.exclude else self.k)
+    async def perceive(self, images, category=None, vectors=None, fingerprint=None):
+        found = await self.perception.perceive(images, category, vectors, fingerprint,
+                                               self.k * 4 if self.exclude else self.k)
         hits = [h for h in found["hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
         self.last_hits = hits
         return {**found, "hits": hits}

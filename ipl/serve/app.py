@@ -5,7 +5,9 @@
 config and the artifacts are checked here, before any replica starts, so a typo or a
 missing model fails the deploy with one message naming what to fix::
 
-    Ingress (FastAPI) -> SafetyGate -> CategoryPredictor || Retriever -> AttributeExtractor -> Generator
+    Ingress (FastAPI) -> SafetyGate (one decode) -> Perception (one embedding: category + retrieval)
+                      -> AttributeExtractor (a deployment for extract.backend=llm; in the ingress
+                         for offline) -> Generator
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def ingress_class():
 def build(cfg: ServeConfig):
     from ray import serve
 
-    from ipl.serve.deployments import CategoryPredictor, Retriever, SafetyGate
+    from ipl.serve.deployments import Perception, SafetyGate
     from ipl.serve.extractor import AttributeExtractor
     from ipl.serve.generator import Generator
 
@@ -57,11 +59,13 @@ def build(cfg: ServeConfig):
         return deployment.bind(*args)
 
     safety = bind(SafetyGate, d.safety, "SafetyGate", cfg.scoped("SafetyGate"))
-    category = bind(CategoryPredictor, d.category, "CategoryPredictor", cfg.scoped("CategoryPredictor"))
-    retriever = bind(Retriever, d.retriever, "Retriever", cfg.scoped("Retriever"))
-    extractor = bind(AttributeExtractor, d.extractor, "AttributeExtractor", cfg.scoped("AttributeExtractor"))
+    perception = bind(Perception, d.perception, "Perception", cfg.scoped("Perception"))
+    # the offline extractor is a pure function of the hits (the values `ipl prepare` stored with the
+    # index, re-grounded): it runs inside the ingress, one hop fewer; the llm backend holds a model
+    extractor = bind(AttributeExtractor, d.extractor, "AttributeExtractor", cfg.scoped("AttributeExtractor")) \
+        if cfg.extract.backend == "llm" else None
     generator = bind(Generator, d.generator, "Generator", cfg.scoped("Generator"))
-    return bind(ingress_class(), d.ingress, "Ingress", safety, category, retriever, extractor, generator, cfg)
+    return bind(ingress_class(), d.ingress, "Ingress", safety, perception, extractor, generator, cfg)
 
 
 def build_app(args: dict[str, Any]):

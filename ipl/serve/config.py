@@ -33,6 +33,8 @@ class SafetyConfig(Strict):
     """Input limits, the prohibited-content screen and the streaming output monitor."""
 
     max_body_mb: float = Field(20.0, gt=0, description="Largest request body (413 above).")
+    body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send the whole request body (408 "
+                                  "past it); a draft's capacity is taken only once its body has arrived.")
     max_photo_mb: float = Field(8.0, gt=0, description="Largest single photo (413 above).")
     max_photos: int = Field(6, ge=1, description="Photos per request (422 above).")
     max_pixels: int = Field(25_000_000, ge=1024, description="Pixels per photo (width x height); above is a "
@@ -43,8 +45,9 @@ class SafetyConfig(Strict):
     formats: list[Literal["jpeg", "png", "webp", "gif", "bmp"]] = Field(
         default_factory=lambda: ["jpeg", "png", "webp", "gif", "bmp"],
         description="Image formats accepted, as sniffed from the bytes (the declared content type is ignored).")
-    reencode_side: int = Field(1024, ge=64, description="Photos are re-encoded as JPEG (EXIF/GPS dropped) with the "
-                               "longest side at most this.")
+    reencode_side: int = Field(512, ge=64, description="Each photo is decoded once by the SafetyGate (EXIF orientation "
+                               "applied, EXIF/GPS dropped) and passed on as RGB pixels with the longest side at most "
+                               "this; keep it at least generate.image_side.")
     prohibited: list[str] = Field(
         default_factory=lambda: ["a gun", "a knife", "drugs", "cigarettes", "a banknote"],
         description="Prohibited concepts screened zero-shot with the safety CLIP (empty: off).")
@@ -64,6 +67,10 @@ class SafetyConfig(Strict):
                                        "that refuses.")
     monitor_holdback_chars: int = Field(48, ge=0, description="Characters held back from the stream until the "
                                         "monitor has seen what follows (a phone number is not half-sent).")
+    monitor_cjk_holdback_chars: Optional[int] = Field(
+        12, ge=0, description="Chinese text: characters held back before the trailing run of digits/Latin/punctuation "
+        "(where a contact detail can be growing), so Chinese flows as it is written; never below the longest Chinese "
+        "risk term. null: the full monitor_holdback_chars for every script.")
 
 
 class RetrievalConfig(Strict):
@@ -127,6 +134,11 @@ class GenerateConfig(Strict):
                              "description by hand.")
     max_photos: int = Field(4, ge=1, description="Photos given to the VLM (the first N).")
     image_side: int = Field(224, ge=28, description="Photos are resized to at most this side for the VLM.")
+    max_batch: int = Field(8, ge=1, description="transformers backend: concurrent requests decoded together in one "
+                           "batch at most (1: one at a time). Keep deployments.generator.max_ongoing_requests at "
+                           "least this, or batches never fill.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="transformers backend: how long a free model waits for more "
+                                 "requests to join the batch it is about to start.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     device: str = Field("cpu", description="torch device of the transformers backend.")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")
@@ -169,12 +181,21 @@ class DeploymentOptions(Strict):
 
 
 class DeploymentsConfig(Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _merged(cls, data):
+        if isinstance(data, dict) and ({"category", "retriever"} & set(data)):
+            raise ValueError("deployments.category and deployments.retriever were merged into deployments.perception "
+                             "(one embedding per photo serves both): move their options there")
+        return data
+
     ingress: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=64),
                                        description="FastAPI ingress.")
     safety: DeploymentOptions = Field(default_factory=DeploymentOptions, description="SafetyGate.")
-    category: DeploymentOptions = Field(default_factory=DeploymentOptions, description="CategoryPredictor.")
-    retriever: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Retriever.")
-    extractor: DeploymentOptions = Field(default_factory=DeploymentOptions, description="AttributeExtractor.")
+    perception: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Perception: one embedding "
+                                          "per photo, the category head and the sharded index.")
+    extractor: DeploymentOptions = Field(default_factory=DeploymentOptions, description="AttributeExtractor (a "
+                                         "deployment only with extract.backend=llm; offline runs in the ingress).")
     generator: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=4),
                                          description="Generator.")
 
@@ -182,12 +203,20 @@ class DeploymentsConfig(Strict):
 class PipelineConfig(Strict):
     """How the ingress runs a draft."""
 
-    concurrent: bool = Field(True, description="Category and retrieval at the same time (the paper's "
-                             "'simultaneously'); false runs them one after the other.")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_concurrent(cls, data):
+        if isinstance(data, dict) and "concurrent" in data:
+            raise ValueError("pipeline.concurrent is gone: category and retrieval now share one embedding in one "
+                             "Perception call (remove the key)")
+        return data
+
     max_inflight: int = Field(16, ge=1, description="Drafts an ingress replica runs at once; more get 503 with "
                               "Retry-After at once (JSON, never a hang).")
     retry_after_s: int = Field(2, ge=0, description="Retry-After of a 503.")
     stage_timeout_s: float = Field(30.0, gt=0, description="Limit of each stage before generation (504 past it).")
+    admission_timeout_s: float = Field(10.0, gt=0, description="Time a prepared draft waits for a generation slot "
+                                       "before it is answered 503 overloaded (always before the 200).")
     languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"],
                                                  description="Languages a seller may ask for.")
 
@@ -207,8 +236,7 @@ class HttpConfig(Strict):
 # deployment -> (config sections it reads, models entries it reads)
 SCOPES = {
     "SafetyGate": ({"safety"}, {"safety_clip", "clip", "templates"}),
-    "CategoryPredictor": ({"retrieval"}, {"clip", "category_head", "templates"}),
-    "Retriever": ({"retrieval"}, {"clip", "index"}),
+    "Perception": ({"retrieval"}, {"clip", "category_head", "templates", "index"}),
     "AttributeExtractor": ({"extract", "retrieval"}, set()),
     "Generator": ({"generate"}, {"vlm"}),
 }
@@ -236,6 +264,14 @@ class ServeConfig(Strict):
                                "keep serving (ipl demo --serve).")
     once_photo: Optional[str] = Field(None, description="Photo file of the sample draft (null: a held-out listing's "
                                       "photo).")
+
+    @model_validator(mode="after")
+    def _photo_sides(self):
+        if self.generate.image_side > self.safety.reencode_side:
+            raise ValueError(f"generate.image_side ({self.generate.image_side}) is larger than safety.reencode_side "
+                             f"({self.safety.reencode_side}): the VLM would be given upscaled photos; raise "
+                             f"safety.reencode_side to at least {self.generate.image_side}")
+        return self
 
     def scoped(self, deployment: str) -> "ServeConfig":
         """This config with only what ``deployment`` reads (other sections at their defaults).

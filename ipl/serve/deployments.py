@@ -1,45 +1,72 @@
 """The graph's model deployments before generation, as plain classes (``app.py`` binds them).
 
-* ``SafetyGate.check(photos)``: each photo sanitised (:mod:`ipl.serve.intake`), then
-  screened: Yahoo's Open-NSFW classifier (ONNX, ``safety.nsfw_threshold``), zero-shot with the
-  safety CLIP against the configured prohibited concepts (the category names are the allowed
-  side), and against a blocklist of known prohibited photos.
-  Returns ``{"photos": [clean JPEG bytes]}`` or ``{"error": {"code", "message"}}``.
-* ``CategoryPredictor.predict(photos)``: top-k categories with scores (trained head, or
-  zero-shot through the text tower); the photos' mean embedding.
-* ``Retriever.search(photos, k)``: identical/similar listings from the sharded index, each
-  with listing id, similarity, whether it is the identical SKU, price, category, attributes
-  and description, plus the version's evidence calibration and its photo-colour head's top
-  values for these photos (``photo``, the evidence's ``photo`` basis). ``vocabulary(category)``: the
-  known values per key (the decode-time guard's lists). A newer index version is picked up
-  every ``refresh_s`` seconds; a bad one is refused and the old one keeps serving.
+* ``SafetyGate.check(photos)``: each photo decoded once (:func:`ipl.serve.intake.clean_image`:
+  checked, upright, bounded, no metadata), then screened: Yahoo's Open-NSFW classifier (ONNX,
+  ``safety.nsfw_threshold``), zero-shot with the safety CLIP against the configured prohibited
+  concepts (the category names are the allowed side), and against a blocklist of known
+  prohibited photos. Returns ``{"images": [uint8 H x W x 3 arrays], "vectors", "fingerprint"}``
+  (the CLIP embeddings it computed for its screen, with the encoder's fingerprint, or None) or
+  ``{"error": {"code", "message"}}``. Nothing downstream decodes again.
+* ``Perception.perceive(images, category, vectors, fingerprint, k)``: one embedding per photo
+  (the SafetyGate's when it was the same encoder, else computed here), and from that one vector:
+  the top-k categories with scores (trained head, or zero-shot through the text tower; only when
+  the seller gave none), identical/similar listings from the sharded index (each with listing id,
+  similarity, whether it is the identical SKU, price, category, attributes and description), the
+  version's evidence calibration, its photo-colour head's top values for these photos
+  (``photo``, the evidence's ``photo`` basis) and the known values of the category (the
+  decode-time guard's lists). ``vocabulary(category)`` answers the lists alone. A newer index
+  version is loaded by a background thread every ``refresh_s`` seconds (off the request path)
+  and swapped in atomically; a bad one is refused and the old one keeps serving; a
+  swapped-out version closes when its last search ends.
 
-Each replica loads its own models from local paths; the ingress calls CategoryPredictor
-and Retriever at the same time.
+Each replica loads its own models from local paths and reports its photo decodes and encoder
+passes in ``stats()`` (``/v1/stats``). Blocking work runs in a thread that checks a cancel flag
+between photos: a stage timeout (the caller cancels) stops it rather than leaving it running.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ipl.catalog.templates import load_templates
 from ipl.index.category import softmax
-from ipl.photos import decode_photo
+from ipl.photos import counts, decode_photo
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
-from ipl.serve.intake import check_photo_count, sanitize_photo, strict_pillow
+from ipl.serve.intake import check_photo_count, clean_image, strict_pillow
 
 log = logging.getLogger("ipl.serve")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
-def _embed(clip, photos: Sequence[bytes]) -> np.ndarray:
-    """(n, dim) L2-normalised embeddings of encoded photos."""
+class Cancelled(Exception):
+    """The caller gave up on this work (a stage timeout or a client gone)."""
+
+
+async def in_thread(fn, *args):
+    """``fn(*args, cancel)`` in a worker thread; cancelling the awaiting task sets ``cancel``, which
+    ``fn`` checks between its steps, so abandoned work stops instead of running on."""
+    cancel = threading.Event()
+    try:
+        return await asyncio.to_thread(fn, *args, cancel)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+
+
+def _checkpoint(cancel: Optional[threading.Event], stats: dict) -> None:
+    if cancel is not None and cancel.is_set():
+        stats["cancelled"] += 1
+        raise Cancelled()
+
+
+def _embed(clip, photos: Sequence) -> np.ndarray:
+    """(n, dim) L2-normalised embeddings of photos (files, encoded bytes or pixels)."""
     return clip.encode_images([decode_photo(p) for p in photos]).numpy()
 
 
@@ -62,6 +89,8 @@ class SafetyGate:
         self.text = self.clip.encode_texts(prompts).numpy() if self.n_prohibited else None
         self.blocklist, self.blocklist_names = self._load_blocklist()
         self.nsfw = load_nsfw(self.cfg) if self.cfg.nsfw else None
+        self.stats = {"requests": 0, "photos": 0, "cancelled": 0}
+        self._base = counts()  # decodes of the blocklist at start-up are not a request's
 
     def _load_blocklist(self):
         if not self.cfg.blocklist_dir:
@@ -76,10 +105,14 @@ class SafetyGate:
         log.info("safety blocklist: %d photos from %s", len(files), folder)
         return vecs, [f.name for f in files]
 
-    def screen(self, clean: list[bytes]) -> None:
+    def get_stats(self) -> dict:
+        now = counts()
+        return {**self.stats, "decoded": now["decoded"] - self._base["decoded"],
+                "encoded": now["encoded"] - self._base["encoded"]}
+
+    def screen(self, images: list) -> Optional[np.ndarray]:
         """Raise prohibited_content when a photo is explicit, or matches a prohibited concept or a
-        blocklisted photo."""
-        images = [decode_photo(p) for p in clean]
+        blocklisted photo; the CLIP embeddings the screen computed (None when it needed none)."""
         if self.nsfw is not None:
             scores = self.nsfw.score_images(images)
             i = int(np.argmax(scores))
@@ -87,7 +120,7 @@ class SafetyGate:
                 raise ApiError("prohibited_content", f"photo {i + 1} looks like explicit content (Open-NSFW score "
                                f"{scores[i]:.2f}, threshold {self.cfg.nsfw_threshold:g})")
         if self.text is None and self.blocklist is None:
-            return
+            return None
         vecs = self.clip.encode_images(images).numpy()
         if self.blocklist is not None:
             sims = vecs @ self.blocklist.T
@@ -102,16 +135,24 @@ class SafetyGate:
                     concept = self.cfg.prohibited[int(np.argmax(row))]
                     raise ApiError("prohibited_content", f"photo {i + 1} looks like a prohibited item "
                                    f"({concept!r}, p={row.sum():.2f})")
+        return vecs
 
-    def _check(self, photos: Sequence[bytes]) -> dict:
+    def _check(self, photos: Sequence[bytes], cancel: Optional[threading.Event] = None) -> dict:
         check_photo_count(len(photos), self.cfg)
-        clean = [sanitize_photo(p, self.cfg, i + 1) for i, p in enumerate(photos)]
-        self.screen(clean)
-        return {"photos": clean}
+        self.stats["requests"] += 1
+        images = []
+        for i, p in enumerate(photos):
+            _checkpoint(cancel, self.stats)
+            images.append(clean_image(p, self.cfg, i + 1))
+        self.stats["photos"] += len(images)
+        _checkpoint(cancel, self.stats)
+        vectors = self.screen(images)
+        return {"images": [np.asarray(im, dtype=np.uint8) for im in images], "vectors": vectors,
+                "fingerprint": self.clip.fingerprint if vectors is not None else None}
 
     async def check(self, photos: Sequence[bytes]) -> dict:
         try:
-            return await asyncio.to_thread(self._check, list(photos))
+            return await in_thread(self._check, list(photos))
         except ApiError as exc:
             return exc.body()
 
@@ -125,62 +166,68 @@ def load_nsfw(cfg):
     return Classifier(cfg.nsfw_model, intra_op_threads=cfg.nsfw_threads)
 
 
-class CategoryPredictor:
+class Perception:
     def __init__(self, cfg: ServeConfig):
-        from ipl.index.category import CategoryPredictor as Model
-        from ipl.models.clip import load_clip
-
-        self.cfg = cfg.retrieval
-        self.clip = load_clip(cfg.clip_dir)
-        head_dir = cfg.category_dir if cfg.category_dir.is_dir() else None
-        self.model = Model.load(self.clip, head_dir, categories=sorted(load_templates(cfg.templates_path)))
-
-    def _predict(self, photos: Sequence[bytes]) -> dict:
-        vec = _mean(_embed(self.clip, photos))
-        return {"top": self.model.predict(vec, self.cfg.top_k_categories)[0], "source": self.model.source}
-
-    async def predict(self, photos: Sequence[bytes]) -> dict:
-        return await asyncio.to_thread(self._predict, list(photos))
-
-
-class Retriever:
-    def __init__(self, cfg: ServeConfig):
+        from ipl.index.category import CategoryPredictor as CategoryHead
         from ipl.index.search import IndexHolder
         from ipl.models.clip import load_clip
 
         self.cfg = cfg.retrieval
         self.clip = load_clip(cfg.clip_dir)
+        head_dir = cfg.category_dir if cfg.category_dir.is_dir() else None
+        self.categories = CategoryHead.load(self.clip, head_dir, categories=sorted(load_templates(cfg.templates_path)))
         self.holder = IndexHolder(cfg.index_root, dim=self.clip.dim, fingerprint=self.clip.fingerprint,
                                   nprobe=self.cfg.nprobe, identical_threshold=self.cfg.identical_threshold)
         if not self.holder.refresh():
             raise RuntimeError(f"no usable index at {cfg.index_root}: {self.holder.last_error}")
-        self._checked = time.monotonic()
+        self.holder.start(self.cfg.refresh_s)
+        self.stats = {"requests": 0, "photos": 0, "reused_vectors": 0, "cancelled": 0}
+        self._base = counts()
 
-    def _maybe_refresh(self) -> None:
-        if self.cfg.refresh_s and time.monotonic() - self._checked >= self.cfg.refresh_s:
-            self._checked = time.monotonic()
-            self.holder.refresh()
+    def get_stats(self) -> dict:
+        now = counts()
+        return {**self.stats, "decoded": now["decoded"] - self._base["decoded"],
+                "encoded": now["encoded"] - self._base["encoded"], "index_refreshes": dict(self.holder.refreshes)}
 
-    def _search(self, photos: Sequence[bytes], k: int) -> dict:
-        self._maybe_refresh()
-        index = self.holder.index
-        images = [decode_photo(p) for p in photos]
-        vec = _mean(self.clip.encode_images(images).numpy())
-        hits = index.search(vec[None, :], k)[0]
-        colour = index.colour
-        photo = {colour.key: colour.predict(images, 3)} if colour is not None else {}
-        keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
-                "attributes")
-        return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
-                "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo}
+    def _vectors(self, images: list, vectors, fingerprint: Optional[str], cancel) -> np.ndarray:
+        if vectors is not None and fingerprint == self.clip.fingerprint and len(vectors) == len(images):
+            self.stats["reused_vectors"] += len(images)
+            return np.asarray(vectors, dtype=np.float32)
+        _checkpoint(cancel, self.stats)
+        return _embed(self.clip, images)
 
-    async def search(self, photos: Sequence[bytes], k: int = 0) -> dict:
-        return await asyncio.to_thread(self._search, list(photos), k or self.cfg.k)
+    def _perceive(self, images: Sequence, category: Optional[str], vectors, fingerprint: Optional[str], k: int,
+                  cancel: Optional[threading.Event] = None) -> dict:
+        self.stats["requests"] += 1
+        self.stats["photos"] += len(images)
+        pixels = [decode_photo(p) for p in images]  # arrays from the SafetyGate: wrapped, not decoded
+        vec = _mean(self._vectors(pixels, vectors, fingerprint, cancel))
+        _checkpoint(cancel, self.stats)
+        predicted = None
+        if category is None:
+            predicted = {"top": self.categories.predict(vec, self.cfg.top_k_categories)[0],
+                         "source": self.categories.source}
+        with self.holder.lease() as index:
+            hits = index.search(vec[None, :], k)[0]
+            _checkpoint(cancel, self.stats)
+            colour = index.colour
+            photo = {colour.key: colour.predict(pixels, 3)} if colour is not None else {}
+            named = category or (predicted["top"][0]["category"] if predicted and predicted["top"] else None)
+            keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
+                    "attributes")
+            return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
+                    "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo,
+                    "category": predicted,
+                    "vocabulary": {"category": named, "keys": index.vocabulary(named) if named else {}}}
+
+    async def perceive(self, images: Sequence, category: Optional[str] = None, vectors=None,
+                       fingerprint: Optional[str] = None, k: int = 0) -> dict:
+        return await in_thread(self._perceive, list(images), category, vectors, fingerprint, k or self.cfg.k)
 
     async def vocabulary(self, category: str) -> dict:
         """Scored key -> the values the indexed listings of ``category`` state (the guard's lists)."""
-        index = self.holder.index
-        return {"version": index.version, "keys": index.vocabulary(category)}
+        with self.holder.lease() as index:
+            return {"version": index.version, "keys": index.vocabulary(category)}
 
     def status(self) -> dict:
         idx = self.holder.index

@@ -23,6 +23,7 @@ CODES = {
     "image_too_small": 422,
     "too_many_frames": 422,
     "body_too_large": 413,
+    "body_timeout": 408,
     "photo_too_large": 413,
     "unsupported_language": 422,
     "unknown_category": 422,

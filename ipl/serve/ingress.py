@@ -18,6 +18,7 @@ downstream deployment's full queue (``max_queued_requests``) is also a 503, neve
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -39,7 +40,7 @@ from ipl.serve.intake import check_photo_count
 from ipl.serve.pipeline import DraftPipeline, DraftRequest
 
 log = logging.getLogger("ipl.serve")
-DRAFT_FIELDS = {"photos", "category", "language", "stream", "max_new_tokens", "confirmed"}
+DRAFT_FIELDS = {"photos", "category", "language", "stream", "max_new_tokens", "confirmed", "notes"}
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -58,27 +59,37 @@ def sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+async def _call(response):
+    """Await a DeploymentResponse; when the caller gives up (a stage timeout), cancel the request in
+    the replica too, so its work stops rather than running on."""
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+
+
 class HandleStages:
     """The pipeline's stages as Ray Serve deployment handles."""
 
-    def __init__(self, safety, category, retriever, extractor, generator):
-        self.safety, self.category, self.retriever = safety, category, retriever
+    def __init__(self, safety, perception, extractor, generator, local_extractor=None):
+        self.safety, self.perception = safety, perception
         self.extractor, self.generator = extractor, generator
+        self.local_extractor = local_extractor  # the offline extractor, called in this process
 
     async def check(self, photos):
-        return await self.safety.check.remote(photos)
+        return await _call(self.safety.check.remote(photos))
 
-    async def predict(self, photos):
-        return await self.category.predict.remote(photos)
-
-    async def search(self, photos):
-        return await self.retriever.search.remote(photos)
+    async def perceive(self, images, category=None, vectors=None, fingerprint=None):
+        return await _call(self.perception.perceive.remote(images, category, vectors, fingerprint))
 
     async def extract(self, category, keys, hits, language):
-        return await self.extractor.extract.remote(category, keys, hits, language)
+        if self.local_extractor is not None:
+            return await self.local_extractor.extract(category, keys, hits, language)
+        return await _call(self.extractor.extract.remote(category, keys, hits, language))
 
     async def vocabulary(self, category):
-        return await self.retriever.vocabulary.remote(category)
+        return await _call(self.perception.vocabulary.remote(category))
 
     def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
         return self.generator.options(stream=True).stream.remote(prompt, photos, language, max_new_tokens, blocked)
@@ -107,7 +118,17 @@ def _unavailable(exc: BaseException) -> Optional[ApiError]:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: Optional[float] = None) -> bytes:
+    """The whole body, at most ``limit`` bytes, within ``timeout_s`` (408 body_timeout past it)."""
+    if timeout_s is None:
+        return await _read_body(request, limit)
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError("body_timeout", f"the request body did not arrive within {timeout_s:g}s") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -137,17 +158,29 @@ def _flag(value: Optional[str], name: str) -> bool:
 class Ingress:
     """Serve ingress deployment (wrapped with ``serve.ingress(api)`` by ``app.py``)."""
 
-    def __init__(self, safety, category, retriever, extractor, generator, cfg: ServeConfig):
+    def __init__(self, safety, perception, extractor, generator, cfg: ServeConfig):
         self.cfg = cfg
         self.templates = load_templates(cfg.templates_path)
         self.known_keys = sorted({k for tpl in self.templates.values() for k in tpl})
-        self.stages = HandleStages(safety, category, retriever, extractor, generator)
-        self.pipeline = DraftPipeline(self.stages, self.templates, cfg, load_levels(cfg.templates_path))
+        local = None
+        if extractor is None:  # extract.backend offline: no deployment, a pure function of the hits
+            from ipl.serve.extractor import AttributeExtractor
+
+            local = AttributeExtractor(cfg)
+        self.stages = HandleStages(safety, perception, extractor, generator, local)
+        from ipl.serve.metrics import DraftMetrics
+
+        self.metrics = DraftMetrics()
+        self.pipeline = DraftPipeline(self.stages, self.templates, cfg, load_levels(cfg.templates_path), self.metrics)
         self.page_html = resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.inflight = 0
         self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0}
 
     # -- admission --------------------------------------------------------------------------
+    def _error(self, exc: ApiError) -> JSONResponse:
+        self.metrics.rejected_with(exc.code)
+        return error_response(exc)
+
     def _admit(self) -> None:
         if self.inflight >= self.cfg.pipeline.max_inflight:
             self.counts["rejected_overload"] += 1
@@ -155,27 +188,33 @@ class Ingress:
                            f"{self.cfg.pipeline.max_inflight}); retry shortly", retry_after=self.cfg.pipeline.retry_after_s)
         self.inflight += 1
 
-    async def _guarded(self, work):
-        """Run ``work()`` (a coroutine returning a Response) with admission and error mapping."""
+    async def _guarded(self, parse, work):
+        """``parse()`` (reads and checks the request: no capacity is held while a body arrives), then
+        ``work(parsed)`` (a coroutine returning a Response) with admission and error mapping."""
+        try:
+            parsed = await parse()
+        except ApiError as exc:
+            self.counts["errors"] += 1
+            return self._error(exc)
         try:
             self._admit()
         except ApiError as exc:
-            return error_response(exc)
+            return self._error(exc)
         release = True
         try:
-            response = await work()
+            response = await work(parsed)
             if isinstance(response, StreamingResponse):
                 release = False  # the stream releases its slot when it ends
             return response
         except ApiError as exc:
             self.counts["errors"] += 1
-            return error_response(exc)
+            return self._error(exc)
         except Exception as exc:  # noqa: BLE001
             mapped = _unavailable(exc)
             if mapped is not None:
-                return error_response(mapped)
+                return self._error(mapped)
             log.exception("draft failed")
-            return error_response(ApiError("internal", f"internal error ({type(exc).__name__}); it is logged"))
+            return self._error(ApiError("internal", f"internal error ({type(exc).__name__}); it is logged"))
         finally:
             if release:
                 self.inflight -= 1
@@ -196,7 +235,7 @@ class Ingress:
         boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"') if "boundary=" in ctype else ""
         if not boundary:
             raise ApiError("malformed_multipart", "the multipart content type has no boundary")
-        body = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20))
+        body = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20), self.cfg.safety.body_timeout_s)
         if f"--{boundary}--".encode() not in body:
             raise ApiError("malformed_multipart", "the multipart body has no closing boundary (a truncated upload?)")
         request._body = body  # starlette's form parser reads the capped body
@@ -235,7 +274,8 @@ class Ingress:
             if not 1 <= max_new <= self.cfg.generate.max_new_tokens:
                 raise ApiError("invalid_field", f"max_new_tokens must be within 1..{self.cfg.generate.max_new_tokens}")
         req = DraftRequest(photos=photos, category=category, language=(fields.get("language") or "en").strip(),
-                           max_new_tokens=max_new, confirmed=self._confirmed(fields.get("confirmed")))
+                           max_new_tokens=max_new, confirmed=self._confirmed(fields.get("confirmed")),
+                           notes=fields.get("notes"))
         return req, _flag(fields.get("stream"), "stream")
 
     def _confirmed(self, raw) -> dict[str, str]:
@@ -255,16 +295,17 @@ class Ingress:
             yield sse("error", mapped.body()["error"])
 
     async def draft(self, request: Request):
-        async def work():
-            req, stream = await self._parse_draft(request)
+        async def work(parsed):
+            req, stream = parsed
             self.counts["drafts"] += 1
             if not stream:
                 return JSONResponse(await self.pipeline.run(req))
             draft = await self.pipeline.prepare(req)
+            await self.pipeline.admit(draft)  # generation capacity first: overload is a 503, never a 200
             return StreamingResponse(self._release_after(self._draft_events(draft)), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-        return await self._guarded(work)
+        return await self._guarded(lambda: self._parse_draft(request), work)
 
     # -- OpenAI-compatible ------------------------------------------------------------------
     def _parse_chat(self, body: Any) -> tuple[DraftRequest, bool, str]:
@@ -273,11 +314,12 @@ class Ingress:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError("invalid_field", "'messages' must be a non-empty list")
-        photos = []
+        photos, notes = [], []
         for m in messages:
             if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
                 raise ApiError("invalid_field", "each message needs a role of system, user or assistant")
             content = m.get("content")
+            user = m.get("role") == "user"
             if isinstance(content, list):
                 for part in content:
                     if not isinstance(part, dict):
@@ -286,9 +328,15 @@ class Ingress:
                         url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) \
                             else str(part.get("image_url") or "")
                         photos.append(self._data_url(url))
-                    elif part.get("type") not in ("text", None):
+                    elif part.get("type") in ("text", None):
+                        if user and isinstance(part.get("text"), str):
+                            notes.append(part["text"])
+                    else:
                         raise ApiError("invalid_field", f"content part type {part.get('type')!r} is not supported")
-            elif content is not None and not isinstance(content, str):
+            elif isinstance(content, str):
+                if user:
+                    notes.append(content)
+            elif content is not None:
                 raise ApiError("invalid_field", "message content must be a string or a list of parts")
         check_photo_count(len(photos), self.cfg.safety, "image_url parts (data URLs)")
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -302,7 +350,8 @@ class Ingress:
             raise ApiError("invalid_field", "category must be a string")
         req = DraftRequest(photos=photos, category=category, language=language,
                            max_new_tokens=min(max_tokens, self.cfg.generate.max_new_tokens) if max_tokens else None,
-                           confirmed=self._confirmed(body.get("confirmed")))
+                           confirmed=self._confirmed(body.get("confirmed")),
+                           notes="\n".join(n for n in notes if n.strip()) or None, endpoint="chat")
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError("invalid_field", "stream must be true or false")
@@ -321,24 +370,28 @@ class Ingress:
         except (binascii.Error, ValueError):
             raise ApiError("invalid_field", "an image data URL is not valid base64") from None
 
+    async def _parse_chat_request(self, request: Request):
+        raw = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20), self.cfg.safety.body_timeout_s)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError("malformed_request", "the body is not valid JSON") from None
+        return self._parse_chat(body)
+
     async def chat(self, request: Request):
-        async def work():
-            raw = await read_body(request, int(self.cfg.safety.max_body_mb * 2**20))
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                raise ApiError("malformed_request", "the body is not valid JSON") from None
-            req, stream, model = self._parse_chat(body)
+        async def work(parsed):
+            req, stream, model = parsed
             self.counts["drafts"] += 1
             draft = await self.pipeline.prepare(req)
+            await self.pipeline.admit(draft)  # generation capacity first: overload is a 503, never a 200
             cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
             if stream:
                 return StreamingResponse(self._release_after(self._chat_chunks(draft, cid, created, model)),
                                          media_type="text/event-stream")
-            text, finish = "", "stop"
+            text, finish, usage = "", "stop", None
             async for kind, data in self.pipeline.generate(draft):
                 if kind == "done":
-                    text, finish = data["description"], "length" if data["truncated"] else "stop"
+                    text, finish, usage = data["description"], "length" if data["truncated"] else "stop", data["usage"]
                 elif kind == "halted":
                     text, finish = "", "content_filter"
                 elif kind == "error":
@@ -346,10 +399,10 @@ class Ingress:
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
                 "ipl": {**draft.meta, "fallbacks": draft.fallbacks}})
 
-        return await self._guarded(work)
+        return await self._guarded(lambda: self._parse_chat_request(request), work)
 
     async def _chat_chunks(self, draft, cid: str, created: int, model: str) -> AsyncIterator[bytes]:
         def chunk(delta: dict, finish: Optional[str] = None) -> bytes:
@@ -358,27 +411,40 @@ class Ingress:
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
         yield chunk({"role": "assistant", "content": ""})
-        finish = "stop"
+        finish, usage = "stop", None
         async for kind, data in self.pipeline.generate(draft):
             if kind == "delta":
                 yield chunk({"content": data["text"]})
             elif kind == "done":
-                finish = "length" if data["truncated"] else "stop"
+                finish, usage = "length" if data["truncated"] else "stop", data["usage"]
             elif kind == "halted":
                 finish = "content_filter"
             elif kind == "error":
                 yield chunk({"content": data["message"]})
         yield chunk({}, finish)
+        if usage is not None:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                    "usage": usage}
+            yield f"data: {json.dumps(body)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
     # -- operations -------------------------------------------------------------------------
     async def healthz(self):
-        status = await self.stages.retriever.status.remote()
+        status = await self.stages.perception.status.remote()
         return {"status": "ok", "index": status, "evidence": status.get("evidence"), "inflight": self.inflight}
 
     async def stats(self):
+        """Counters of this ingress replica and of one replica of each deployment behind it (with one
+        replica each, ``photos`` is the whole graph's: decodes and encoder passes per photo)."""
+        safety, perception, generator = await asyncio.gather(self.stages.safety.get_stats.remote(),
+                                                             self.stages.perception.get_stats.remote(),
+                                                             self.stages.generator.get_stats.remote())
+        parts = (safety, perception, generator)
         return {"ingress": {**self.counts, "inflight": self.inflight},
-                "generator": await self.stages.generator.get_stats.remote()}
+                "safety": safety, "perception": perception, "generator": generator,
+                "photos": {"received": safety.get("photos", 0),
+                           "decoded": sum(p.get("decoded", 0) for p in parts),
+                           "encoded": sum(p.get("encoded", 0) for p in parts)}}
 
     async def page(self):
         return HTMLResponse(self.page_html)

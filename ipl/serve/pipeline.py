@@ -1,8 +1,9 @@
 """A draft, stage by stage, independent of where the stages run.
 
-``DraftPipeline(stages, templates, cfg)`` drives five stage calls through a small
-``Stages`` interface: ``check`` (SafetyGate), ``predict`` (CategoryPredictor), ``search``
-(Retriever), ``extract`` (AttributeExtractor) and ``stream``/``close`` (Generator). The
+``DraftPipeline(stages, templates, cfg)`` drives four stage calls through a small
+``Stages`` interface: ``check`` (SafetyGate: the one decode), ``perceive`` (Perception: the one
+embedding, category, retrieval, photo colour and the guard's vocabulary), ``extract``
+(AttributeExtractor) and ``stream``/``close`` (Generator). The
 ingress passes Ray Serve deployment handles; ``LocalStages`` passes the same classes
 called in this process (the benchmark's baseline and the unit tests).
 
@@ -34,7 +35,7 @@ from ipl.evidence.assess import assess, facts_of, unknown_of
 from ipl.evidence.verify import verify
 from ipl.extract.matcher import AttributeMatcher, value_key
 from ipl.generate.guard import blocked_values
-from ipl.generate.prompts import description_prompt
+from ipl.generate.prompts import clean_notes, description_prompt
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
 from ipl.serve.generator import truncate_sentence
@@ -52,6 +53,8 @@ class DraftRequest:
     language: str = "en"
     max_new_tokens: Optional[int] = None
     confirmed: dict[str, str] = field(default_factory=dict)
+    notes: Optional[str] = None  # the seller's own words (untrusted; ipl.generate.prompts.clean_notes)
+    endpoint: str = "draft"  # which API asked (a metrics tag)
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Draft:
     fallbacks: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     check: dict = field(default_factory=dict)
+    stream: Any = None  # the Generator stream once admitted (DraftPipeline.admit)
+    endpoint: str = "draft"
+    pending: list = field(default_factory=list)
 
 
 def _ms(t0: float) -> float:
@@ -96,8 +102,9 @@ def category_gate(configured: Optional[float], calibration: dict) -> Optional[fl
 
 class DraftPipeline:
     def __init__(self, stages: Any, templates: dict[str, list[str]], cfg: ServeConfig,
-                 levels: Optional[KeyLevels] = None):
+                 levels: Optional[KeyLevels] = None, observer: Any = None):
         self.stages, self.templates, self.cfg = stages, templates, cfg
+        self.observer = observer  # ipl.serve.metrics.DraftMetrics in the ingress (prepared / finished)
         self.levels = levels or KeyLevels()
         self.matcher = AttributeMatcher(cfg.evidence.synonyms)
         self._vocab_cache: dict = {}
@@ -125,26 +132,14 @@ class DraftPipeline:
         timings["safety_ms"] = _ms(t)
         if "error" in checked:
             raise ApiError(checked["error"]["code"], checked["error"]["message"])
-        photos = checked["photos"]
+        photos = checked["images"]  # decoded once by the SafetyGate: pixels from here on
 
-        async def timed(coro, key):
-            t0 = time.monotonic()
-            out = await self._timed(coro, key.split("_")[0])
-            timings[key] = _ms(t0)
-            return out
-
-        t = time.monotonic()
         want_category = req.category is None
-        if self.cfg.pipeline.concurrent:
-            jobs = [timed(self.stages.search(photos), "retrieval_ms")]
-            if want_category:
-                jobs.append(timed(self.stages.predict(photos), "category_ms"))
-            results = await asyncio.gather(*jobs)
-            found, predicted = results[0], (results[1] if want_category else None)
-        else:
-            predicted = await timed(self.stages.predict(photos), "category_ms") if want_category else None
-            found = await timed(self.stages.search(photos), "retrieval_ms")
-        timings["category_retrieval_ms"] = _ms(t)
+        t = time.monotonic()
+        found = await self._timed(self.stages.perceive(photos, req.category, checked.get("vectors"),
+                                                       checked.get("fingerprint")), "perception")
+        timings["perception_ms"] = _ms(t)
+        predicted = found.get("category")
         calibration = found.get("evidence") or {}
 
         fallbacks: list[str] = []
@@ -192,16 +187,17 @@ class DraftPipeline:
         scored = set(self.levels.scored([a["key"] for a in attributes]))
         unknown = [k for k in unknown_of(attributes) if k in scored]
         if not category or "no_retrieval_hit" in fallbacks:
-            instruction, prompt = "image_only", description_prompt(None, None, None, req.language)
+            instruction, prompt = "image_only", description_prompt(None, None, None, req.language, notes=req.notes)
         elif not ev.abstain:  # the unguarded comparison: the whole template, every best candidate as reference
             instruction = "rag" if facts else "category_template"
-            prompt = description_prompt(category, template, facts or None, req.language)
+            prompt = description_prompt(category, template, facts or None, req.language, notes=req.notes)
         elif facts:
-            instruction, prompt = "rag", description_prompt(category, list(facts), facts, req.language, unknown)
+            instruction, prompt = "rag", description_prompt(category, list(facts), facts, req.language, unknown,
+                                                            req.notes)
         else:
             instruction = "category_template"
-            prompt = description_prompt(category, [], None, req.language, unknown)
-        vocabulary = await self._vocabulary(category, found.get("version")) if category else {}
+            prompt = description_prompt(category, [], None, req.language, unknown, req.notes)
+        vocabulary = await self._vocabulary(category, found) if category else {}
         check = {"facts": {k: v for k, v in facts.items() if k in scored}, "unknown": unknown,
                  "vocabulary": vocabulary}
         blocked = blocked_values(check["facts"], unknown, vocabulary, self.matcher, ev.max_blocked) if ev.guard else []
@@ -215,14 +211,22 @@ class DraftPipeline:
                          "guarded_values": len(blocked)},
             "price_suggestion": price_suggestion(evidence_hits, facts, self.levels),
             "instruction": instruction, "fallbacks": fallbacks, "language": req.language,
+            "notes": clean_notes(req.notes) or None,
             "index_version": found.get("version"), "photos": len(photos), "timings": timings,
         }
         timings["prepare_ms"] = _ms(started)
-        return Draft(meta, prompt, photos, req.language, req.max_new_tokens, started, fallbacks, blocked, check)
+        if self.observer is not None:
+            self.observer.prepared(meta)
+        return Draft(meta, prompt, photos, req.language, req.max_new_tokens, started, fallbacks, blocked, check,
+                     endpoint=req.endpoint)
 
-    async def _vocabulary(self, category: str, version: Optional[str]) -> dict:
-        """The category's known values (cached per index version)."""
-        key = (version, category)
+    async def _vocabulary(self, category: str, found: dict) -> dict:
+        """The category's known values: from the perception reply when it named this category, else
+        looked up (cached per index version)."""
+        given = found.get("vocabulary") or {}
+        if given.get("category") == category:
+            return given.get("keys") or {}
+        key = (found.get("version"), category)
         if key not in self._vocab_cache:
             if len(self._vocab_cache) > 256:
                 self._vocab_cache.clear()
@@ -230,22 +234,56 @@ class DraftPipeline:
             self._vocab_cache[key] = found.get("keys") or {}
         return self._vocab_cache[key]
 
+    async def admit(self, draft: Draft) -> None:
+        """Reserve the draft's generation capacity before anything is sent: open the Generator stream
+        and wait for its first item (the Generator's ``admitted``). A full Generator (Serve's
+        BackPressureError, which the ingress answers as a JSON 503) or no slot within
+        ``pipeline.admission_timeout_s`` (503 ``overloaded``) fails here, before the 200."""
+        if draft.stream is not None:
+            return
+        t = time.monotonic()
+        stream = self.stages.stream(draft.prompt, draft.photos, draft.language, draft.max_new_tokens, draft.blocked)
+        try:
+            first = await asyncio.wait_for(stream.__anext__(), self.cfg.pipeline.admission_timeout_s)
+        except asyncio.TimeoutError:
+            await self.stages.close(stream)
+            raise ApiError("overloaded", f"no generation capacity within {self.cfg.pipeline.admission_timeout_s:g}s; "
+                           "retry shortly", retry_after=self.cfg.pipeline.retry_after_s) from None
+        except BaseException:
+            await self.stages.close(stream)
+            raise
+        if "admitted" not in first:  # a Generator that does not announce admission: keep its first item
+            draft.pending = [first]
+        draft.stream = stream
+        draft.meta["timings"]["admission_ms"] = _ms(t)
+
     async def generate(self, draft: Draft) -> AsyncIterator[tuple[str, dict]]:
+        """``("delta", ...)`` events, then one ``done`` | ``halted`` | ``error`` (reported to the observer)."""
+        async for kind, data in self._generate(draft):
+            if kind != "delta" and self.observer is not None:
+                self.observer.finished(draft.endpoint, kind, data, draft.meta, draft.fallbacks)
+            yield kind, data
+
+    async def _generate(self, draft: Draft) -> AsyncIterator[tuple[str, dict]]:
         cfg = self.cfg.generate
-        monitor = OutputMonitor(self.cfg.safety.monitor_holdback_chars)
+        monitor = OutputMonitor(self.cfg.safety.monitor_holdback_chars,
+                                cjk_holdback=self.cfg.safety.monitor_cjk_holdback_chars)
         timings = draft.meta["timings"]
+        await self.admit(draft)
         t0 = time.monotonic()
         deadline = t0 + cfg.timeout_s
 
         def end(t_gen: float) -> None:
             timings["generate_ms"] = _ms(t_gen)
             timings["total_ms"] = _ms(draft.started)
-        stream = self.stages.stream(draft.prompt, draft.photos, draft.language, draft.max_new_tokens, draft.blocked)
+        stream, pending = draft.stream, list(draft.pending)
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
         finish, closed = "stop", False
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+                    item = pending.pop(0) if pending else \
+                        await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
@@ -276,9 +314,12 @@ class DraftPipeline:
                         yield "halted", {"reason": halt.kind, "message": halt.message, "timings": timings}
                         return
                     if text:
+                        timings.setdefault("first_text_ms", _ms(draft.started))
                         yield "delta", {"text": text}
-                else:
-                    finish = item.get("finish_reason", "stop")
+                elif "finish_reason" in item:
+                    finish = item["finish_reason"]
+                    usage = {"prompt_tokens": int(item.get("prompt_tokens") or 0),
+                             "completion_tokens": int(item.get("tokens") or 0)}
         finally:
             if not closed:
                 await self.stages.close(stream)
@@ -297,19 +338,22 @@ class DraftPipeline:
             timings["verify_ms"] = _ms(t_v)
         end(t0)
         if rest:
+            timings.setdefault("first_text_ms", _ms(draft.started))
             yield "delta", {"text": rest}
         yield "done", {"description": final, "finish_reason": finish, "truncated": finish == "length",
-                       "verification": verification, "fallbacks": draft.fallbacks, "timings": timings}
+                       "verification": verification, "fallbacks": draft.fallbacks, "timings": timings,
+                       "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}}
 
     async def run(self, req: DraftRequest) -> dict:
         """The whole draft as one JSON-ready reply (the non-streaming endpoint)."""
         draft = await self.prepare(req)
+        await self.admit(draft)  # overload is a 503 before any reply
         reply = {**draft.meta, "description": None, "halted": False, "halt": None, "finish_reason": None,
                  "message": None}
         async for kind, data in self.generate(draft):
             if kind == "done":
                 reply.update(description=data["description"], finish_reason=data["finish_reason"],
-                             truncated=data["truncated"], verification=data["verification"])
+                             truncated=data["truncated"], verification=data["verification"], usage=data["usage"])
             elif kind == "halted":
                 reply.update(halted=True, halt={"reason": data["reason"], "message": data["message"]})
             elif kind == "error":
@@ -321,24 +365,21 @@ class DraftPipeline:
 class LocalStages:
     """The graph's classes called in this process, one after another (no Ray)."""
 
-    def __init__(self, safety, category, retriever, extractor, generator):
-        self.safety, self.category, self.retriever = safety, category, retriever
+    def __init__(self, safety, perception, extractor, generator):
+        self.safety, self.perception = safety, perception
         self.extractor, self.generator = extractor, generator
 
     def check(self, photos):
         return self.safety.check(photos)
 
-    def predict(self, photos):
-        return self.category.predict(photos)
-
-    def search(self, photos):
-        return self.retriever.search(photos)
+    def perceive(self, images, category=None, vectors=None, fingerprint=None):
+        return self.perception.perceive(images, category, vectors, fingerprint)
 
     def extract(self, category, keys, hits, language):
         return self.extractor.extract(category, keys, hits, language)
 
     def vocabulary(self, category):
-        return self.retriever.vocabulary(category)
+        return self.perception.vocabulary(category)
 
     def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
         return self.generator.stream(prompt, photos, language, max_new_tokens, blocked)

@@ -41,9 +41,9 @@ def test_threshold_decides_refusal_with_a_message_naming_the_photo(gate_cfg):
     assert out["error"]["code"] == "prohibited_content" and "Open-NSFW score" in out["error"]["message"]
     assert out["error"]["message"].startswith("photo ")
     lax = SafetyGate(gate_cfg())  # the default threshold: an ordinary photo passes
-    assert len(asyncio.run(lax.check([jpeg(1)]))["photos"]) == 1
+    assert len(asyncio.run(lax.check([jpeg(1)]))["images"]) == 1
     off = SafetyGate(gate_cfg(nsfw=False, nsfw_threshold=0.0))
-    assert off.nsfw is None and "photos" in asyncio.run(off.check([jpeg(1)]))
+    assert off.nsfw is None and "images" in asyncio.run(off.check([jpeg(1)]))
 
 
 def test_real_photos_pass_at_the_default_threshold(gate_cfg):
@@ -53,4 +53,4 @@ def test_real_photos_pass_at_the_default_threshold(gate_cfg):
     gate = SafetyGate(gate_cfg())
     for p in photos:
         out = asyncio.run(gate.check([p.read_bytes()]))
-        assert "photos" in out, (p, out)
+        assert "images" in out, (p, out)

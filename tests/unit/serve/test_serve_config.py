@@ -15,7 +15,7 @@ def test_shipped_serve_yamls_validate():
     assert prod.generate.backend == "vllm" and prod.extract.backend == "llm" and prod.generate.dtype == "float16"
     gen = prod.deployments.generator.serve_options("Generator")
     assert gen["ray_actor_options"] == {"num_cpus": 4, "num_gpus": 1, "accelerator_type": "V100"}
-    assert 0 < prod.deployments.category.num_gpus < 1 and "num_replicas" not in gen
+    assert 0 < prod.deployments.perception.num_gpus < 1 and "num_replicas" not in gen
     assert prod.http.host == "0.0.0.0"
 
 
@@ -67,7 +67,7 @@ def test_each_deployment_is_versioned_by_what_it_reads():
     base = load_serve_config("serve_configs/local.yaml")
     planted = load_serve_config("serve_configs/local.yaml", ["models.vlm=/x/vlm", "generate.max_new_tokens=7"])
     assert planted.scoped("SafetyGate") == base.scoped("SafetyGate")
-    assert planted.scoped("Retriever") == base.scoped("Retriever")
+    assert planted.scoped("Perception") == base.scoped("Perception")
     assert planted.scoped("AttributeExtractor") == base.scoped("AttributeExtractor")  # offline: no VLM
     assert planted.scoped("Generator") != base.scoped("Generator")
     llm = load_serve_config("serve_configs/local.yaml", ["extract.backend=llm", "extract.llm.backend=transformers"])
@@ -75,3 +75,12 @@ def test_each_deployment_is_versioned_by_what_it_reads():
     stricter = load_serve_config("serve_configs/local.yaml", ["safety.max_photos=2"])
     assert stricter.scoped("Generator") == base.scoped("Generator")
     assert stricter.scoped("SafetyGate").safety.max_photos == 2
+
+
+def test_merged_and_removed_keys_say_what_to_do_instead():
+    with pytest.raises(ConfigError, match="merged into deployments.perception"):
+        load_serve_config(None, ["deployments.retriever.num_replicas=2"])
+    with pytest.raises(ConfigError, match="pipeline.concurrent is gone"):
+        load_serve_config(None, ["pipeline.concurrent=true"])
+    with pytest.raises(ConfigError, match="raise safety.reencode_side to at least 640"):
+        load_serve_config(None, ["generate.image_side=640", "safety.reencode_side=512"])
