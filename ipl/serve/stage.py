@@ -86,7 +86,7 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                     for a in data["attributes"]:
                         if a["status"] in ("stated", "confirmed"):
                             print(f"   stated      {a['key']} = {a['value']}  ({a['basis']}, confidence "
-                                  f"{a['confidence']:.2f}, from {', '.join(a['sources']) or 'the seller'})", file=out)
+                                  f"{a['confidence']:.2f}, {_provenance(a)})", file=out)
                     for a in data["attributes"]:
                         if a["status"] == "to_confirm":
                             cands = ", ".join(f"{c['value']} ({c['confidence']:.2f})" for c in a["candidates"])
@@ -161,3 +161,11 @@ def main(cfg: ServeConfig) -> int:
     finally:
         if cfg.once:
             serve.shutdown()
+
+
+def _provenance(attribute: dict) -> str:
+    """Where a shown value comes from: the listings it cites, the photo itself, or the seller."""
+    if attribute.get("sources"):
+        return "from " + ", ".join(attribute["sources"])
+    return {"photo": "from the photo", "seller": "from the seller"}.get(attribute.get("basis"),
+                                                                        f"basis {attribute.get('basis')}")

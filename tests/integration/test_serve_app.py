@@ -39,7 +39,7 @@ def serve_cfg(root, port, *overrides) -> ServeConfig:
         "deployments.generator.num_cpus=0.2", "retrieval.refresh_s=0", "retrieval.identical_threshold=0.99",
         # the fixture's category head (20 encoder steps, 300 listings) cannot reach the calibrated gate's
         # precision: a configured gate keeps its predictions in use (the calibrated path: test_index_job, eval)
-        "retrieval.category_min_score=0.2", *overrides])
+        "retrieval.category_min_score=0.2", "safety.body_timeout_s=3", *overrides])
 
 
 class Server:
@@ -351,6 +351,42 @@ def test_bad_inputs_get_clear_4xx_errors_and_the_service_keeps_answering(server,
     ok = requests.post(server.url + "/v1/listings/draft", timeout=TIMEOUT,
                        files=[("photos", ("good.png", good, "text/plain"))])  # wrong declared type, real JPEG
     assert ok.status_code == 200 and ok.json()["description"] is not None
+
+
+def test_a_slow_upload_holds_no_slot_and_gets_a_408(server):
+    """A client that sends headers and part of its body, then stalls: no draft slot is held while the
+    body is missing, and after safety.body_timeout_s the answer is a JSON 408 body_timeout."""
+    from urllib.parse import urlparse
+
+    u = urlparse(server.url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=TIMEOUT)
+    try:
+        boundary = "SlowUpload"
+        head = (f"POST /v1/listings/draft HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: multipart/form-data; "
+                f"boundary={boundary}\r\nContent-Length: 100000\r\n\r\n").encode()
+        sock.sendall(head + f"--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; "
+                            f"filename=\"a.jpg\"\r\n\r\n".encode() + b"\xff\xd8\xff" + bytes(1000))
+        time.sleep(1)
+        assert requests.get(server.url + "/healthz", timeout=10).json()["inflight"] == 0
+        reply = b""
+        t = time.monotonic()
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        waited = time.monotonic() - t
+    finally:
+        sock.close()
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert b" 408 " in status_line, reply[:300]
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "body_timeout" and waited < 30
+    assert draft_ok(server)
+
+
+def draft_ok(server) -> bool:
+    return requests.get(server.url + "/healthz", timeout=10).json()["inflight"] == 0
 
 
 def test_confirmed_values_become_facts_and_the_rest_is_guarded(server, examples):
