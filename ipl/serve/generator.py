@@ -119,18 +119,31 @@ class TransformersBackend:
         queue: asyncio.Queue = asyncio.Queue()
         self._pending.put(_Job(messages, images, max_new_tokens, cancel, list(blocked), asyncio.get_running_loop(),
                                queue))
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.stream_interval_ms / 1000
         while True:
             item = await queue.get()
-            while "text" in item and not queue.empty():  # what is already decoded leaves as one item
-                nxt = queue.get_nowait()
-                if "text" not in nxt:
-                    yield item
-                    item = nxt
-                    break
-                item = {"text": item["text"] + nxt["text"]}
+            if "text" in item:  # what is decoded within stream_interval_ms leaves as one item (each
+                # streamed item is a message through Ray; one per token costs more than the token)
+                deadline, last = loop.time() + interval, None
+                while last is None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 and queue.empty():
+                        break
+                    try:
+                        nxt = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                    if "text" in nxt:
+                        item = {"text": item["text"] + nxt["text"]}
+                    else:
+                        last = nxt
+                yield item
+                if last is None:
+                    continue
+                item = last
             yield item
-            if "text" not in item:
-                return
+            return
 
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
