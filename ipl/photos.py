@@ -27,6 +27,12 @@ def counts() -> dict:
         return dict(COUNTS)
 
 
+def counts_since(base: dict) -> dict:
+    """Decodes and encoder passes of this process since ``base`` (an earlier ``counts()``)."""
+    now = counts()
+    return {k: now[k] - base.get(k, 0) for k in now}
+
+
 def decode_photo(data) -> Image.Image:
     if isinstance(data, Image.Image):
         return data.convert("RGB")

@@ -35,7 +35,7 @@ import numpy as np
 
 from ipl.catalog.templates import load_templates
 from ipl.index.category import softmax
-from ipl.photos import counts, decode_photo
+from ipl.photos import counts, counts_since, decode_photo
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
 from ipl.serve.intake import check_photo_count, clean_image, strict_pillow
@@ -106,9 +106,7 @@ class SafetyGate:
         return vecs, [f.name for f in files]
 
     def get_stats(self) -> dict:
-        now = counts()
-        return {**self.stats, "decoded": now["decoded"] - self._base["decoded"],
-                "encoded": now["encoded"] - self._base["encoded"]}
+        return {**self.stats, **counts_since(self._base)}
 
     def screen(self, images: list) -> Optional[np.ndarray]:
         """Raise prohibited_content when a photo is explicit, or matches a prohibited concept or a
@@ -185,9 +183,7 @@ class Perception:
         self._base = counts()
 
     def get_stats(self) -> dict:
-        now = counts()
-        return {**self.stats, "decoded": now["decoded"] - self._base["decoded"],
-                "encoded": now["encoded"] - self._base["encoded"], "index_refreshes": dict(self.holder.refreshes)}
+        return {**self.stats, **counts_since(self._base), "index_refreshes": dict(self.holder.refreshes)}
 
     def _vectors(self, images: list, vectors, fingerprint: Optional[str], cancel) -> np.ndarray:
         if vectors is not None and fingerprint == self.clip.fingerprint and len(vectors) == len(images):

@@ -28,6 +28,7 @@ import uuid
 from typing import AsyncIterator, Optional, Sequence
 
 from ipl.generate.prompts import description_messages
+from ipl.photos import counts, counts_since
 from ipl.serve.config import GenerateConfig, ServeConfig
 
 log = logging.getLogger("ipl.serve")
@@ -315,11 +316,10 @@ class Generator:
         backend = VLLMBackend if self.cfg.backend == "vllm" else TransformersBackend
         self.backend = backend(cfg.vlm_dir, self.cfg)
         self.stats = {"active": 0, "completed": 0, "cancelled": 0, "failed": 0}
+        self._base = counts()
 
     def get_stats(self) -> dict:
-        from ipl.photos import counts
-
-        return {**self.stats, "decoded": counts()["decoded"], **getattr(self.backend, "batches", {})}
+        return {**self.stats, **counts_since(self._base), **getattr(self.backend, "batches", {})}
 
     async def stream(self, prompt: str, photos: Sequence, language: str = "en",
                      max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None
