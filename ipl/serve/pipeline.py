@@ -70,7 +70,6 @@ class Draft:
     check: dict = field(default_factory=dict)
     stream: Any = None  # the Generator stream once admitted (DraftPipeline.admit)
     endpoint: str = "draft"
-    pending: list = field(default_factory=list)
 
 
 def _ms(t0: float) -> float:
@@ -252,8 +251,9 @@ class DraftPipeline:
         except BaseException:
             await self.stages.close(stream)
             raise
-        if "admitted" not in first:  # a Generator that does not announce admission: keep its first item
-            draft.pending = [first]
+        if "admitted" not in first:  # the Generator's stream always opens with it
+            await self.stages.close(stream)
+            raise RuntimeError(f"the Generator's stream did not start with 'admitted': {sorted(first)}")
         draft.stream = stream
         draft.meta["timings"]["admission_ms"] = _ms(t)
 
@@ -276,14 +276,13 @@ class DraftPipeline:
         def end(t_gen: float) -> None:
             timings["generate_ms"] = _ms(t_gen)
             timings["total_ms"] = _ms(draft.started)
-        stream, pending = draft.stream, list(draft.pending)
+        stream = draft.stream
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         finish, closed = "stop", False
         try:
             while True:
                 try:
-                    item = pending.pop(0) if pending else \
-                        await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+                    item = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
