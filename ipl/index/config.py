@@ -34,6 +34,11 @@ class EncoderConfig(Strict):
     max_photos: int = Field(2, ge=1, description="Photos per listing used for fine-tuning.")
     image_weight: float = Field(0.0, ge=0, description="Weight of the photo <-> photo term (other photos of the same "
                                 "SKU as positives) added to the photo <-> text loss.")
+    similarity_weight: float = Field(10.0, ge=0, description="Weight of the similarity-preserving term (locked "
+                                     "towers only): keeps the batch's photo-photo cosines in the joint space close "
+                                     "to the pretrained trunk's, so the fine-tuned projection does not forget what "
+                                     "transfers to real photos (README: real article-type kNN 0.74 -> 0.82 at 10 "
+                                     "with the synthetic held-out SKU/SPU top-1 unchanged). 0: off.")
     scaling: ScalingConfig = Field(default_factory=lambda: ScalingConfig(num_workers=2, cpus_per_worker=0.5),
                                    description="Ray Train workers (gradients are averaged across them; leave CPU for the Ray Data read).")
     output: Optional[str] = Field(None, description="Fine-tuned CLIP directory (null: <run>/models/clip).")

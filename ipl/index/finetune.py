@@ -69,7 +69,7 @@ def finetune_loop(config: dict) -> None:
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
-        image_weight=config["image_weight"], step_hook=progress)
+        image_weight=config["image_weight"], similarity_weight=config["similarity_weight"], step_hook=progress)
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
                "photos": int(len(data.groups)), "steps": len(losses), "locked_towers": bool(data.features)}
     if rank == 0:
@@ -115,7 +115,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,
                            "weights": cfg.encoder.weights, "holdout": holdout, "steps": cfg.encoder.steps,
                            "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
-                           "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight, "threads": threads, "model_cfg": model_cfg},
+                           "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight,
+                           "similarity_weight": cfg.encoder.similarity_weight, "threads": threads, "model_cfg": model_cfg},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})},

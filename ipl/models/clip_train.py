@@ -9,6 +9,16 @@ A model with locked towers (LiT, :func:`ipl.models.clip.lit_split`) is trained o
 features: :func:`prepare_data` runs each photo through the image trunk and each caption
 through the text transformer once, and the loop trains only the projections and the
 temperature on those features (the towers would give the same features at every step).
+
+Projections trained only on one marketplace's photos forget what the pretrained trunk knew:
+on the demo, fine-tuning the image projection on synthetic drawings took real catalogue photos'
+article-type nearest-neighbour top-1 from 0.85 (before) to 0.74 while the trunk's own features
+score 0.87. ``similarity_weight`` adds a similarity-preserving term (Tung & Mori, ICCV 2019,
+with the locked trunk as the teacher): the mean squared difference between the batch's
+photo-photo cosine matrix in the joint space and the same matrix of the trunk's features. It
+keeps the pretrained geometry wherever the contrastive loss does not need to move it, so what
+transfers to photos unlike the training set is kept; the weight is chosen on the synthetic
+held-out photos (the largest that does not lower their SPU top-1; README, "Perception").
 """
 from __future__ import annotations
 
@@ -109,6 +119,13 @@ def image_positive_loss(img: torch.Tensor, groups: torch.Tensor, scale: torch.Te
     return (-(logp.sum(1)[has] / pos.sum(1)[has])).mean()
 
 
+def similarity_preserving_loss(emb: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the photo-photo cosine matrices of the (normalised) joint
+    embeddings ``emb`` and of the locked trunk's features ``teacher`` (Tung & Mori 2019)."""
+    t = F.normalize(teacher.float(), dim=-1)
+    return ((emb @ emb.t() - t @ t.t()) ** 2).mean()
+
+
 def contrastive_train(
     model,
     data: ContrastiveData,
@@ -121,16 +138,24 @@ def contrastive_train(
     step_hook=None,
     after_backward=None,
     image_weight: float = 0.0,
+    similarity_weight: float = 0.0,
 ) -> list[float]:
     """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step.
 
     ``image_weight`` adds :func:`image_positive_loss` (photo <-> photo of the same group).
+    ``similarity_weight`` adds :func:`similarity_preserving_loss` against the locked trunk's
+    features (LiT data only: a model trained end to end has no fixed teacher, and the term is
+    left out with a warning).
     ``after_backward(model)`` runs between ``backward`` and the optimizer step (the index
     stage's Ray Train workers average gradients there).
     """
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device  # batches go where the model is (a GPU worker's device)
     encode_image, encode_text = _encoders(model, data)
+    if similarity_weight and not data.features:
+        log.warning("similarity_weight %.3g ignored: the towers are not locked, so there are no fixed trunk "
+                    "features to preserve", similarity_weight)
+        similarity_weight = 0.0
     model.train()
     for m in model.modules():  # locked batch norms keep their statistics
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
@@ -149,13 +174,16 @@ def contrastive_train(
             perm, cursor = torch.randperm(n, generator=gen), 0
         idx = perm[cursor : cursor + batch_size]
         cursor += batch_size
-        img = F.normalize(encode_image(data.pixels[idx].to(device)), dim=-1)
+        pixels = data.pixels[idx].to(device)
+        img = F.normalize(encode_image(pixels), dim=-1)
         txt = F.normalize(encode_text(data.tokens[idx].to(device)), dim=-1)
         groups = data.groups[idx].to(device)
         scale = model.logit_scale.exp().clamp(max=100)
         loss = multi_positive_loss(img, txt, groups, scale)
         if image_weight:
             loss = loss + image_weight * image_positive_loss(img, groups, scale)
+        if similarity_weight:  # pixels hold the locked trunk's features here
+            loss = loss + similarity_weight * similarity_preserving_loss(img, pixels)
         opt.zero_grad()
         loss.backward()
         if after_backward:  # e.g. average gradients across data-parallel workers

@@ -54,3 +54,14 @@ def test_prepare_uses_the_calibrated_threshold_or_says_what_to_set(tmp_path):
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
     with pytest.raises(ValueError, match="set consistency.threshold"):
         consistency_threshold(ConsistencyConfig(), str(tmp_path))
+
+
+def test_similarity_preserving_loss_is_zero_only_for_the_teachers_geometry():
+    from ipl.models.clip_train import similarity_preserving_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(16, 40)
+    rotated = F.normalize(teacher @ torch.linalg.qr(torch.randn(40, 40))[0], dim=-1)  # same cosines
+    assert similarity_preserving_loss(rotated, teacher).item() < 1e-10
+    other = F.normalize(torch.randn(16, 40), dim=-1)
+    assert similarity_preserving_loss(other, teacher).item() > 1e-3

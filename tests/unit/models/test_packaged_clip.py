@@ -107,3 +107,32 @@ def test_imagenet_features_separate_real_article_types(packaged):
     types = [r["articleType"] for r in rows]
     majority = Counter(types).most_common(1)[0][1] / len(types)
     assert knn_top1(feats, types) > majority + 0.2
+
+
+def test_the_similarity_preserving_term_keeps_the_trunks_geometry(packaged, small_rows):
+    """Fine-tuned with the term, the joint space's photo-photo cosines stay closer to the locked
+    trunk's (what transfers to photos unlike the training set) than fine-tuned without it."""
+    from ipl.models.clip_train import contrastive_train, prepare_data, similarity_preserving_loss
+
+    drift = {}
+    for weight in (0.0, 30.0):
+        clip = load_clip(packaged.source)
+        data = prepare_data(clip, small_rows[:60], max_photos=1)
+        contrastive_train(clip.model, data, steps=40, batch_size=32, lr=3e-3, log_every=0, seed=0,
+                          similarity_weight=weight)
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(lit_split(clip.model).image_head(data.pixels), dim=-1)
+        drift[weight] = similarity_preserving_loss(emb, data.pixels).item()
+    assert drift[30.0] < 0.5 * drift[0.0]
+
+
+def test_the_similarity_preserving_term_is_left_out_without_locked_towers(tiny_clip, small_rows, caplog):
+    """The tiny ViT trains end to end: there are no fixed trunk features to preserve."""
+    from ipl.models.clip_train import contrastive_train, prepare_data
+
+    clip = load_clip(tiny_clip.source)  # a copy: the session's fixture stays untrained
+    data = prepare_data(clip, small_rows[:8], max_photos=1)
+    assert not data.features
+    with caplog.at_level("WARNING"):
+        losses = contrastive_train(clip.model, data, steps=2, batch_size=8, log_every=0, similarity_weight=5.0)
+    assert len(losses) == 2 and "similarity_weight 5 ignored" in caplog.text
