@@ -2,11 +2,15 @@
 
 Image embeddings trained for identity say little about colour, and colour is in every
 template. ``colour_features(image)`` is a joint HSV histogram (12 hues x 3 saturations x 3
-values, square-rooted so it has unit L2 norm) of the item's pixels: the background's colour is
-estimated from the photo's border (its median in CIE Lab), pixels far from it are the item,
-and those are counted with a centre weight (the item sits in the middle of a listing photo).
-A photo where almost nothing stands out from the border (a white shirt on white) falls back to
-the centre-weighted whole photo. It works the same on a drawn listing and on a real catalogue
+values, square-rooted so it has unit L2 norm) of the item's pixels, counted with a centre
+weight (the item sits in the middle of a listing photo). The item is what the background does
+not reach: the background's colour is estimated from the photo's border (its median in CIE
+Lab), and the background region is flooded from the border through pixels close to that colour
+that are not on an edge (a Lab step between neighbours). So a white shirt on a white ground is
+the item when its outline closes it off, instead of being thrown away with the ground while the
+wearer's skin and jeans are counted as the item (the first version did that: real white
+garments on catalogue photos were read as gold or grey). A photo where almost nothing is left
+(a flat frame) falls back to the centre-weighted whole photo. It works the same on a drawn listing and on a real catalogue
 or phone photo, which is what lets a head trained on one be read on the other. A linear
 softmax head on it (:func:`ipl.index.category.train_head`, the category head's trainer) is
 fitted by ``ipl index`` on the indexed listings' own extracted colours, and calibrated like
@@ -28,6 +32,7 @@ from ipl.photos import decode_photo
 SIDE, HUES, SATS, VALS = 64, 12, 3, 3
 BORDER = 4  # pixels of the 64 px thumbnail's frame that sample the background
 FOREGROUND_DELTA = 15.0  # CIE Lab distance from the background's colour that marks an item pixel
+EDGE_DELTA = 4.0  # CIE Lab step between neighbouring thumbnail pixels that stops the background flood
 MIN_FOREGROUND = 0.05  # below this share of the centre weight, the whole photo is used
 HEAD_FILE, LABELS_FILE = "colour-head.safetensors", "colour-head.json"
 
@@ -53,12 +58,47 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
+def _grow(reached: np.ndarray, passable: np.ndarray) -> np.ndarray:
+    grown = reached.copy()
+    grown[1:] |= reached[:-1]
+    grown[:-1] |= reached[1:]
+    grown[:, 1:] |= reached[:, :-1]
+    grown[:, :-1] |= reached[:, 1:]
+    return grown & passable
+
+
+def _flood(passable: np.ndarray, steps: Optional[int] = None, seed: Optional[np.ndarray] = None) -> np.ndarray:
+    """The (SIDE, SIDE) pixels reachable from ``seed`` (default: the frame) through ``passable``
+    ones (4-neighbours), in at most ``steps`` steps (None: until nothing changes)."""
+    if seed is None:
+        seed = np.zeros_like(passable)
+        seed[[0, -1], :], seed[:, [0, -1]] = passable[[0, -1], :], passable[:, [0, -1]]
+    reached, n = seed, 0
+    while steps is None or n < steps:
+        grown = _grow(reached, passable) | reached
+        if np.array_equal(grown, reached):
+            break
+        reached, n = grown, n + 1
+    return reached
+
+
 def item_weights(rgb: np.ndarray) -> np.ndarray:
-    """Per-pixel weights of a (SIDE*SIDE, 3) thumbnail: centre weight on the pixels that differ from
-    the border's colour (the whole centre-weighted photo when almost none do)."""
+    """Per-pixel weights of a (SIDE*SIDE, 3) thumbnail: centre weight on the item, the pixels the
+    background flood from the border does not reach (the whole centre-weighted photo when almost
+    nothing is left)."""
     lab = srgb_to_lab(rgb)
     background = np.median(lab[_FRAME], axis=0)
-    item = np.linalg.norm(lab - background, axis=1) > FOREGROUND_DELTA
+    near = (np.linalg.norm(lab - background, axis=1) <= FOREGROUND_DELTA).reshape(SIDE, SIDE)
+    grid = lab.reshape(SIDE, SIDE, 3)
+    step = np.zeros((SIDE, SIDE), np.float32)
+    step[:-1] = np.linalg.norm(grid[1:] - grid[:-1], axis=-1)
+    step[:, :-1] = np.maximum(step[:, :-1], np.linalg.norm(grid[:, 1:] - grid[:, :-1], axis=-1))
+    edge = step > EDGE_DELTA
+    edge[1:] |= edge[:-1].copy()  # both sides of a step
+    edge[:, 1:] |= edge[:, :-1].copy()
+    background = _flood(near & ~edge)
+    background = _flood(near, steps=2, seed=background)  # the ground's side of the item's edge band
+    item = ~background.ravel()
     w = _W * item
     return w if w.sum() >= MIN_FOREGROUND * _W.sum() else _W
 

@@ -65,3 +65,22 @@ def test_a_white_border_does_not_swamp_a_small_item():
     # nothing stands out from the border: the whole (centre-weighted) photo is used
     flat = np.full((64 * 64, 3), 128.0, np.float32)
     assert item_weights(flat).sum() > 0
+
+
+def test_a_white_item_on_white_is_the_item_not_what_surrounds_it():
+    """A white shirt outlined on a white ground, worn (skin-coloured arms and neck, blue jeans):
+    the shirt is counted, not thrown away with the ground while arms and jeans describe it."""
+    img = Image.new("RGB", (200, 200), (250, 250, 250))
+    d = ImageDraw.Draw(img)
+    d.rectangle([85, 20, 115, 45], fill=(205, 150, 120))  # neck + face
+    d.rectangle([40, 50, 60, 120], fill=(205, 150, 120))  # arms
+    d.rectangle([140, 50, 160, 120], fill=(205, 150, 120))
+    d.rectangle([70, 140, 130, 199], fill=(40, 60, 120))  # jeans
+    d.rectangle([60, 45, 140, 140], fill=(246, 246, 246), outline=(200, 200, 200), width=2)  # the shirt
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    white = Image.new("RGB", (200, 200), (246, 246, 246))
+    wbuf = io.BytesIO()
+    white.save(wbuf, format="PNG")
+    f, w = colour_features(buf.getvalue()), colour_features(wbuf.getvalue())
+    assert np.argmax(f) == np.argmax(w) and f @ w > 0.7
