@@ -87,7 +87,7 @@ class RealDataConfig(Strict):
                                       "scored for brand/colour.")
     compare_clips: dict[str, str] = Field(default_factory=dict, description="name -> another CLIP directory whose "
                                           "fashion and ABO figures are reported beside the run's (e.g. "
-                                          "{tiny: runs/tiny/models/clip}: the encoder the run's replaced).")
+                                          "{tiny: models/clip-tiny}; a relative path that does not exist is read under the run directory).")
 
 
 class EvalConfig(Strict):

@@ -237,6 +237,12 @@ def safety_screen(cfg: EvalConfig, root: Path) -> dict:
             "p95_score": round(float(np.quantile(scores, 0.95)), 4)}
 
 
+def compare_dir(cfg: EvalConfig, path: str) -> Path:
+    """A ``compare_clips`` entry: as given when it exists (or is absolute), else under the run."""
+    where = Path(path)
+    return where if where.is_absolute() or where.exists() else cfg.run.dir / where
+
+
 def run(cfg: EvalConfig) -> dict:
     from ipl.index.stage import same_product_ranking
     from ipl.models.clip import load_clip
@@ -255,8 +261,13 @@ def run(cfg: EvalConfig) -> dict:
     out["abo"] = same_product_ranking(clip, abo) if abo.is_dir() else {"skipped": f"{abo}: missing"}
     out["compare"] = {}
     for name, path in cfg.realdata.compare_clips.items():  # the same figures for another encoder
-        other = load_clip(path)
-        out["compare"][name] = {"clip": str(path), "fingerprint": other.fingerprint,
+        where = compare_dir(cfg, path)
+        if not where.is_dir():
+            out["compare"][name] = {"clip": str(path), "skipped": f"{where}: no such CLIP directory (the demo "
+                                    "builds models/clip-tiny with synth.models.compare_tiny_clip: true)"}
+            continue
+        other = load_clip(where)
+        out["compare"][name] = {"clip": str(where), "fingerprint": other.fingerprint,
                                 "fashion": fashion(cfg, other, head) if cfg.realdata.fashion_photos else {},
                                 "abo": same_product_ranking(other, abo) if abo.is_dir() else {}}
     out["ood"] = out_of_domain(cfg, root)

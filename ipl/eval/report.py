@@ -174,6 +174,9 @@ def realdata_lines(rd: dict) -> list[str]:
     elif f:
         lines += fashion_lines(f, "the run's CLIP")
     for name, c in (rd.get("compare") or {}).items():
+        if c.get("skipped"):
+            lines.append(f"- For comparison, the {name} CLIP: skipped ({c['skipped']})")
+            continue
         lines += fashion_lines(c.get("fashion") or {}, f"for comparison, {name} CLIP `{c['clip']}`")
         a = c.get("abo") or {}
         if a.get("photos"):

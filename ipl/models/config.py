@@ -73,6 +73,10 @@ class TinyModelsConfig(Strict):
     clip_model: Literal["packaged", "tiny"] = Field("packaged", description="Base CLIP: `packaged` (pretrained "
                                                     "EfficientNet-Lite + MiniLM towers, projections aligned here) or "
                                                     "`tiny` (a small ViT trained from scratch: fast, for tests).")
+    compare_tiny_clip: bool = Field(False, description="With the packaged base CLIP, also build and pretrain the "
+                                    "tiny ViT (same corpus and steps) as `models/clip-tiny`, so `ipl eval` can report "
+                                    "the same real-photo figures for both encoders in one run "
+                                    "(`eval.realdata.compare_clips`); about 100 s on 2 cores.")
     clip_pretrain_steps: int = Field(250, ge=0, description="Contrastive pretraining steps of the base CLIP on a separate corpus (the tiny ViT: all of it; the packaged model: its projections; 0: none).")
     clip_pretrain_rows: int = Field(3000, ge=10, description="Listings of the separate clean corpus the base CLIP is pretrained on.")
     clip_batch_size: int = Field(128, ge=2, description="Contrastive batch size.")

@@ -57,7 +57,7 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     CLIP on: a corpus apart from the marketplace's own rows, as a real pretrained CLIP never
     saw the listings it later checks (null: no pretraining)."""
     models_dir = run_dir / "models"
-    clip_fields = {"clip_model", "clip_pretrain_steps", "clip_pretrain_rows", "clip_batch_size", "clip_lr", "clip",
+    clip_fields = {"clip_model", "compare_tiny_clip", "clip_pretrain_steps", "clip_pretrain_rows", "clip_batch_size", "clip_lr", "clip",
                    "packaged_clip", "seed"}
     key = hashlib.sha256((cfg.model_dump_json(exclude=clip_fields - {"seed"}) + data_fingerprint).encode()).hexdigest()[:16]
     clip_key = hashlib.sha256((cfg.model_dump_json(include=clip_fields) + data_fingerprint).encode()).hexdigest()[:16]
@@ -85,6 +85,11 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
         write_json_atomic(record, info)  # a CLIP failure below keeps the VLM
     info["clip_key"] = clip_key
     info["clip"] = build_base_clip(cfg, models_dir / "clip-base", clip_corpus)
+    info.pop("compare_clip", None)
+    if cfg.compare_tiny_clip and cfg.clip_model != "tiny":
+        log.info("building the tiny ViT CLIP for comparison (models/clip-tiny)")
+        info["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
+                                               clip_corpus)
     write_json_atomic(record, info)
     return info
 

@@ -29,3 +29,15 @@ def test_same_spu_colour_needs_both_the_spu_and_the_colour():
     assert same_spu_colour({"spu_id": "b", "attributes": {"Color": "Navy"}}, ex, "Color") is False
     assert same_spu_colour(None, ex, "Color") is False
     assert same_spu_colour({"spu_id": "a"}, {"spu_id": "a", "attributes": {}}, "Color") is None
+
+
+def test_a_compared_clip_is_read_under_the_run_unless_it_exists_as_given(tmp_path, monkeypatch):
+    from ipl.eval.config import EvalConfig
+    from ipl.eval.realdata import compare_dir
+
+    cfg = EvalConfig(run={"name": "r", "root": str(tmp_path)})
+    assert compare_dir(cfg, "models/clip-tiny") == tmp_path / "r" / "models" / "clip-tiny"
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert compare_dir(cfg, "here").resolve() == tmp_path / "here"  # exists as given (cwd)
+    assert str(compare_dir(cfg, "/abs/clip")) == "/abs/clip"

@@ -1,0 +1,27 @@
+"""``ipl synth``'s model build: with compare_tiny_clip the tiny ViT is built beside the packaged
+base CLIP (for eval's side-by-side real-photo figures), and the build record says so."""
+import json
+
+from ipl.models.config import TinyModelsConfig
+from ipl.models.tiny import build_tiny_models
+
+
+def test_compare_tiny_clip_builds_models_clip_tiny_and_reuses_it(small_synth_cfg, small_rows, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.Table.from_pylist(small_rows[:60]), raw / "part-0.parquet")
+    cfg = TinyModelsConfig(vocab_size=400, tokenizer_rows=60, vlm_pretrain_steps=0, clip_pretrain_steps=0,
+                           compare_tiny_clip=True, packaged_clip={"embed_dim": 32})
+    info = build_tiny_models(cfg, tmp_path, "fp")
+    models = tmp_path / "models"
+    assert info["clip"]["model"] == "packaged" and info["compare_clip"]["model"] == "tiny"
+    assert (models / "clip-tiny" / "open_clip_config.json").is_file()
+    assert info["compare_clip"]["fingerprint"] != info["clip"]["fingerprint"]
+    assert json.loads((models / "_build.json").read_text())["compare_clip"]["path"] == str(models / "clip-tiny")
+    again = build_tiny_models(cfg, tmp_path, "fp")  # same key: reused, not rebuilt
+    assert again["compare_clip"] == info["compare_clip"]
+    off = build_tiny_models(cfg.model_copy(update={"compare_tiny_clip": False}), tmp_path, "fp")
+    assert "compare_clip" not in off
