@@ -71,8 +71,12 @@ def caption_target(category: str, values: Mapping[str, object], visible_keys: Se
     return " ".join([head, *rest])
 
 
-def caption_messages(n_images: int, prompt: str, answer: Optional[str] = None) -> list[dict]:
-    msgs = [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
+def caption_messages(n_images: int, prompt: str, language: str = "en", answer: Optional[str] = None) -> list[dict]:
+    """The caption conversation: the description task's system turn, the photos and the prompt."""
+    from ipl.generate.prompts import system_prompt
+
+    msgs = [{"role": "system", "content": system_prompt(language)},
+            {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
     if answer is not None:
         msgs.append({"role": "assistant", "content": answer})
     return msgs

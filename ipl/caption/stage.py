@@ -1,0 +1,170 @@
+"""Offline captions of the indexed listings: a Ray Data actor pool running the domain VLM.
+
+``caption_listings(cfg, listings, out_dir, vlm_dir, keys_for)`` reads the listings (listing_id,
+category, language, photos), skips those already captioned under the same key, and writes the
+rest as ``part-NNNNN.parquet`` files in ``out_dir`` (listing_id, caption, model), each file
+renamed into place whole, so a killed run resumes where it stopped and a reader never sees a
+half-written file. The key (``_captions.json``) is the VLM's fingerprint and every setting that
+changes a caption: a new model or prompt starts over (the old files are moved aside, not
+mixed in). ``CaptionModel`` is the actor: it loads the VLM once, builds the context-conditioned
+prompt (:func:`ipl.caption.prompts.caption_prompt`: the category and the keys the caption is
+for) and generates greedily in batches (:func:`ipl.generate.local.generate_batch`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pydantic import Field
+
+from ipl.caption.cqe import CQEConfig
+from ipl.config import Strict
+from ipl.runtime import read_json, write_json_atomic
+
+log = logging.getLogger("ipl.caption")
+KEY_FILE = "_captions.json"
+PROMPT_VERSION = 1  # bump when caption_prompt changes what it asks
+
+
+class CaptionConfig(Strict):
+    """Offline captioning of the indexed listings (CASLIE) and the vote that keeps a caption."""
+
+    enabled: bool = Field(False, description="Caption every indexed listing's photos with the domain VLM.")
+    vlm: Optional[str] = Field(None, description="VLM directory (null: the run's fine-tuned VLM, models/vlm-ft).")
+    batch_size: int = Field(8, ge=1, description="Listings per generate call.")
+    concurrency: int = Field(1, ge=1, description="Captioning actors.")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (production: 1; the VLM then runs on cuda).")
+    dtype: str = Field("float32", description="VLM dtype (bfloat16 on GPUs).")
+    max_new_tokens: int = Field(48, ge=4, le=256, description="Caption length cap in tokens (the prompt asks for "
+                                "at most 50 words).")
+    max_photos: int = Field(2, ge=1, le=9, description="Photos per listing given to the VLM.")
+    image_side: int = Field(112, ge=28, description="Longest photo side given to the VLM.")
+    max_listings: Optional[int] = Field(None, ge=1, description="Caption at most this many listings (null: all).")
+    cqe: CQEConfig = Field(default_factory=CQEConfig, description="Caption quality evaluation.")
+
+
+class CaptionModel:
+    """Ray Data actor: photos + context in, captions out."""
+
+    def __init__(self, vlm_dir: str, keys_by_category: dict[str, list[str]], cfg: dict):
+        import torch
+
+        from ipl.models.vlm import load_vlm, model_fingerprint
+
+        self.cfg = CaptionConfig(**cfg)
+        device = "cuda" if self.cfg.num_gpus and torch.cuda.is_available() else "cpu"
+        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, self.cfg.dtype), device=device)
+        self.model = model_fingerprint(Path(vlm_dir))
+        self.keys = keys_by_category
+
+    def __call__(self, batch: dict) -> dict:
+        from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption
+        from ipl.generate.local import generate_batch
+        from ipl.photos import decode_photo
+
+        requests = []
+        n = len(batch["listing_id"])
+        languages = batch["language"] if "language" in batch else ["en"] * n
+        for i in range(n):
+            images = []
+            for p in list(batch["photos"][i])[: self.cfg.max_photos]:
+                img = decode_photo(p).copy()
+                img.thumbnail((self.cfg.image_side, self.cfg.image_side))
+                images.append(img)
+            cat, lang = str(batch["category"][i]), str(languages[i] or "en")
+            prompt = caption_prompt(cat, self.keys.get(cat, []), lang)
+            requests.append((caption_messages(len(images), prompt, lang), images))
+        texts = generate_batch(self.vlm, requests, self.cfg.max_new_tokens, self.cfg.batch_size)
+        return {"listing_id": [str(x) for x in batch["listing_id"]], "caption": [clean_caption(t) for t in texts],
+                "model": [self.model] * n}
+
+
+def caption_key(cfg: CaptionConfig, vlm_dir: Path, keys_by_category: dict) -> str:
+    from ipl.models.vlm import model_fingerprint
+
+    blob = json.dumps({"model": model_fingerprint(vlm_dir), "prompt": PROMPT_VERSION, "keys": keys_by_category,
+                       **cfg.model_dump(include={"max_new_tokens", "max_photos", "image_side"})}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def done_ids(out_dir: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for f in sorted(out_dir.glob("part-*.parquet")):
+        ids.update(pq.read_table(f, columns=["listing_id"]).column("listing_id").to_pylist())
+    return ids
+
+
+def read_captions(out_dir: Path) -> dict[str, str]:
+    """listing_id -> caption of the finished files."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, str] = {}
+    for f in sorted(Path(out_dir).glob("part-*.parquet")):
+        t = pq.read_table(f, columns=["listing_id", "caption"])
+        out.update(zip(t.column("listing_id").to_pylist(), t.column("caption").to_pylist()))
+    return out
+
+
+def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vlm_dir: Path,
+                     keys_by_category: dict[str, list[str]], exclude: Sequence[str] = (),
+                     progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Caption what is not captioned yet; returns counts and the throughput."""
+    import pyarrow.dataset as pds
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from ipl.models.vlm import require_local_dir
+
+    vlm_dir = require_local_dir(vlm_dir, "caption VLM", " (train it first: ipl train, or set caption.vlm)")
+    out_dir = Path(out_dir)
+    key = caption_key(cfg, vlm_dir, keys_by_category)
+    if out_dir.is_dir() and (read_json(out_dir / KEY_FILE) if (out_dir / KEY_FILE).is_file() else {}).get("key") != key:
+        stale = out_dir.with_name(f"{out_dir.name}.stale-{int(time.time())}")
+        log.warning("captions in %s were made by another model or prompt: moved to %s, starting over", out_dir, stale)
+        os.replace(out_dir, stale)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / KEY_FILE, {"key": key, "vlm": str(vlm_dir)})
+    done = done_ids(out_dir)
+    skip = done | {str(x) for x in exclude}
+    table = pds.dataset(str(listings), format="parquet").to_table(columns=["listing_id"])
+    todo = [i for i in table.column("listing_id").to_pylist() if str(i) not in skip]
+    if cfg.max_listings is not None:
+        todo = todo[: max(0, cfg.max_listings - len(done))]
+    say = progress or log.info
+    if not todo:
+        say(f"captions: all {len(done)} listings already captioned in {out_dir}")
+        return {"captioned": 0, "reused": len(done), "total": len(done), "listings_per_s": None, "key": key}
+    wanted = set(todo)
+    columns = ["listing_id", "category", "language", "photos"]
+    names = set(pds.dataset(str(listings), format="parquet").schema.names)
+    ds = ray.data.read_parquet(str(listings), columns=[c for c in columns if c in names])
+    ds = ds.filter(lambda r: str(r["listing_id"]) in wanted)
+    t0 = time.monotonic()
+    out = ds.map_batches(CaptionModel, fn_constructor_args=(str(vlm_dir), keys_by_category, cfg.model_dump()),
+                         batch_size=cfg.batch_size * 4, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus,
+                         num_gpus=cfg.num_gpus or None)
+    n_done, part = 0, len(list(out_dir.glob("part-*.parquet")))
+    for batch in out.iter_batches(batch_size=cfg.batch_size * 8, batch_format="pyarrow"):
+        tmp = out_dir / f".part-{part:05d}.parquet.tmp"
+        pq.write_table(batch, tmp)
+        os.replace(tmp, out_dir / f"part-{part:05d}.parquet")  # whole files only: a resume reads what is here
+        part, n_done = part + 1, n_done + batch.num_rows
+        say(f"captions: {n_done}/{len(todo)} listings ({n_done / max(time.monotonic() - t0, 1e-9):.2f}/s)")
+    seconds = time.monotonic() - t0
+    return {"captioned": n_done, "reused": len(done), "total": n_done + len(done), "seconds": round(seconds, 1),
+            "listings_per_s": round(n_done / seconds, 3) if seconds > 0 else None, "key": key}
+
+
+def remove_stale(out_dir: Path) -> None:
+    """Delete the directories a model/prompt change moved aside."""
+    for d in Path(out_dir).parent.glob(f"{Path(out_dir).name}.stale-*"):
+        shutil.rmtree(d, ignore_errors=True)
