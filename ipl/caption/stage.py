@@ -146,8 +146,10 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
     wanted = set(todo)
     columns = ["listing_id", "category", "language", "photos"]
     names = set(pds.dataset(str(listings), format="parquet").schema.names)
-    ds = ray.data.read_parquet(str(listings), columns=[c for c in columns if c in names])
-    ds = ds.filter(lambda r: str(r["listing_id"]) in wanted)
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(str(listings)).select_columns([c for c in columns if c in names])
+    ds = ds.filter(expr=col("listing_id").is_in(sorted(wanted)))
     t0 = time.monotonic()
     out = ds.map_batches(CaptionModel, fn_constructor_args=(str(vlm_dir), keys_by_category, cfg.model_dump()),
                          batch_size=cfg.batch_size * 4, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus,
