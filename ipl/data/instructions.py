@@ -20,7 +20,13 @@ and ``desc_image`` (photos only) targets drop every scored value the text states
 and, each with its probability, the domain-understanding tasks:
 
 * ``category``: photos -> the category name;
-* ``extraction``: listing text -> JSON of its grounded attributes (paper Table 3 format).
+* ``extraction``: listing text -> JSON of its grounded attributes (paper Table 3 format);
+* ``caption`` (CASLIE's EC³, :mod:`ipl.caption.prompts`): photos + the category and the keys
+  the caption is for -> a short caption of what the photos *show*: the category and the values
+  of the visible keys (``caption_keys``: colour, logo text, model text). The values come from
+  ``caption_truth_column`` (the synthetic ground truth, ``attributes``) and fall back to the
+  values extracted from the seller's text; a listing whose photos show another SKU
+  (``photo_sku_id`` ≠ the group) yields no caption: the target must be what is visible.
 
 The assistant turn is the training target. Rows are split train/validation by a hash of the
 group (SKU), so validation photos are of items never seen in training.
@@ -34,6 +40,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
+from ipl.caption.prompts import VISIBLE_KEYS, caption_messages, caption_prompt, caption_target
 from ipl.catalog.levels import KeyLevels
 from ipl.config import Strict
 from ipl.data.contract import require_columns
@@ -42,7 +49,7 @@ from ipl.extract.matcher import AttributeMatcher
 from ipl.extract.prompt import extraction_messages
 from ipl.generate.prompts import description_messages, description_prompt
 
-TASKS = ("desc_image", "desc_template", "desc_reference", "category", "extraction")
+TASKS = ("desc_image", "desc_template", "desc_reference", "category", "extraction", "caption")
 
 
 class InstructionConfig(Strict):
@@ -58,6 +65,11 @@ class InstructionConfig(Strict):
         "(the rest are named unknown, as serving abstains on them).")
     category_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a category task.")
     extraction_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields an extraction task.")
+    caption_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a caption task (CASLIE).")
+    caption_keys: list[str] = Field(default_factory=lambda: list(VISIBLE_KEYS),
+                                    description="Keys a photo can show; the caption target states only these.")
+    caption_truth_column: str = Field("attributes", description="JSON column of the values the photos show "
+                                      "(missing: the values extracted from the text).")
     group_column: str = Field("sku_id", description="Column grouping identical products (references, split).")
     validation_fraction: float = Field(0.1, ge=0, lt=1, description="Share of groups held out for validation.")
     max_photos: int = Field(2, ge=1, le=9, description="Photos per instruction.")
@@ -115,6 +127,13 @@ class MakeInstructions:
         if not others:
             return None
         return others[int(unit_hash("ref", listing_id) * len(others))][1]
+
+    def caption_for(self, cat: str, values: dict, lang: str, template: Optional[list[str]]) -> tuple[str, str]:
+        """(prompt, target) of the caption task: the context names the template's visible keys."""
+        wanted = {k.lower() for k in self.cfg.caption_keys}
+        keys = [k for k in (template or list(values)) if k.lower() in wanted]
+        present = {k: v for k, v in values.items() if k.lower() in wanted}
+        return caption_prompt(cat, keys, lang), caption_target(cat, present, self.cfg.caption_keys, lang)
 
     def __call__(self, batch: dict) -> dict:
         cfg = self.cfg
@@ -174,4 +193,11 @@ class MakeInstructions:
                 target = json.dumps({k: attrs.get(k) for k in keys}, ensure_ascii=False)
                 msgs = extraction_messages(cat, keys, text, lang) + [{"role": "assistant", "content": target}]
                 emit("extraction", msgs, [], target)
+            if photos and unit_hash(str(cfg.seed), "cap", lid) < cfg.caption_prob:
+                shown = batch.get("photo_sku_id", [None] * n)[i]
+                if not (shown and cfg.group_column == "sku_id" and str(shown) != group):
+                    truth = batch.get(cfg.caption_truth_column, [None] * n)[i]
+                    values = json.loads(truth) if truth else attrs
+                    prompt, target = self.caption_for(cat, values, lang, template)
+                    emit("caption", caption_messages(len(photos), prompt, lang, target), photos, target)
         return out

@@ -29,7 +29,7 @@ def test_description_tasks_and_targets_match_serving():
 
     m = AttributeMatcher()
     truth = {"Brand": "Huawei", "Model": "P30", "Storage": "64GB", "Color": "Blue"}
-    rows = run([listing(i) for i in range(80)], category_prob=0, extraction_prob=0)
+    rows = run([listing(i) for i in range(80)], category_prob=0, extraction_prob=0, caption_prob=0)
     tasks = {r["task"] for r in rows}
     assert tasks == {"desc_image", "desc_template", "desc_reference"}
     partial = 0
@@ -63,7 +63,7 @@ def test_reference_never_comes_from_the_listing_itself():
 
 
 def test_domain_tasks():
-    rows = run([listing(i) for i in range(20)], category_prob=1.0, extraction_prob=1.0)
+    rows = run([listing(i) for i in range(20)], category_prob=1.0, extraction_prob=1.0, caption_prob=0)
     cat = [r for r in rows if r["task"] == "category"]
     ext = [r for r in rows if r["task"] == "extraction"]
     assert len(cat) == len(ext) == 20
@@ -75,7 +75,7 @@ def test_domain_tasks():
 
 def test_split_by_group():
     rows = run([listing(i, sku=f"phone/s/{i % 40}") for i in range(400)], validation_fraction=0.2, category_prob=0,
-               extraction_prob=0)
+               extraction_prob=0, caption_prob=0)
     by_group = {}
     for r in rows:
         by_group.setdefault(r["group"], set()).add(r["split"])
@@ -89,3 +89,34 @@ def test_messages_render_with_the_chat_template(tokenizer):
     text = tokenizer.apply_chat_template(json.loads(rows[0]["messages"]), tokenize=False)
     assert "<|vision_start|><|image_pad|><|vision_end|>" in text
     assert text.rstrip().endswith(rows[0]["target"] + "<|im_end|>")
+
+
+def test_caption_task_states_only_what_the_photos_show():
+    """The caption target is the category and the visible keys' true values (never storage, never a
+    value the photos do not show); a listing whose photos show another SKU yields no caption."""
+    truth = {"Brand": "Honor", "Model": "X10", "Storage": "128GB", "Color": "Navy"}
+    rows = [{**listing(i), "attributes": json.dumps(truth)} for i in range(10)]
+    rows.append({**listing(10), "attributes": json.dumps(truth), "photo_sku_id": "phone/other"})
+    for r in rows[:10]:
+        r["photo_sku_id"] = r["sku_id"]
+    out = run(rows, category_prob=0, extraction_prob=0, caption_prob=1.0)
+    caps = [r for r in out if r["task"] == "caption"]
+    assert len(caps) == 10 and "L0010" not in {r["listing_id"] for r in caps}
+    msgs = json.loads(caps[0]["messages"])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"] and msgs[-1]["content"] == caps[0]["target"]
+    prompt = msgs[1]["content"][-1]["text"]
+    assert "phone" in prompt and "Brand, Model, Color" in prompt and "Storage" not in prompt
+    assert caps[0]["target"] == "A navy phone. Logo text: Honor. Model text: X10."  # the truth, not the text's P30
+    assert caps[0]["photos"] and caps[0]["photos"][0] == b"\xff\xd8jpeg"
+    # without a ground-truth column (real listings) the values extracted from the text are used
+    plain = run([listing(i) for i in range(4)], category_prob=0, extraction_prob=0, caption_prob=1.0,
+                caption_keys=["Color"])
+    assert {r["target"] for r in plain if r["task"] == "caption"} == {"A blue phone."}
+
+
+def test_the_caption_task_is_in_the_training_mix():
+    from ipl.data.instructions import TASKS
+    from ipl.train.config import ALL_TASKS, DataConfig
+
+    assert "caption" in TASKS and set(TASKS) == set(ALL_TASKS)
+    assert "caption" in DataConfig().tasks
