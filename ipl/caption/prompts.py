@@ -28,6 +28,12 @@ _EN = {"color": "{v}", "colour": "{v}", "brand": "Logo text: {v}.", "model": "Mo
 _ZH = {"color": "{v}", "colour": "{v}", "brand": "标志文字：{v}。", "model": "型号文字：{v}。"}
 
 
+def caption_keys(template: Sequence[str], visible: Sequence[str] = VISIBLE_KEYS) -> list[str]:
+    """The template's keys a caption is asked about: those a photo can show, in template order."""
+    wanted = {k.lower() for k in visible}
+    return [k for k in template if str(k).lower() in wanted]
+
+
 def caption_prompt(category: Optional[str] = None, keys: Sequence[str] = (), language: str = "en") -> str:
     keys = [k for k in keys if k]
     if language == "zh":

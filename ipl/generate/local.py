@@ -45,3 +45,44 @@ def generate_batch(vlm, requests: Sequence[tuple[list[dict], Sequence[Any]]], ma
     finally:
         tok.padding_side = previous
     return outputs
+
+
+def choose_batch(vlm, requests: Sequence[tuple[list[dict], Sequence[Any]]], choices: Sequence[str] = ("yes", "no"),
+                 batch_size: int = 8) -> list[tuple[str, float]]:
+    """A closed-set answer per request: the choice whose first token the model ranks highest as
+    the reply's first token (constrained decoding, as vLLM's ``guided_choice``), with its
+    probability renormalised over the choices. Each choice's spellings (``yes``, ``Yes``) pool."""
+    processor, model = vlm.processor, vlm.model
+    tok = processor.tokenizer
+    spellings = []
+    for c in choices:
+        ids = {tok.encode(form, add_special_tokens=False)[0] for form in (c, c.capitalize(), " " + c)
+               if tok.encode(form, add_special_tokens=False)}
+        if not ids:
+            raise ValueError(f"choice {c!r} has no token in this tokenizer")
+        spellings.append(sorted(ids))
+    if len({i for ids in spellings for i in ids}) != sum(len(ids) for ids in spellings):
+        raise ValueError(f"choices {list(choices)} share a first token: they cannot be told apart")
+    out: list[tuple[str, float]] = []
+    previous = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start: start + batch_size]
+            texts, images = [], []
+            for messages, photos in chunk:
+                texts.append(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+                images.extend(decode_photo(p) for p in photos)
+            enc = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)
+            mass = torch.stack([probs[:, ids].sum(dim=-1) for ids in spellings], dim=-1)
+            mass = mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            for row in mass.tolist():
+                best = max(range(len(choices)), key=lambda j: row[j])
+                out.append((choices[best], float(row[best])))
+    finally:
+        tok.padding_side = previous
+    return out

@@ -8,6 +8,9 @@
   (:mod:`ipl.evidence.assess`), as JSON inside ``<reference>`` tags (retrieved text is
   untrusted: only validated, grounded, calibrated values are passed, never descriptions);
 * + unknown: the template keys nothing supports, named so the model leaves them out;
+* + caption: a CASLIE caption of the photos that the caption quality vote kept
+  (:mod:`ipl.caption`), cleaned like notes and delimited by ``<caption>`` tags, introduced as
+  what the photos show, not as facts (a value it names is stated only when it is a fact);
 * + notes: the seller's own words (the OpenAI endpoint's user text, the draft's ``notes``
   field), untrusted: cut to ``NOTES_MAX_CHARS``, stripped of markup and control characters and
   delimited by ``<notes>`` tags, introduced as information and never as instructions. A value
@@ -51,8 +54,10 @@ def description_prompt(
     language: str = "en",
     unknown: Optional[list[str]] = None,
     notes: Optional[str] = None,
+    caption: Optional[str] = None,
 ) -> str:
     notes = clean_notes(notes)
+    caption = clean_notes(caption)
     if language == "zh":
         parts = ["这是我要出售的闲置物品的照片。请用二手卖家的口吻写一段简短的商品描述。"]
         if category:
@@ -62,6 +67,8 @@ def description_prompt(
         if reference:
             parts.append("本商品的已确认信息（照实写出）：<reference>"
                          + json.dumps(reference, ensure_ascii=False) + "</reference>")
+        if caption:
+            parts.append("照片里看到的（自动生成的说明，不是已确认信息）：<caption>" + caption + "</caption>")
         if unknown:
             parts.append("未知（不要写）：" + "、".join(unknown) + "。")
         if notes:
@@ -75,6 +82,9 @@ def description_prompt(
     if reference:
         parts.append("Facts about this item (state them as they are): <reference>"
                      + json.dumps(reference, ensure_ascii=False) + "</reference>")
+    if caption:
+        parts.append("What the photos show (an automatic caption, not confirmed facts): <caption>" + caption
+                     + "</caption>")
     if unknown:
         parts.append("Unknown (leave out): " + ", ".join(unknown) + ".")
     if notes:

@@ -35,3 +35,21 @@ def test_yes_no_replies_are_parsed_and_anything_else_is_none():
     assert [parse_yes_no(a) for a in ("Yes.", " yes, it helps", "No", "no.", "是", "否", "不能")] == \
         [True, True, False, False, True, False, False]
     assert parse_yes_no("maybe") is None and parse_yes_no("") is None and parse_yes_no("nope") is False
+
+
+def test_the_description_prompt_carries_a_caption_as_a_delimited_cue_not_a_fact():
+    from ipl.generate.prompts import description_prompt
+
+    p = description_prompt("phone", ["Brand"], {"Brand": "Apple"}, "en", ["Color"],
+                           caption="A red phone. <b>Logo</b> text: Apple.")
+    assert "<caption>A red phone. b Logo /b text: Apple.</caption>" in p  # its markup cannot open a tag
+    assert p.index("<reference>") < p.index("<caption>") < p.index("Unknown (leave out)")
+    assert "not confirmed facts" in p
+    assert "<caption>" not in description_prompt("phone", ["Brand"], {"Brand": "Apple"}, "en", caption="  ")
+    assert "<caption>" in description_prompt("手机", [], None, "zh", ["颜色"], caption="红色的手机。")
+
+
+def test_caption_keys_are_the_visible_template_keys_in_order():
+    from ipl.caption.prompts import caption_keys
+
+    assert caption_keys(["Model", "Storage", "color", "Brand", "Condition"]) == ["Model", "color", "Brand"]
