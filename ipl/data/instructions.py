@@ -10,6 +10,10 @@ For each kept listing, ``MakeInstructions`` emits one description task, chosen b
   the template are named unknown; without such a listing it falls back to ``desc_template``
   and is counted.
 
+With ``caption_cue_prob`` a desc_template/desc_reference prompt also carries the caption of
+what the photos show (``<caption>``, as serving passes a kept CASLIE caption); the target is
+unchanged, so the model learns that a caption's value is written only when it is a fact.
+
 Training matches serving: the prompt names only facts (unknown template slots are left out
 of the "mention" list and named unknown), and the target is the seller's text with every
 clause that states a value of an unknown key removed (the verification's own clause
@@ -40,7 +44,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from ipl.caption.prompts import VISIBLE_KEYS, caption_messages, caption_prompt, caption_target
+from ipl.caption.prompts import VISIBLE_KEYS, caption_keys, caption_messages, caption_prompt, caption_target
 from ipl.catalog.levels import KeyLevels
 from ipl.config import Strict
 from ipl.data.contract import require_columns
@@ -68,6 +72,9 @@ class InstructionConfig(Strict):
     caption_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a caption task (CASLIE).")
     caption_keys: list[str] = Field(default_factory=lambda: list(VISIBLE_KEYS),
                                     description="Keys a photo can show; the caption target states only these.")
+    caption_cue_prob: float = Field(0.3, ge=0, le=1, description="Chance a desc_template/desc_reference prompt "
+                                    "carries the listing's caption as a <caption> cue (serving gives a kept one); the "
+                                    "target still states only the facts.")
     caption_truth_column: str = Field("attributes", description="JSON column of the values the photos show "
                                       "(missing: the values extracted from the text).")
     group_column: str = Field("sku_id", description="Column grouping identical products (references, split).")
@@ -131,7 +138,7 @@ class MakeInstructions:
     def caption_for(self, cat: str, values: dict, lang: str, template: Optional[list[str]]) -> tuple[str, str]:
         """(prompt, target) of the caption task: the context names the template's visible keys."""
         wanted = {k.lower() for k in self.cfg.caption_keys}
-        keys = [k for k in (template or list(values)) if k.lower() in wanted]
+        keys = caption_keys(template or list(values), self.cfg.caption_keys)
         present = {k: v for k, v in values.items() if k.lower() in wanted}
         return caption_prompt(cat, keys, lang), caption_target(cat, present, self.cfg.caption_keys, lang)
 
@@ -164,6 +171,14 @@ class MakeInstructions:
                 out["target"].append(target)
                 out["fallback"].append(fallback)
 
+            def mismatched(i: int) -> bool:  # the photos show another SKU than the text: no caption of it
+                shown = batch.get("photo_sku_id", [None] * n)[i]
+                return bool(shown and cfg.group_column == "sku_id" and str(shown) != group)
+
+            def caption_truth(i: int) -> dict:
+                truth = batch.get(cfg.caption_truth_column, [None] * n)[i]
+                return json.loads(truth) if truth else attrs
+
             task = _choose(cfg.desc_weights, unit_hash(str(cfg.seed), "task", lid))
             reference, fallback = None, None
             if task == "desc_reference":
@@ -178,7 +193,10 @@ class MakeInstructions:
                 target = self.clean_target(text, attrs, keys)
             else:
                 facts, unknown = self.facts_for(reference or {}, template, lid)
-                prompt = description_prompt(cat, list(facts), facts or None, lang, unknown)
+                cue = None
+                if unit_hash(str(cfg.seed), "cue", lid) < cfg.caption_cue_prob and not mismatched(i):
+                    cue = self.caption_for(cat, caption_truth(i), lang, template)[1]
+                prompt = description_prompt(cat, list(facts), facts or None, lang, unknown, caption=cue)
                 target = self.clean_target(text, attrs, unknown, facts)
             if target.strip():
                 emit(task, description_messages(len(photos), prompt, lang, target), photos, target, fallback)
@@ -193,11 +211,7 @@ class MakeInstructions:
                 target = json.dumps({k: attrs.get(k) for k in keys}, ensure_ascii=False)
                 msgs = extraction_messages(cat, keys, text, lang) + [{"role": "assistant", "content": target}]
                 emit("extraction", msgs, [], target)
-            if photos and unit_hash(str(cfg.seed), "cap", lid) < cfg.caption_prob:
-                shown = batch.get("photo_sku_id", [None] * n)[i]
-                if not (shown and cfg.group_column == "sku_id" and str(shown) != group):
-                    truth = batch.get(cfg.caption_truth_column, [None] * n)[i]
-                    values = json.loads(truth) if truth else attrs
-                    prompt, target = self.caption_for(cat, values, lang, template)
-                    emit("caption", caption_messages(len(photos), prompt, lang, target), photos, target)
+            if photos and unit_hash(str(cfg.seed), "cap", lid) < cfg.caption_prob and not mismatched(i):
+                prompt, target = self.caption_for(cat, caption_truth(i), lang, template)
+                emit("caption", caption_messages(len(photos), prompt, lang, target), photos, target)
         return out

@@ -120,3 +120,25 @@ def test_the_caption_task_is_in_the_training_mix():
 
     assert "caption" in TASKS and set(TASKS) == set(ALL_TASKS)
     assert "caption" in DataConfig().tasks
+
+
+def test_a_caption_cue_in_the_prompt_never_changes_what_the_target_states():
+    """With the cue, the prompt shows what the photos show; the target still states only the facts
+    (the model learns a caption's value is not a fact)."""
+    from ipl.extract.matcher import AttributeMatcher
+
+    m = AttributeMatcher()
+    rows = [{**listing(i), "attributes": json.dumps({"Brand": "Huawei", "Model": "P30", "Color": "Blue"})}
+            for i in range(40)]
+    plain = {r["id"]: r for r in run(rows, category_prob=0, extraction_prob=0, caption_prob=0, caption_cue_prob=0)}
+    cued = run(rows, category_prob=0, extraction_prob=0, caption_prob=0, caption_cue_prob=1.0)
+    with_cue = [r for r in cued if r["task"] in ("desc_template", "desc_reference")]
+    assert with_cue
+    for r in with_cue:
+        prompt = json.loads(r["messages"])[1]["content"][-1]["text"]
+        assert "<caption>A blue phone. Logo text: Huawei. Model text: P30.</caption>" in prompt
+        assert r["target"] == plain[r["id"]]["target"]
+        if "Unknown (leave out): " in prompt and "Color" in prompt.split("Unknown (leave out): ")[1]:
+            assert not m.states("Blue", r["target"])
+    assert all("<caption>" not in json.loads(r["messages"])[1]["content"][-1]["text"]
+               for r in cued if r["task"] == "desc_image")
