@@ -17,6 +17,9 @@ top approach 1; listings far below the top count little. Bases and the levels th
   offered to the seller, never stated (another SKU's colour is not this item's colour);
 * ``photo`` (a classifier on the seller's photos, e.g. colour: its probability is the raw
   score): SKU level;
+* ``caption`` (a value a CASLIE caption of the photos states, :mod:`ipl.caption`; the share of
+  the CQE judges that kept the caption is the raw score): product + SKU level, each its own
+  calibrated tier (``caption:product``, ``caption:sku``);
 * ``seller``: confirmed values, confidence 1;
 * listing-level keys (condition, accessories) are never taken from references.
 
@@ -34,7 +37,8 @@ from ipl.evidence.calibrate import confidence, passes
 from ipl.extract.matcher import value_key
 
 BASES = {"product": ("identical", "similar"), "sku": ("identical", "similar"), "listing": ()}
-STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "sku")}
+STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "sku"),
+             ("caption", "product"), ("caption", "sku")}
 DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
 
 
@@ -68,9 +72,10 @@ def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alph
 
 
 def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapping,
-                   photo: Optional[Sequence[dict]] = None) -> list[dict]:
+                   photo: Optional[Sequence[dict]] = None, caption: Optional[dict] = None) -> list[dict]:
     """Every (basis, value) candidate of one key: raw score, calibrated confidence, stateable or not.
-    ``photo``: a photo classifier's ``[{"value", "score"}]`` for this key (basis ``photo``)."""
+    ``photo``: a photo classifier's ``[{"value", "score"}]`` for this key (basis ``photo``);
+    ``caption``: the ``{"value", "score"}`` a caption states for it (basis ``caption``)."""
     tiers = calibration.get("tiers") or {}
     tau, alpha = calibration.get("tau", DEFAULT_TAU), calibration.get("alpha", DEFAULT_ALPHA)
     top = max((float(h.get("score", 0.0)) for h in hits), default=0.0)
@@ -85,15 +90,23 @@ def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapp
         out.append({"value": p["value"], "raw": p["score"], "sources": [], "basis": "photo",
                     "confidence": round(confidence(tier, p["score"]), 4),
                     "passes": ("photo", level) in STATEABLE and passes(tier, p["score"])})
+    if caption and level != "listing":
+        tier = tiers.get(tier_name("caption", level))
+        out.append({"value": caption["value"], "raw": caption["score"], "sources": [], "basis": "caption",
+                    "confidence": round(confidence(tier, caption["score"]), 4),
+                    "passes": ("caption", level) in STATEABLE and passes(tier, caption["score"])})
     return sorted(out, key=lambda c: (-c["passes"], -c["confidence"], c["basis"] != "identical", -c["raw"]))
 
 
 def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibration: Mapping,
            confirmed: Optional[Mapping[str, str]] = None, in_domain: bool = True, abstain: bool = True,
-           max_candidates: int = 3, photo: Optional[Mapping[str, Sequence[dict]]] = None) -> list[dict]:
+           max_candidates: int = 3, photo: Optional[Mapping[str, Sequence[dict]]] = None,
+           caption: Optional[Mapping[str, dict]] = None) -> list[dict]:
     """One entry per key (the template's, then confirmed keys outside it), in order. ``photo``:
-    key -> a photo classifier's top values with probabilities (the ``photo`` basis)."""
+    key -> a photo classifier's top values with probabilities (the ``photo`` basis); ``caption``:
+    key -> ``{"value", "score"}`` a caption states (the ``caption`` basis)."""
     photo = {str(k).lower(): v for k, v in (photo or {}).items()}
+    caption = {str(k).lower(): v for k, v in (caption or {}).items()}
     confirmed = dict(confirmed or {})
     ordered = list(dict.fromkeys([*keys, *confirmed]))
     out = []
@@ -105,7 +118,8 @@ def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibra
             entry.update(value=confirmed[key], status="confirmed", confidence=1.0, basis="seller")
             out.append(entry)
             continue
-        cands = key_candidates(hits, key, level, calibration, photo.get(key.lower())) if in_domain else []
+        cands = key_candidates(hits, key, level, calibration, photo.get(key.lower()),
+                               caption.get(key.lower())) if in_domain else []
         distinct: dict[str, dict] = {}
         for c in cands:
             distinct.setdefault(value_key(c["value"]), c)

@@ -83,3 +83,22 @@ def test_a_calibrated_photo_classifier_states_the_colour():
         {"value": "Blue", "score": 0.5}]})}
     assert unsure["Color"]["status"] == "to_confirm"
     assert {c["value"] for c in unsure["Color"]["candidates"]} == {"Blue", "Red"}
+
+
+def test_a_kept_captions_value_is_stated_only_through_its_calibrated_tier():
+    """Basis caption: the share of judges that kept the caption is the raw score; a value is stated
+    when the caption:<level> tier is enabled and the share reaches its threshold, else offered."""
+    cal = {**CAL, "tiers": {**CAL["tiers"], "caption:product": {"enabled": True, "threshold": 0.66,
+                                                                "curve": [[0.0, 0.4], [0.66, 0.97]]},
+                            "caption:sku": {"enabled": False, "reason": "too few", "curve": [[0.0, 0.5]]}}}
+    hits = [hit("a", 0.9, Color="Red")]  # nothing says the brand; one listing says a colour
+    caption = {"Brand": {"value": "Sony", "score": 1.0}, "Color": {"value": "Black", "score": 1.0}}
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, caption=caption)}
+    assert out["Brand"]["status"] == "stated" and out["Brand"]["value"] == "Sony" and out["Brand"]["basis"] == "caption"
+    assert out["Color"]["status"] == "to_confirm"  # caption:sku is disabled: offered, never stated
+    assert {c["value"] for c in out["Color"]["candidates"]} == {"Black", "Red"}
+    weak = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, caption={"Brand": {"value": "Sony",
+                                                                                          "score": 1 / 3}})}
+    assert weak["Brand"]["status"] == "to_confirm" and weak["Brand"]["candidates"][0]["basis"] == "caption"
+    far = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, in_domain=False, caption=caption)}
+    assert far["Brand"]["status"] == "to_confirm" and not far["Brand"]["candidates"]  # out of domain: nothing
