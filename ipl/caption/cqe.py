@@ -5,8 +5,8 @@ information extracted from the image help to ...?". Here the judges look at the 
 different sides, so one model's mistake is not repeated by the others:
 
 * ``encoder`` (:class:`EncoderJudge`): the image-text similarity in the CLIP between the photos
-  and the caption, against a threshold (by default the encoder's calibrated image-text
-  consistency threshold, the one ``ipl prepare`` drops mismatched listings with);
+  and the caption, against a threshold (by default set by ``ipl index``: a low quantile of the
+  cosine between held-out photos and their sellers' own texts, ``encoder_quantile``);
 * ``evidence`` (:class:`EvidenceJudge`): the values the caption states (the category's known
   values, matched like everywhere else by :class:`ipl.extract.matcher.AttributeMatcher`) against
   the retrieval evidence: yes when at least one agrees with a candidate and none contradicts
@@ -39,8 +39,11 @@ class CQEConfig(Strict):
     judges: list[str] = Field(default_factory=lambda: list(JUDGES), description="Judges that vote (at least 3, "
                               f"distinct, of {', '.join(JUDGES)}); a majority keeps the caption.")
     encoder_threshold: Optional[float] = Field(None, ge=-1, le=1, description="Image-caption cosine from which the "
-                                               "encoder judge says yes (null: the CLIP's calibrated image-text "
-                                               "consistency threshold).")
+                                               "encoder judge says yes (null: set by ipl index, "
+                                               "see encoder_quantile).")
+    encoder_quantile: float = Field(0.1, ge=0, le=1, description="With encoder_threshold null: the threshold is "
+                                    "this quantile of the cosine between held-out photos and their own listing text "
+                                    "(set by ipl index; serving reads it from the manifest).")
     min_agreeing: int = Field(1, ge=1, description="Values the caption must state that agree with the evidence for "
                               "the evidence judge to say yes (and none may contradict it).")
 
@@ -68,6 +71,7 @@ class CaptionCase:
     vocabulary: Mapping[str, Sequence[str]] = field(default_factory=dict)  # key -> the category's known values
     photos: Sequence[bytes] = ()
     language: str = "en"
+    image_caption_cosine: Optional[float] = None  # already computed (serving: Perception.read_caption)
 
 
 @dataclass(frozen=True)
@@ -118,18 +122,24 @@ class EncoderJudge:
 
     name = "encoder"
 
-    def __init__(self, encode_text: Callable[[str], np.ndarray], threshold: float):
-        self.encode_text, self.threshold = encode_text, float(threshold)
+    def __init__(self, encode_text: Optional[Callable[[str], np.ndarray]], threshold: Optional[float]):
+        self.encode_text = encode_text
+        self.threshold = None if threshold is None else float(threshold)
 
     def __call__(self, case: CaptionCase) -> Vote:
-        if case.image_vector is None:
+        if self.threshold is None:
+            return Vote(self.name, False, None, "no calibrated threshold (index built without captions)")
+        if case.image_caption_cosine is not None:
+            score = float(case.image_caption_cosine)
+        elif case.image_vector is None:
             return Vote(self.name, False, None, "no image embedding")
-        t = np.asarray(self.encode_text(case.caption), np.float32).ravel()
-        v = np.asarray(case.image_vector, np.float32).ravel()
-        if t.shape != v.shape:
-            raise ValueError(f"encoder judge: caption embedding {t.shape} and image embedding {v.shape} differ "
-                             "(not the same CLIP?)")
-        score = float(t @ v / max(float(np.linalg.norm(t) * np.linalg.norm(v)), 1e-12))
+        else:
+            t = np.asarray(self.encode_text(case.caption), np.float32).ravel()
+            v = np.asarray(case.image_vector, np.float32).ravel()
+            if t.shape != v.shape:
+                raise ValueError(f"encoder judge: caption embedding {t.shape} and image embedding {v.shape} differ "
+                                 "(not the same CLIP?)")
+            score = float(t @ v / max(float(np.linalg.norm(t) * np.linalg.norm(v)), 1e-12))
         ok = score >= self.threshold
         return Vote(self.name, ok, round(score, 4),
                     f"image-caption cosine {score:.3f} {'>=' if ok else '<'} {self.threshold:.3f}")

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from pydantic import Field
 
@@ -41,13 +41,19 @@ class CaptionConfig(Strict):
     concurrency: int = Field(1, ge=1, description="Captioning actors.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (production: 1; the VLM then runs on cuda).")
-    dtype: str = Field("float32", description="VLM dtype (bfloat16 on GPUs).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="VLM dtype (float16 or "
+                                                             "bfloat16 on GPUs).")
     max_new_tokens: int = Field(48, ge=4, le=256, description="Caption length cap in tokens (the prompt asks for "
                                 "at most 50 words).")
     max_photos: int = Field(2, ge=1, le=9, description="Photos per listing given to the VLM.")
     image_side: int = Field(112, ge=28, description="Longest photo side given to the VLM.")
     max_listings: Optional[int] = Field(None, ge=1, description="Caption at most this many listings (null: all).")
     cqe: CQEConfig = Field(default_factory=CQEConfig, description="Caption quality evaluation.")
+    text_index: bool = Field(True, description="Build the text index (the listings' texts in the CLIP's text tower) "
+                             "that a kept caption is searched against.")
+    fusion_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant of image + caption retrieval.")
+    text_weight: float = Field(1.0, ge=0, description="Weight of the caption's text ranking in the fusion "
+                               "(the image ranking has 1).")
 
 
 class CaptionModel:
@@ -65,8 +71,8 @@ class CaptionModel:
         self.keys = keys_by_category
 
     def __call__(self, batch: dict) -> dict:
-        from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption
-        from ipl.generate.local import generate_batch
+        from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption, cqe_prompt
+        from ipl.generate.local import choose_batch, generate_batch
         from ipl.photos import decode_photo
 
         requests = []
@@ -81,8 +87,20 @@ class CaptionModel:
             cat, lang = str(batch["category"][i]), str(languages[i] or "en")
             prompt = caption_prompt(cat, self.keys.get(cat, []), lang)
             requests.append((caption_messages(len(images), prompt, lang), images))
-        texts = generate_batch(self.vlm, requests, self.cfg.max_new_tokens, self.cfg.batch_size)
-        return {"listing_id": [str(x) for x in batch["listing_id"]], "caption": [clean_caption(t) for t in texts],
+        texts = [clean_caption(t) for t in generate_batch(self.vlm, requests, self.cfg.max_new_tokens,
+                                                              self.cfg.batch_size)]
+        answers = [None] * n
+        if "llm" in self.cfg.cqe.judges:  # the LLM judge's yes/no, asked of the same model with the same photos
+            asks = [(caption_messages(len(images), cqe_prompt(text, str(batch["category"][i]), str(languages[i] or "en")),
+                                      str(languages[i] or "en")), images)
+                    for i, (text, (_, images)) in enumerate(zip(texts, requests))]
+            for lang, choices in (("zh", ("是", "否")), ("en", ("yes", "no"))):  # a closed yes/no per language
+                rows = [i for i in range(n) if (str(languages[i] or "en") == "zh") == (lang == "zh")]
+                if rows:
+                    for i, (said, p) in zip(rows, choose_batch(self.vlm, [asks[i] for i in rows], choices,
+                                                               self.cfg.batch_size)):
+                        answers[i] = f"{said} (p={p:.3f})"
+        return {"listing_id": [str(x) for x in batch["listing_id"]], "caption": texts, "cqe_answer": answers,
                 "model": [self.model] * n}
 
 
@@ -90,6 +108,7 @@ def caption_key(cfg: CaptionConfig, vlm_dir: Path, keys_by_category: dict) -> st
     from ipl.models.vlm import model_fingerprint
 
     blob = json.dumps({"model": model_fingerprint(vlm_dir), "prompt": PROMPT_VERSION, "keys": keys_by_category,
+                       "llm": "llm" in cfg.cqe.judges and "choice:yes/no",
                        **cfg.model_dump(include={"max_new_tokens", "max_photos", "image_side"})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -103,14 +122,19 @@ def done_ids(out_dir: Path) -> set[str]:
     return ids
 
 
-def read_captions(out_dir: Path) -> dict[str, str]:
-    """listing_id -> caption of the finished files."""
+def read_captions(out_dir: Path, with_answers: bool = False) -> dict:
+    """listing_id -> caption of the finished files (``with_answers``: -> (caption, the LLM judge's reply))."""
     import pyarrow.parquet as pq
 
-    out: dict[str, str] = {}
+    out: dict = {}
     for f in sorted(Path(out_dir).glob("part-*.parquet")):
-        t = pq.read_table(f, columns=["listing_id", "caption"])
-        out.update(zip(t.column("listing_id").to_pylist(), t.column("caption").to_pylist()))
+        t = pq.read_table(f)
+        ids, caps = t.column("listing_id").to_pylist(), t.column("caption").to_pylist()
+        if with_answers:
+            answers = t.column("cqe_answer").to_pylist() if "cqe_answer" in t.column_names else [None] * len(ids)
+            out.update(zip(ids, zip(caps, answers)))
+        else:
+            out.update(zip(ids, caps))
     return out
 
 
@@ -124,7 +148,7 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
 
     from ipl.models.vlm import require_local_dir
 
-    vlm_dir = require_local_dir(vlm_dir, "caption VLM", " (train it first: ipl train, or set caption.vlm)")
+    vlm_dir = require_local_dir(vlm_dir, "caption VLM", "train it first with `ipl train`, or set caption.vlm")
     out_dir = Path(out_dir)
     key = caption_key(cfg, vlm_dir, keys_by_category)
     if out_dir.is_dir() and (read_json(out_dir / KEY_FILE) if (out_dir / KEY_FILE).is_file() else {}).get("key") != key:
@@ -150,9 +174,12 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
 
     ds = ray.data.read_parquet(str(listings)).select_columns([c for c in columns if c in names])
     ds = ds.filter(expr=col("listing_id").is_in(sorted(wanted)))
+    # small blocks: finished captions reach the part files while the rest runs (a killed run keeps them)
+    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size * 4)
     t0 = time.monotonic()
     out = ds.map_batches(CaptionModel, fn_constructor_args=(str(vlm_dir), keys_by_category, cfg.model_dump()),
-                         batch_size=cfg.batch_size * 4, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus,
+                         batch_size=cfg.batch_size * 4, compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+                         num_cpus=cfg.num_cpus,
                          num_gpus=cfg.num_gpus or None)
     n_done, part = 0, len(list(out_dir.glob("part-*.parquet")))
     for batch in out.iter_batches(batch_size=cfg.batch_size * 8, batch_format="pyarrow"):

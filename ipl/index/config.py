@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from ipl.caption.stage import CaptionConfig
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.train.config import ScalingConfig
 
@@ -129,6 +130,9 @@ class IndexConfig(Strict):
     category: CategoryConfig = Field(default_factory=CategoryConfig, description="Category predictor.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Evidence calibration.")
+    caption: CaptionConfig = Field(default_factory=CaptionConfig, description="CASLIE captions: offline captions of "
+                                   "the listings, the text index, caption quality evaluation and the caption "
+                                   "evidence tiers (needs the fine-tuned VLM of ipl train).")
     rebuild: bool = Field(False, description="Build a new version even when the current one was built from the same "
                           "listings, encoder and settings (otherwise it is reused).")
     keep_versions: int = Field(2, ge=2, description="Index versions kept (current + previous for rollback, ...).")

@@ -46,12 +46,37 @@ class ShardedIndex:
         self.identical_threshold = identical_threshold
         self._vocabulary: Optional[dict] = None
         self._colour = None
+        self.text_index = None  # the version's text index (CASLIE captions are searched in it), if built
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
 
     @property
     def evidence(self) -> dict:
         """The evidence calibration of this version (empty for an index built before it)."""
         return self.manifest.get("evidence") or {}
+
+    @property
+    def caption(self) -> dict:
+        """The caption settings this version was calibrated with (judges, encoder threshold, fusion)."""
+        return self.manifest.get("caption") or {}
+
+    def search_text(self, text_vectors: np.ndarray, k: int) -> list[list[dict]]:
+        """Per text query (captions embedded by the CLIP's text tower), up to k listings of the text
+        index: id, score (text cosine), metadata; [] per query without a text index."""
+        if self.text_index is None:
+            return [[] for _ in range(len(np.atleast_2d(text_vectors)))]
+        from ipl.index.captions import text_search
+
+        scores, ids = text_search(self.text_index, np.atleast_2d(text_vectors), k)
+        out = []
+        for row_s, row_i in zip(scores, ids):
+            hits = []
+            for sc, i in zip(row_s, row_i):
+                if i < 0:
+                    continue
+                hits.append({"id": int(i), "score": float(sc), "identical": False,
+                             **self.metadata.loc[int(i)].to_dict()})
+            out.append(hits)
+        return out
 
     @property
     def colour(self):
@@ -118,7 +143,15 @@ class ShardedIndex:
             threshold = float("inf")
         log.info("loaded index %s: %d vectors in %d shards (%s)", version_dir, manifest["ntotal"], len(shards),
                  manifest["index_type"])
-        return cls(version_dir, manifest, shards, offsets, metadata, float(threshold))
+        out = cls(version_dir, manifest, shards, offsets, metadata, float(threshold))
+        if manifest.get("text_index"):
+            from ipl.index.captions import load_text_index
+
+            out.text_index = load_text_index(version_dir, manifest)
+            if out.text_index.ntotal != manifest["ntotal"]:
+                raise IndexIntegrityError(f"{version_dir}: text index has {out.text_index.ntotal} rows, the image "
+                                          f"index {manifest['ntotal']}: they would not line up")
+        return out
 
     def search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, global ids), both (nq, k); fans out to the shards in parallel."""

@@ -79,8 +79,18 @@ def build_key(cfg: IndexConfig, fingerprint: str) -> str:
     blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
                        "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
-                       "evidence": cfg.evidence.model_dump(), "version": 2}, sort_keys=True)
+                       "evidence": cfg.evidence.model_dump(), "version": 2,
+                       **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def caption_fingerprint(cfg: IndexConfig) -> dict:
+    from ipl.index.captions import vlm_dir_of
+    from ipl.models.vlm import model_fingerprint
+
+    vlm = vlm_dir_of(cfg)
+    return {"settings": cfg.caption.model_dump(), "vlm": model_fingerprint(vlm) if (vlm / "config.json").is_file()
+            else None}
 
 
 # -- 3. embedding ---------------------------------------------------------------------------------
@@ -237,6 +247,34 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     return out
 
 
+def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predictor, known, levels,
+                 result: dict) -> dict:
+    """Offline captions, the text index and the held-out caption evaluation (``caption.enabled``):
+    the manifest entries; ``result`` gets ``caption`` (the evaluation) and ``caption_tiers``."""
+    import faiss
+
+    from ipl.caption.stage import PROMPT_VERSION
+    from ipl.index.captions import build_text_index, evaluate_captions, run_captions
+
+    t = time.monotonic()
+    captions = run_captions(cfg, levels)
+    log.info("captions: %d new, %d reused (%.1fs)", captions["captioned"], captions["reused"], time.monotonic() - t)
+    out: dict = {"captions": captions}
+    text_index = None
+    if cfg.caption.text_index:
+        t = time.monotonic()
+        out["text_index"] = {**build_text_index(clip, staged), "build_s": round(time.monotonic() - t, 1)}
+        text_index = faiss.read_index(str(staged / out["text_index"]["file"]))
+    predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] \
+        if predictor is not None and len(vecs) else [(None, 0.0)] * len(vecs)
+    evaluation, tiers = evaluate_captions(cfg, clip, index, text_index, vecs, meta, predicted, known, levels)
+    result["caption"], result["caption_tiers"] = evaluation, tiers
+    out["caption"] = {"judges": list(cfg.caption.cqe.judges), "encoder_threshold": evaluation.get("encoder_threshold"),
+                      "fusion_k": cfg.caption.fusion_k, "text_weight": cfg.caption.text_weight,
+                      "prompt_version": PROMPT_VERSION}
+    return out
+
+
 def same_product_ranking(clip, folder: Path) -> dict:
     """Leave-one-out over photo groups (one sub-folder per product): is a same-product photo first,
     and do all same-product photos rank above every other product's?"""
@@ -276,6 +314,12 @@ def build(cfg: IndexConfig) -> dict:
 
     root = cfg.index_root
     files = listing_files(cfg)
+    if cfg.caption.enabled:  # before any work: captions need the fine-tuned VLM
+        from ipl.index.captions import vlm_dir_of
+        from ipl.models.vlm import require_local_dir
+
+        require_local_dir(vlm_dir_of(cfg), "caption VLM", "train it first with `ipl train`, or set caption.vlm, "
+                          "or caption.enabled=false")
     table = pds.dataset([str(f) for f in files], format="parquet").to_table(columns=["listing_id", "sku_id"])
     holdout = choose_holdout(table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist(),
                              cfg.eval.holdout_fraction, cfg.eval.seed)
@@ -325,7 +369,7 @@ def build(cfg: IndexConfig) -> dict:
         zero_shot = CategoryPredictor(clip, None, head["classes"], c.prompt)
         index = ShardedIndex.load(staged, dim=clip.dim, fingerprint=clip.fingerprint)
         vecs, meta = load_embeddings(emb_dir, hold, held_out=True,
-                                     columns=("listing_id", "sku_id", "spu_id", "category", "extracted"))
+                                     columns=("listing_id", "sku_id", "spu_id", "category", "extracted", "description"))
         levels = key_levels(cfg)
         colour = train_colour(cfg, emb_dir, hold)
         photo = None
@@ -333,15 +377,23 @@ def build(cfg: IndexConfig) -> dict:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
             photo = [{colour[0]["key"]: p} for p in colour[1].predict_features(feats, 3)]
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
+        known = vocabulary(emb_dir, hold, levels)
+        if cfg.caption.enabled:
+            manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result))
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
         if cfg.eval.same_product_dir:
             result["same_product"] = same_product_ranking(clip, Path(cfg.eval.same_product_dir))
         evidence = result.pop("evidence", None) or {}
+        if result.get("caption_tiers"):  # the caption:* tiers join the evidence model's
+            extra = result.pop("caption_tiers")
+            evidence["tiers"] = {**evidence.get("tiers", {}), **extra}
+            evidence["disabled"] = sorted({*evidence.get("disabled", []),
+                                           *(n for n, t in extra.items() if not t.get("enabled"))})
         tier = (evidence.get("tiers") or {}).get("identical") or {}
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
             (tier.get("threshold") if tier.get("enabled") else None)
-        write_json_atomic(staged / VOCABULARY, vocabulary(emb_dir, hold, levels))
+        write_json_atomic(staged / VOCABULARY, known)
         if colour is not None:
             from ipl.index.colour import save_colour_head
 
@@ -364,6 +416,10 @@ def build(cfg: IndexConfig) -> dict:
         shutil.rmtree(staged, ignore_errors=True)
     summary.update(read_manifest(final))
     return summary
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def report(s: dict) -> str:
@@ -390,6 +446,19 @@ def report(s: dict) -> str:
             from ipl.evidence.fit import describe
 
             lines += describe(s["evidence"])
+    cap = ev.get("caption") or {}
+    if cap.get("all"):
+        off = s.get("captions") or {}
+        lines.append(f"  captions: {off.get('captioned', 0)} new, {off.get('reused', 0)} reused "
+                     f"({off.get('listings_per_s')} listings/s); held-out ({cap['held_out']}): precision all "
+                     f"{_f(cap['all']['precision'])} / kept {_f(cap['kept']['precision'])}, CQE agreement with the "
+                     f"oracle {_f(cap['cqe']['agreement'])} (kept {cap['cqe']['kept']} of {cap['cqe']['captions']})")
+        r = cap.get("retrieval")
+        if r:
+            lines.append(f"  caption fusion: similar (SPU) top-1 image {r['similar_top1_image']:.2f} -> fused "
+                         f"{r['similar_top1_fused']:.2f} (every caption fused: {r['similar_top1_fused_every_caption']:.2f})")
+    elif cap.get("skipped"):
+        lines.append(f"  captions: {cap['skipped']}")
     if ev.get("same_product"):
         sp = ev["same_product"]
         lines.append(f"  same-product photos ({sp['photos']} photos, {sp['products']} products): top-1 "

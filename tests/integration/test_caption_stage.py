@@ -22,7 +22,7 @@ def test_captions_are_written_resumed_and_restarted_for_a_new_model(prepared_mar
     assert len(caps) == 10 and all(isinstance(c, str) for c in caps.values())
     files = sorted(out.glob("part-*.parquet"))
     assert files and not list(out.glob(".part-*"))  # whole files only
-    assert set(pq.read_table(files[0]).column_names) == {"listing_id", "caption", "model"}
+    assert set(pq.read_table(files[0]).column_names) == {"listing_id", "caption", "cqe_answer", "model"}
     # a killed run leaves at most a temporary file: it is not read, and the re-run captions only the rest
     (out / ".part-00099.parquet.tmp").write_bytes(b"torn")
     more = caption_listings(cfg.model_copy(update={"max_listings": 14}), listings, out, vlm, cats)

@@ -99,3 +99,10 @@ def test_the_config_needs_three_distinct_known_judges():
                      (["encoder", "encoder", "llm"], "votes once")):
         with pytest.raises(ValueError, match=msg):
             CQEConfig(judges=bad)
+
+
+def test_the_encoder_judge_takes_a_cosine_computed_elsewhere_and_refuses_without_a_threshold():
+    case = CaptionCase(caption="a red phone", image_caption_cosine=0.42)
+    assert EncoderJudge(None, 0.4)(case).keep and not EncoderJudge(None, 0.5)(case).keep
+    off = EncoderJudge(None, None)(case)
+    assert not off.keep and "no calibrated threshold" in off.reason
