@@ -202,6 +202,22 @@ class DeploymentsConfig(Strict):
                                          description="Generator.")
 
 
+class CaptionServeConfig(Strict):
+    """CASLIE captions in the draft (:mod:`ipl.caption`): the Generator captions the photos, the CQE
+    judges vote (thresholds and judges from the index manifest's ``caption`` section), a kept
+    caption's text ranking is fused with the image hits, its values join the evidence (basis
+    ``caption``, the index's calibrated ``caption:*`` tiers) and it goes into the prompt as a
+    delimited cue."""
+
+    enabled: bool = Field(False, description="Caption the photos (one more VLM call before generation). Needs an "
+                          "index built with caption.enabled (its manifest's caption section).")
+    max_new_tokens: int = Field(48, ge=4, le=256, description="Caption length cap in tokens.")
+    fuse_retrieval: bool = Field(True, description="Fuse a kept caption's text-index ranking with the image hits "
+                                 "(reciprocal rank fusion) for the references.")
+    prompt_cue: bool = Field(True, description="Give a kept caption to the description prompt (<caption> tags).")
+    evidence: bool = Field(True, description="A kept caption's values join the evidence (basis caption).")
+
+
 class PipelineConfig(Strict):
     """How the ingress runs a draft."""
 
@@ -258,6 +274,7 @@ class ServeConfig(Strict):
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Generation.")
     evidence: EvidenceServeConfig = Field(default_factory=EvidenceServeConfig, description="Evidence, abstention, "
                                           "decode-time guard and verification.")
+    caption: CaptionServeConfig = Field(default_factory=CaptionServeConfig, description="CASLIE captions.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Draft orchestration.")
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Ray Serve options.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP of ipl serve.")

@@ -213,12 +213,33 @@ class Perception:
                     "attributes")
             return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
                     "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo,
-                    "category": predicted,
+                    "category": predicted, "vector": vec.tolist(), "fingerprint": self.clip.fingerprint,
                     "vocabulary": {"category": named, "keys": index.vocabulary(named) if named else {}}}
 
     async def perceive(self, images: Sequence, category: Optional[str] = None, vectors=None,
                        fingerprint: Optional[str] = None, k: int = 0) -> dict:
         return await in_thread(self._perceive, list(images), category, vectors, fingerprint, k or self.cfg.k)
+
+    def _read_caption(self, caption: str, vector, fingerprint: Optional[str], k: int,
+                      cancel: Optional[threading.Event] = None) -> dict:
+        _checkpoint(cancel, self.stats)
+        text = np.asarray(self.clip.encode_texts([caption or " "]).numpy(), dtype=np.float32)[0]
+        cosine = None
+        if vector is not None and fingerprint == self.clip.fingerprint:
+            image = np.asarray(vector, dtype=np.float32).ravel()
+            cosine = float(text @ image / max(float(np.linalg.norm(text) * np.linalg.norm(image)), 1e-12))
+        keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
+                "attributes")
+        with self.holder.lease() as index:
+            hits = index.search_text(text[None, :], k)[0]
+            return {"cosine": cosine, "caption_settings": index.caption,
+                    "text_hits": [{key: _plain(h.get(key)) for key in keep} for h in hits]}
+
+    async def read_caption(self, caption: str, vector=None, fingerprint: Optional[str] = None, k: int = 0) -> dict:
+        """A caption in the CLIP's text tower: its cosine to the photos' mean embedding (``vector``,
+        from :meth:`perceive`; the encoder judge's score) and its text-index hits; plus the index's
+        caption settings."""
+        return await in_thread(self._read_caption, caption, vector, fingerprint, k or self.cfg.k)
 
     async def vocabulary(self, category: str) -> dict:
         """Scored key -> the values the indexed listings of ``category`` state (the guard's lists)."""

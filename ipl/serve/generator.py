@@ -115,6 +115,12 @@ class TransformersBackend:
             out += self._sequences[value]
         return out
 
+    async def choose(self, messages: list[dict], images: list, choices: Sequence[str]) -> tuple[str, float]:
+        """A closed-set answer (one forward pass; :func:`ipl.generate.local.choose_batch`)."""
+        from ipl.generate.local import choose_batch
+
+        return (await asyncio.to_thread(choose_batch, self.vlm, [(messages, images)], tuple(choices), 1))[0]
+
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
                      cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
         queue: asyncio.Queue = asyncio.Queue()
@@ -280,6 +286,33 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the gpu extra
         self.engine = Engine.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
+    async def choose(self, messages: list[dict], images: list, choices: Sequence[str]) -> tuple[str, float]:
+        """A closed-set answer: one token restricted to the choices' first tokens (``allowed_token_ids``)."""
+        import math
+
+        from vllm import SamplingParams
+
+        first = {}
+        for c in choices:
+            for form in (c, c.capitalize(), " " + c):
+                ids = self.tokenizer.encode(form, add_special_tokens=False)
+                if ids:
+                    first.setdefault(ids[0], c)
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        params = SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=sorted(first),
+                                logprobs=len(first))
+        inputs = {"prompt": prompt, "multi_modal_data": {"image": images}} if images else {"prompt": prompt}
+        final = None
+        async for out in self.engine.generate(inputs, params, uuid.uuid4().hex):
+            final = out.outputs[0]
+        token = final.token_ids[0]
+        mass: dict[str, float] = {}
+        for tid, lp in ((final.logprobs or [{}])[0] or {}).items():
+            if tid in first:
+                mass[first[tid]] = mass.get(first[tid], 0.0) + math.exp(getattr(lp, "logprob", lp))
+        total = sum(mass.values())
+        return first[token], (mass.get(first[token], 0.0) / total if total else 1.0)
+
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
                      cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
         from vllm import SamplingParams
@@ -320,6 +353,33 @@ class Generator:
 
     def get_stats(self) -> dict:
         return {**self.stats, **counts_since(self._base), **getattr(self.backend, "batches", {})}
+
+    async def caption(self, photos: Sequence, category: Optional[str], keys: Sequence[str], language: str = "en",
+                      max_new_tokens: int = 48, judge: bool = True) -> dict:
+        """CASLIE's context-conditioned caption of the photos and, with ``judge``, the LLM judge's
+        closed yes/no on it (the CQE prompt, same photos)."""
+        from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption, cqe_prompt
+
+        photos = list(photos)[: self.cfg.max_photos]
+        images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
+        messages = caption_messages(len(images), caption_prompt(category, keys, language), language)
+        cancel, text = threading.Event(), ""
+        try:
+            async for item in self.backend.stream(messages, images, min(max_new_tokens, self.cfg.max_new_tokens),
+                                                  cancel, []):
+                if "error" in item:
+                    raise RuntimeError(f"caption generation failed: {item['error']}")
+                text += item.get("text", "")
+        finally:
+            cancel.set()
+        text = clean_caption(text)
+        out = {"caption": text, "answer": None}
+        if judge and text:
+            choices = ("是", "否") if language == "zh" else ("yes", "no")
+            said, p = await self.backend.choose(caption_messages(len(images), cqe_prompt(text, category, language),
+                                                                 language), images, choices)
+            out["answer"] = f"{said} (p={p:.3f})"
+        return out
 
     async def stream(self, prompt: str, photos: Sequence, language: str = "en",
                      max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None

@@ -91,6 +91,12 @@ class HandleStages:
     async def vocabulary(self, category):
         return await _call(self.perception.vocabulary.remote(category))
 
+    async def caption(self, photos, category, keys, language, max_new_tokens):
+        return await _call(self.generator.caption.remote(photos, category, keys, language, max_new_tokens))
+
+    async def read_caption(self, caption, vector=None, fingerprint=None):
+        return await _call(self.perception.read_caption.remote(caption, vector, fingerprint))
+
     def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
         return self.generator.options(stream=True).stream.remote(prompt, photos, language, max_new_tokens, blocked)
 

@@ -7,6 +7,12 @@ embedding, category, retrieval, photo colour and the guard's vocabulary), ``extr
 ingress passes Ray Serve deployment handles; ``LocalStages`` passes the same classes
 called in this process (the benchmark's baseline and the unit tests).
 
+With ``caption.enabled`` the Generator also captions the photos (``caption``) and Perception
+reads the caption (``read_caption``: its cosine to the photos, its text-index hits); the CQE
+vote decides whether the caption's values join the evidence (basis ``caption``), whether it
+goes into the prompt and whether its text ranking reorders the references (the reply's
+``caption``: text, keep, verdict with every judge's vote, values, fused reference order).
+
 ``prepare(request)`` runs everything before generation and returns the ``meta`` event
 (category with score, source and calibrated gate, template, references, ``attributes``:
 every template key with value, ``status`` stated | to_confirm | confirmed, ``confidence``,
@@ -180,23 +186,35 @@ class DraftPipeline:
                 fallbacks.append("extraction_failed")
         ev = self.cfg.evidence
         evidence_hits = [{**h, "values": values.get(h["listing_id"], {})} for h in same]
+        vocabulary = await self._vocabulary(category, found) if category else {}
+        caption = None
+        if self.cfg.caption.enabled and category:
+            t = time.monotonic()
+            caption = await self._caption(photos, category, template, vocabulary, evidence_hits, found, calibration,
+                                          req.language, k)
+            timings["caption_ms"] = _ms(t)
+            if caption.get("fused_references"):
+                order = {lid: n for n, lid in enumerate(caption["fused_references"])}
+                references.sort(key=lambda r: order.get(r["listing_id"], len(order)))
+        use_caption = bool(caption and caption["keep"])
+        caption_values = caption["evidence_values"] if use_caption and self.cfg.caption.evidence else None
         attributes = assess(template, self.levels, evidence_hits, calibration, req.confirmed, in_domain, ev.abstain,
-                            ev.max_candidates, found.get("photo") if category else None)
+                            ev.max_candidates, found.get("photo") if category else None, caption_values)
         facts = facts_of(attributes)
         scored = set(self.levels.scored([a["key"] for a in attributes]))
         unknown = [k for k in unknown_of(attributes) if k in scored]
+        cue = caption["text"] if use_caption and self.cfg.caption.prompt_cue else None
         if not category or "no_retrieval_hit" in fallbacks:
             instruction, prompt = "image_only", description_prompt(None, None, None, req.language, notes=req.notes)
         elif not ev.abstain:  # the unguarded comparison: the whole template, every best candidate as reference
             instruction = "rag" if facts else "category_template"
-            prompt = description_prompt(category, template, facts or None, req.language, notes=req.notes)
+            prompt = description_prompt(category, template, facts or None, req.language, notes=req.notes, caption=cue)
         elif facts:
             instruction, prompt = "rag", description_prompt(category, list(facts), facts, req.language, unknown,
-                                                            req.notes)
+                                                            req.notes, caption=cue)
         else:
             instruction = "category_template"
-            prompt = description_prompt(category, [], None, req.language, unknown, req.notes)
-        vocabulary = await self._vocabulary(category, found) if category else {}
+            prompt = description_prompt(category, [], None, req.language, unknown, req.notes, caption=cue)
         check = {"facts": {k: v for k, v in facts.items() if k in scored}, "unknown": unknown,
                  "vocabulary": vocabulary}
         blocked = blocked_values(check["facts"], unknown, vocabulary, self.matcher, ev.max_blocked) if ev.guard else []
@@ -211,6 +229,7 @@ class DraftPipeline:
             "price_suggestion": price_suggestion(evidence_hits, facts, self.levels),
             "instruction": instruction, "fallbacks": fallbacks, "language": req.language,
             "notes": clean_notes(req.notes) or None,
+            "caption": None if caption is None else {k: v for k, v in caption.items() if k != "evidence_values"},
             "index_version": found.get("version"), "photos": len(photos), "timings": timings,
         }
         timings["prepare_ms"] = _ms(started)
@@ -218,6 +237,47 @@ class DraftPipeline:
             self.observer.prepared(meta)
         return Draft(meta, prompt, photos, req.language, req.max_new_tokens, started, fallbacks, blocked, check,
                      endpoint=req.endpoint)
+
+    async def _caption(self, photos, category: str, template: list[str], vocabulary: dict, evidence_hits: list,
+                       found: dict, calibration: dict, language: str, k: int) -> dict:
+        """CASLIE: the Generator captions the photos, the CQE judges vote (settings of the index that
+        calibrated them), and a kept caption's text hits are fused with the image hits. Returns the
+        reply's ``caption`` (text, keep, votes, the values it states, the fused reference order)."""
+        from ipl.caption.cqe import CaptionCase, EncoderJudge, EvidenceJudge, LLMJudge, caption_values, vote
+        from ipl.caption.fusion import reciprocal_rank_fusion
+        from ipl.caption.prompts import caption_keys
+        from ipl.index.captions import candidates_of
+
+        cc = self.cfg.caption
+        made = await self._timed(self.stages.caption(photos, category, caption_keys(template), language,
+                                                     cc.max_new_tokens), "captioning")
+        text = made.get("caption") or ""
+        read = await self._timed(self.stages.read_caption(text, found.get("vector"), found.get("fingerprint")),
+                                 "caption reading")
+        settings = read.get("caption_settings") or {}
+        judges = {"encoder": EncoderJudge(None, settings.get("encoder_threshold")),
+                  "evidence": EvidenceJudge(self.matcher),
+                  "llm": LLMJudge(lambda prompt, photos, _a=made.get("answer"): _a or "")}
+        names = settings.get("judges") or list(judges)
+        keys = self.levels.scored(template)
+        case = CaptionCase(caption=text, category=category, vocabulary={key: vocabulary.get(key, []) for key in keys},
+                           candidates=candidates_of(evidence_hits, keys, category, k,
+                                                    calibration.get("tau", 0.05), calibration.get("alpha", 1.0)),
+                           image_caption_cosine=read.get("cosine"), language=language)
+        verdict = vote([judges[n] for n in names], case)
+        keep = verdict.keep and bool(settings)  # an index built without captions calibrated nothing: shown, not used
+        stated = caption_values(text, case.vocabulary, self.matcher) if text else {}
+        share = verdict.yes / max(1, len(verdict.votes))
+        fused = []
+        if keep and cc.fuse_retrieval and read.get("text_hits"):
+            image_rank = [h["listing_id"] for h in evidence_hits]
+            text_rank = [h["listing_id"] for h in read["text_hits"] if h.get("category") == category]
+            fused = [lid for lid, _ in reciprocal_rank_fusion([image_rank, text_rank], settings.get("fusion_k", 60.0),
+                                                             [1.0, settings.get("text_weight", 1.0)])]
+        return {"text": text, "keep": keep, "verdict": verdict.to_dict(), "values": stated,
+                "image_caption_cosine": read.get("cosine"), "calibrated": bool(settings),
+                "fused_references": fused[:k], "evidence_values": {key: {"value": v, "score": share}
+                                                                   for key, v in stated.items()}}
 
     async def _vocabulary(self, category: str, found: dict) -> dict:
         """The category's known values: from the perception reply when it named this category, else
@@ -379,6 +439,12 @@ class LocalStages:
 
     def vocabulary(self, category):
         return self.perception.vocabulary(category)
+
+    def caption(self, photos, category, keys, language, max_new_tokens):
+        return self.generator.caption(photos, category, keys, language, max_new_tokens)
+
+    def read_caption(self, caption, vector=None, fingerprint=None):
+        return self.perception.read_caption(caption, vector, fingerprint)
 
     def stream(self, prompt, photos, language, max_new_tokens, blocked=None):
         return self.generator.stream(prompt, photos, language, max_new_tokens, blocked)

@@ -123,7 +123,7 @@ def serve_cfg(root, port, *overrides):
 
     # every deployment but the Generator asks for CPU, which only the head has; the Generator asks for
     # a V100 GPU, which only the GPU nodes have (0 CPUs each)
-    return load_serve_config("serve_configs/local.yaml", [
+    return load_serve_config("serve_configs/local.yaml", ["caption.enabled=false",
         f"run.root={root}", "run.name=s", f"models.vlm={root}/t/models/vlm-base", f"models.templates={root}/t/templates.yaml",
         f"http.port={port}", "http.proxy_location=HeadOnly", "generate.max_new_tokens=12", "safety.prohibited=[]",
         "pipeline.max_inflight=64", "retrieval.refresh_s=0", "deployments.generator.num_cpus=0",

@@ -32,7 +32,7 @@ def free_port() -> int:
 def serve_cfg(root, port, *overrides) -> ServeConfig:
     from ipl.serve.stage import load_serve_config
 
-    return load_serve_config("serve_configs/local.yaml", [
+    return load_serve_config("serve_configs/local.yaml", ["caption.enabled=false",
         f"run.root={root}", "run.name=s", f"models.vlm={root}/t/models/vlm-base", f"models.templates={root}/t/templates.yaml",
         f"http.port={port}", "generate.max_new_tokens=24", "safety.max_body_mb=2", "safety.prohibited=[]",
         "pipeline.max_inflight=4", "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1",
