@@ -31,9 +31,14 @@ from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
 log = logging.getLogger("ipl.eval")
 
 
+CAPTION_ROWS = ("image+category+reference+caption", "image+category+reference+cqe")
+
+
 class EvalStages(LocalStages):
     """The pre-generation stages in this process; ``exclude`` hides one listing or one SKU from
-    retrieval (``{"listing_id": ...}`` or ``{"sku_id": ...}``)."""
+    retrieval (``{"listing_id": ...}`` or ``{"sku_id": ...}``). Captions come from the index's
+    offline captions of the listing (``current_caption``: what the Generator would have written
+    with the same VLM and prompt; the LLM judge's answer with it)."""
 
     def __init__(self, scfg):
         from ipl.serve.deployments import Perception, SafetyGate
@@ -43,6 +48,16 @@ class EvalStages(LocalStages):
         self.k = scfg.retrieval.k
         self.exclude: dict = {}
         self.last_hits: list[dict] = []
+        self.current_caption: Optional[tuple] = None
+
+    async def caption(self, photos, category, keys, language, max_new_tokens):
+        text, answer = self.current_caption or ("", None)
+        return {"caption": text or "", "answer": answer}
+
+    async def read_caption(self, caption, vector=None, fingerprint=None):
+        found = await self.perception.read_caption(caption, vector, fingerprint, self.k * 4)
+        hits = [h for h in found["text_hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
+        return {**found, "text_hits": hits}
 
     async def perceive(self, images, category=None, vectors=None, fingerprint=None):
         found = await self.perception.perceive(images, category, vectors, fingerprint,
@@ -59,11 +74,14 @@ def condition_prompt(condition: str, category: Optional[str], template: list[str
                               reference if use_reference else None, language, unknown)
 
 
-def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict]:
+def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -> dict[str, dict]:
     """Each ablation row's prompt, facts and unknown keys (what the guard blocks and the
     verification checks), from the drafts the graph prepared: the system (abstention, guard,
     verification), the same with all three off (``:unguarded``), and the system after the
-    seller confirmed the values it asked for (``confirmed``)."""
+    seller confirmed the values it asked for (``confirmed``); with ``captioned`` (the system with
+    CASLIE captions) the two caption rows: ``+cqe`` is that draft as it is (kept captions only,
+    through the calibrated caption tier), ``+caption`` states every caption's values beside the
+    system's facts and always gives the caption as the cue (selection off)."""
     meta, umeta = draft.meta, unguarded.meta
     category, ucat = meta["category"]["name"], umeta["category"]["name"]
     language = draft.language
@@ -82,6 +100,19 @@ def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict
                                                                 language),
                                      "facts": ufacts, "unknown": [k for k in scored if k not in ufacts],
                                      "guard": False, "vocabulary": vocab}
+    if captioned is not None and captioned.meta.get("caption") is not None:
+        cap = captioned.meta["caption"]
+        cc = captioned.check or {"facts": {}, "unknown": [], "vocabulary": vocab}
+        rows["image+category+reference+cqe"] = {"prompt": captioned.prompt, "facts": cc["facts"],
+                                                "unknown": cc["unknown"], "guard": True,
+                                                "vocabulary": cc.get("vocabulary", vocab)}
+        facts = {**facts_all, **{k: v for k, v in (cap.get("values") or {}).items()
+                                 if k in scored and k not in facts_all}}
+        unknown = [k for k in scored if k not in facts]
+        rows["image+category+reference+caption"] = {
+            "prompt": description_prompt(category, list(facts), facts or None, language, unknown if category else None,
+                                         caption=cap.get("text") or None),
+            "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab}
     if confirmed is not None:
         cc = confirmed.check or {"facts": {}, "unknown": [], "vocabulary": {}}
         rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True,
@@ -90,7 +121,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels) -> dict[str, dict
 
 
 async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list[dict]], cfg: EvalConfig,
-                   levels) -> list[dict]:
+                   levels, captions: Optional[dict] = None) -> list[dict]:
     from ipl.serve.errors import ApiError
 
     records = []
@@ -101,6 +132,7 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 log.info("retrieval + evidence: %d/%d listings (%.1f/s)", len(records), total,
                          len(records) / max(time.monotonic() - t0, 1e-6))
             stages.exclude = ex.get("exclude") or {}
+            stages.current_caption = captions.get(ex["listing_id"]) if captions else None
             language = ex.get("language") or "en"
             truth = ex["attributes"] or {}
             try:
@@ -108,6 +140,10 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 draft = await pipelines["system"].prepare(DraftRequest(photos=ex["photos"], language=language))
                 top = stages.last_hits[0] if stages.last_hits else None
                 unguarded = await pipelines["unguarded"].prepare(DraftRequest(photos=ex["photos"], language=language))
+                captioned = None
+                if "captioned" in pipelines and stages.current_caption is not None:
+                    captioned = await pipelines["captioned"].prepare(DraftRequest(photos=ex["photos"],
+                                                                                  language=language))
                 confirmed = None
                 if cfg.confirmed_row:  # the seller answers what the draft asked (the category too, if it had none)
                     category = None if draft.meta["category"]["name"] else ex["category"]
@@ -136,7 +172,8 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
                               "same_spu_colour_top1": same_spu_colour(top, ex, cfg.metrics.colour_key),
                               "category_top1": predicted == ex["category"]},
-                "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels),
+                "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels, captioned),
+                "caption": None if captioned is None else captioned.meta.get("caption"),
             })
     return records
 
@@ -155,14 +192,45 @@ def build_graph(cfg: EvalConfig) -> tuple[EvalStages, dict, object]:
     off = scfg.evidence.model_copy(update={"abstain": False, "guard": False, "verify": False})
     pipelines = {"system": DraftPipeline(stages, templates, scfg, levels),
                  "unguarded": DraftPipeline(stages, templates, scfg.model_copy(update={"evidence": off}), levels)}
+    if cfg.caption_rows:
+        on = scfg.caption.model_copy(update={"enabled": True})
+        pipelines["captioned"] = DraftPipeline(stages, templates, scfg.model_copy(update={"caption": on}), levels)
     return stages, pipelines, levels
+
+
+def offline_captions(cfg: EvalConfig) -> tuple[dict, Optional[str]]:
+    """listing_id -> (caption, LLM judge answer) of the index's offline captions, or why there are none."""
+    from ipl.caption.stage import read_captions
+    from ipl.index.search import resolve_version_dir
+    from ipl.runtime import read_json
+
+    scfg = cfg.serve_config()
+    folder = scfg.index_root / "captions"
+    try:
+        manifest = read_json(resolve_version_dir(scfg.index_root) / "manifest.json")
+    except FileNotFoundError as exc:
+        return {}, str(exc)
+    if not manifest.get("caption"):
+        return {}, f"the index {scfg.index_root} was built without captions (ipl index caption.enabled=true)"
+    key = (manifest.get("captions") or {}).get("key")
+    written = read_json(folder / "_captions.json") if (folder / "_captions.json").is_file() else {}
+    if key and written.get("key") != key:
+        return {}, f"{folder}: captions of another model or prompt than the index was calibrated with (rebuild it)"
+    captions = read_captions(folder, with_answers=True)
+    return captions, None if captions else f"{folder}: no captions"
 
 
 def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[dict]:
     """Every example through safety, category, retrieval and evidence (one record each)."""
     stages, pipelines, levels = build_graph(cfg)
+    captions = None
+    if "captioned" in pipelines:
+        captions, why = offline_captions(cfg)
+        if why:
+            log.warning("no caption rows: %s", why)
+            pipelines.pop("captioned")
     t = time.monotonic()
-    records = asyncio.run(_prepare(pipelines, stages, examples, cfg, levels))
+    records = asyncio.run(_prepare(pipelines, stages, examples, cfg, levels, captions))
     log.info("retrieval + extraction for %d held-out listings in %.1fs", len(records), time.monotonic() - t)
     return records
 
@@ -320,6 +388,8 @@ def row_names(cfg: EvalConfig) -> list[str]:
     names = list(cfg.conditions)
     if cfg.unguarded_rows:
         names += [f"{c}:unguarded" for c in cfg.conditions]
+    if cfg.caption_rows:
+        names += list(CAPTION_ROWS)
     if cfg.confirmed_row:
         names.append("confirmed")
     return names
@@ -387,7 +457,8 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                         "facts": r["reference"], "unguarded_reference": r["unguarded_reference"],
                         "attributes": r["statuses"], "references": r["references"],
                         "category_used": r["category_used"], "instruction": r.get("instruction"),
-                        "fallbacks": r["fallbacks"], "seller_description": r["description"], "generated": {}})
+                        "fallbacks": r["fallbacks"], "seller_description": r["description"],
+                        "caption": r.get("caption"), "generated": {}})
                     ex["generated"][n] = {"text": text, **outcome,
                                           **({"verification": verification} if verification else {})}
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
@@ -396,7 +467,10 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             if sims is not None:
                 row["sim"] = sum(sims[n][id(r)] for r in recs) / len(recs) if recs else 0.0
             table[name][n] = row
-    return {"table": table, "examples": list(examples.values())}
+    from ipl.eval.captions import caption_summary
+
+    return {"table": table, "examples": list(examples.values()),
+            "caption": caption_summary(cfg, scored, vocab, levels, matcher)}
 
 
 def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:

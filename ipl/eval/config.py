@@ -102,6 +102,10 @@ class EvalConfig(Strict):
                                                   description="Ablation rows (paper Table 7).")
     unguarded_rows: bool = Field(True, description="Also each row with abstention, guard and verification off "
                                  "(`<row>:unguarded`), for comparison.")
+    caption_rows: bool = Field(True, description="Also the CASLIE rows image+category+reference+caption (every "
+                               "caption's values and cue) and image+category+reference+cqe (the system with "
+                               "captions: kept captions only, calibrated caption tier), when the index has "
+                               "captions (ipl index caption.enabled=true).")
     confirmed_row: bool = Field(True, description="Also the `confirmed` row: the full system after the seller "
                                 "confirmed the values it asked for with the true ones.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Generation.")

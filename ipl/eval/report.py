@@ -102,10 +102,47 @@ def render(result: dict, plots: list[str]) -> str:
             lines.append(f"| {SET_TITLES.get(name, name)} | {r['queries']} | {_f(r.get('identical_top1'))} | "
                          f"{_f(r.get('same_spu_colour_top1'))} | {_f(r['similar_top1'])} | {_f(r['category_top1'])} | {_f(r['with_reference'])} | {fb} |")
         lines.append("")
+    if result.get("caption"):
+        lines += caption_lines(result["caption"])
     rd = result.get("realdata")
     if rd:
         lines += realdata_lines(rd)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def caption_lines(c: dict) -> list[str]:
+    """The CASLIE section: caption quality (all vs kept), CQE against the oracle, each judge, fusion."""
+    lines = ["## Captions (CASLIE): quality, the CQE vote, fused retrieval", ""]
+    if c.get("skipped"):
+        return lines + [f"Skipped: {c['skipped']}", ""]
+    lines += [f"Source: {c.get('source')}. A value a caption states is scored against the listing's ground truth "
+              f"(keys {', '.join(c.get('keys', []))}); a caption is *good* (the oracle) when it states no wrong value "
+              "and at least one right one. The `+caption` / `+cqe` rows of the ablation above use every caption / the "
+              "kept ones.", "",
+              "| captions | count | values stated | precision | recall | good |", "|---|---|---|---|---|---|"]
+    for name in ("all", "kept"):
+        t = c.get(name) or {}
+        lines.append(f"| {name} | {t.get('captions')} | {t.get('values_stated')} | {_f(t.get('precision'))} | "
+                     f"{_f(t.get('recall'))} | {t.get('good')} |")
+    q = c.get("cqe") or {}
+    lines += ["", f"CQE vs the oracle: agreement {_f(q.get('agreement'))}, precision {_f(q.get('precision'))}, recall "
+              f"{_f(q.get('recall'))}; kept {q.get('kept')} of {q.get('captions')} ({_f(q.get('kept_share'))}), "
+              f"{q.get('oracle_good')} good.", "",
+              "| judge | says yes | agrees with the oracle alone |", "|---|---|---|"]
+    for name, j in (c.get("judges") or {}).items():
+        lines.append(f"| {name} | {_f(j['yes_share'])} | {_f(j['oracle_agreement'])} |")
+    if c.get("retrieval"):
+        lines += ["", "| set | queries | similar top-1 image | similar top-1 fused | identical top-1 image | "
+                  "identical top-1 fused | fused queries |", "|---|---|---|---|---|---|---|"]
+        for name, r in c["retrieval"].items():
+            lines.append(f"| {SET_TITLES.get(name, name)} | {r['queries']} | {_f(r['similar_top1_image'])} | "
+                         f"{_f(r['similar_top1_fused'])} | {_f(r.get('identical_top1_image'))} | "
+                         f"{_f(r.get('identical_top1_fused'))} | {r['fused_queries']} |")
+    off = (c.get("offline") or {}).get("captions") or {}
+    if off:
+        lines += ["", f"Offline captioning (ipl index): {off.get('captioned')} captioned, {off.get('reused')} reused, "
+                  f"{off.get('listings_per_s')} listings/s, {off.get('seconds')} s."]
+    return lines + [""]
 
 
 def finding(table: dict) -> list[str]:

@@ -54,9 +54,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         log.info("descriptions ready in %.0fs; scoring", time.monotonic() - t)
         scored = score(cfg, records, generations, sim)
         examples = scored.pop("examples")
+        caption = scored.pop("caption", None)
         result["ablation"] = {**scored, "skipped": skipped,
                               "sets": {k: len(v) for k, v in sets.items()}}
         result["retrieval"] = retrieval_summary(records)
+        result["caption"] = caption or {"skipped": "no captions: build the index with caption.enabled=true "
+                                        "(ipl index), or eval.caption_rows is off"}
     if cfg.realdata.enabled:
         result["realdata"] = realdata.run(cfg)
     return {"result": result, "examples": examples}
