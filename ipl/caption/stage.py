@@ -30,6 +30,8 @@ from ipl.runtime import read_json, write_json_atomic
 log = logging.getLogger("ipl.caption")
 KEY_FILE = "_captions.json"
 PROMPT_VERSION = 1  # bump when caption_prompt changes what it asks
+READ_CPUS = 0.25  # per Ray Data read/filter task feeding the captioning actors
+LIST_CPUS = 1.0  # Ray Data's file-listing task asks for a whole CPU: the actors must leave it free
 
 
 class CaptionConfig(Strict):
@@ -172,8 +174,13 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
     names = set(pds.dataset(str(listings), format="parquet").schema.names)
     from ray.data.expressions import col
 
-    ds = ray.data.read_parquet(str(listings)).select_columns([c for c in columns if c in names])
-    ds = ds.filter(expr=col("listing_id").is_in(sorted(wanted)))
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if cfg.concurrency * cfg.num_cpus + LIST_CPUS > cpus:  # the actors would hold every CPU: the read never starts
+        raise ValueError(f"caption.concurrency {cfg.concurrency} x caption.num_cpus {cfg.num_cpus:g} leaves less than "
+                         f"{LIST_CPUS:g} of the cluster's {cpus:g} CPUs for Ray Data's file listing and reads (it "
+                         "would wait forever): lower one of them")
+    ds = ray.data.read_parquet(str(listings), num_cpus=READ_CPUS).select_columns([c for c in columns if c in names])
+    ds = ds.filter(expr=col("listing_id").is_in(sorted(wanted)), num_cpus=READ_CPUS)
     # small blocks: finished captions reach the part files while the rest runs (a killed run keeps them)
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size * 4)
     t0 = time.monotonic()

@@ -46,3 +46,13 @@ def test_a_missing_vlm_is_refused_with_what_to_do(prepared_marketplace, tmp_path
     with pytest.raises(FileNotFoundError, match="ipl train"):
         caption_listings(CaptionConfig(enabled=True), prepared_marketplace / "t" / "clean" / "listings",
                          tmp_path / "c", tmp_path / "no-vlm", {})
+
+
+def test_actors_that_would_hold_every_cpu_are_refused_before_they_start(prepared_marketplace, tmp_path):
+    """Ray Data's file listing needs a whole CPU: actors holding all of them would wait forever."""
+    from ipl.caption.stage import CaptionConfig, caption_listings
+
+    run = prepared_marketplace / "t"
+    with pytest.raises(ValueError, match="caption.concurrency 2 x caption.num_cpus 1"):
+        caption_listings(CaptionConfig(enabled=True, concurrency=2, num_cpus=1.0), run / "clean" / "listings",
+                         tmp_path / "c", run / "models" / "vlm-base", {})
