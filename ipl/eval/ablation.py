@@ -193,7 +193,7 @@ def build_graph(cfg: EvalConfig) -> tuple[EvalStages, dict, object]:
     pipelines = {"system": DraftPipeline(stages, templates, scfg, levels),
                  "unguarded": DraftPipeline(stages, templates, scfg.model_copy(update={"evidence": off}), levels)}
     if cfg.caption_rows:
-        on = scfg.caption.model_copy(update={"enabled": True})
+        on = scfg.caption.model_copy(update={"enabled": True, "skip_uncalibrated": False})  # measured even so
         pipelines["captioned"] = DraftPipeline(stages, templates, scfg.model_copy(update={"caption": on}), levels)
     return stages, pipelines, levels
 

@@ -216,6 +216,9 @@ class CaptionServeConfig(Strict):
                                  "(reciprocal rank fusion) for the references.")
     prompt_cue: bool = Field(True, description="Give a kept caption to the description prompt (<caption> tags).")
     evidence: bool = Field(True, description="A kept caption's values join the evidence (basis caption).")
+    skip_uncalibrated: bool = Field(True, description="Do not caption when the index enabled no caption:* tier "
+                                    "(its captions did not reach the target precision): the VLM call would cost "
+                                    "latency and could state nothing. The reply's caption then says why.")
 
 
 class PipelineConfig(Strict):

@@ -188,7 +188,12 @@ class DraftPipeline:
         evidence_hits = [{**h, "values": values.get(h["listing_id"], {})} for h in same]
         vocabulary = await self._vocabulary(category, found) if category else {}
         caption = None
-        if self.cfg.caption.enabled and category:
+        tiers = calibration.get("tiers") or {}
+        caption_tier = any(t.get("enabled") for n, t in tiers.items() if n.startswith("caption:"))
+        if self.cfg.caption.enabled and category and self.cfg.caption.skip_uncalibrated and not caption_tier:
+            caption = {"text": None, "keep": False, "skipped": "no caption tier of this index reaches the target "
+                       "precision (caption.skip_uncalibrated)"}
+        elif self.cfg.caption.enabled and category:
             t = time.monotonic()
             caption = await self._caption(photos, category, template, vocabulary, evidence_hits, found, calibration,
                                           req.language, k)

@@ -95,6 +95,14 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                         p = data["price_suggestion"]
                         print(f"   price: median {p['median']} ({p['low']}-{p['high']}, {p['listings']} "
                               f"{p['basis']} listings)", file=out)
+                    cap = data.get("caption")
+                    if cap and cap.get("skipped"):
+                        print(f"   caption: skipped ({cap['skipped']})", file=out)
+                    elif cap:
+                        votes = "; ".join(f"{v['judge']} {'yes' if v['keep'] else 'no'} ({v['reason']})"
+                                          for v in cap["verdict"]["votes"])
+                        print(f"   caption: {cap['text']!r} -> {'kept' if cap['keep'] else 'dropped'} [{votes}]",
+                              file=out)
                     print(f"   fallbacks: {data['fallbacks'] or 'none'}; instruction: {data['instruction']}", file=out)
                     print("   description: ", end="", file=out, flush=True)
                 elif event == "delta":

@@ -14,23 +14,15 @@ from ipl.config import load_config
 pytestmark = pytest.mark.integration
 
 
-def lively_copy(vlm_dir, out):
-    """The fixture's untrained VLM writes only blanks; larger random weights make it write (junk)
-    words, so the captions are non-empty and every judge has something to judge."""
-    import torch
+def writing_vlm(vlm_dir, out):
+    """The fixture's untrained VLM writes only blanks; a noisy copy writes (junk) words, so the
+    captions are non-empty and every judge has something to judge."""
+    from lively import lively_copy
 
     from ipl.models.vlm import load_vlm
 
     vlm = load_vlm(vlm_dir)
-    model = vlm.model
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.08)
-    model.save_pretrained(out)
-    vlm.processor.save_pretrained(out)
-    return out
+    return lively_copy(vlm.model, vlm.processor, out)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def captioned_run(prepared_marketplace, tmp_path_factory):
     from ipl.index.stage import build
 
     root = prepared_marketplace
-    vlm = lively_copy(root / "t" / "models" / "vlm-base", tmp_path_factory.mktemp("lively-vlm"))
+    vlm = writing_vlm(root / "t" / "models" / "vlm-base", tmp_path_factory.mktemp("lively-vlm"))
     cfg = load_config(IndexConfig, None, [
         f"run.root={root}", "run.name=c", f"listings={root}/t/clean/listings", f"encoder.path={root}/t/models/clip-base",
         "encoder.steps=10", "encoder.batch_size=32", "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=64",
@@ -104,7 +96,7 @@ def test_the_draft_reply_carries_the_caption_its_verdict_and_every_vote(captione
         f"models.templates={root}/t/templates.yaml", f"http.port={port}", "generate.max_new_tokens=16",
         "safety.prohibited=[]", "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1",
         "deployments.generator.num_cpus=0.2", "retrieval.refresh_s=0", "retrieval.category_min_score=0.0",
-        "caption.enabled=true", "caption.max_new_tokens=8"])
+        "caption.enabled=true", "caption.max_new_tokens=8", "caption.skip_uncalibrated=false"])
     url = start(scfg)
     try:
         deadline = time.monotonic() + 120
@@ -131,5 +123,15 @@ def test_the_draft_reply_carries_the_caption_its_verdict_and_every_vote(captione
             if a["basis"] == "caption":
                 assert a["status"] == "stated" and tiers[f"caption:{a['level']}"]["enabled"]
         json.dumps(reply)  # JSON-ready
+        if not any(t["enabled"] for n, t in tiers.items() if n.startswith("caption:")):
+            # the default: an index whose captions reached no tier is not captioned at all (no VLM call)
+            from ipl.serve.app import build
+
+            default = scfg.model_copy(update={"caption": scfg.caption.model_copy(update={"skip_uncalibrated": True})})
+            serve.run(build(default), name=default.name, route_prefix=default.route_prefix, blocking=False)
+            time.sleep(2)
+            again = requests.post(url + "/v1/listings/draft", files=files, data={"stream": "false"}, timeout=120).json()
+            assert again["caption"]["skipped"] and again["caption"]["keep"] is False
+            assert "caption_ms" not in again["timings"]
     finally:
         serve.shutdown()
