@@ -92,7 +92,7 @@ def load_text_index(version_dir: Path, manifest: dict):
 
 
 def text_search(text_index, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    v = np.array(vectors, dtype=np.float32, copy=True)  # the caller's vectors stay as they are
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     return text_index.search(v, k)
 

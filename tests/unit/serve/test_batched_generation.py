@@ -36,20 +36,9 @@ async def collect(backend, prompt, seed, max_new, cancel=None, blocked=(), cance
 def lively_vlm(tiny_vlm, tmp_path_factory):
     """The tiny Qwen2-VL with larger random weights: its greedy text then depends on the prompt and
     the photo (the freshly initialised one writes newlines whatever it is given)."""
-    import copy
+    from lively import lively_copy
 
-    import torch
-
-    out = tmp_path_factory.mktemp("lively-vlm")
-    model = copy.deepcopy(tiny_vlm.model)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.08)
-    model.save_pretrained(out)
-    tiny_vlm.processor.save_pretrained(out)
-    return out
+    return lively_copy(tiny_vlm.model, tiny_vlm.processor, tmp_path_factory.mktemp("lively-vlm"))
 
 
 @pytest.fixture(scope="module")
