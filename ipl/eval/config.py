@@ -83,6 +83,8 @@ class RealDataConfig(Strict):
                                           "run measures brand extraction on the Mercari listings (null: skip).")
     run_mercari_prepare: bool = Field(True, description="Run that prepare when its summary is missing.")
     fashion_photos: int = Field(100, ge=0, description="Fashion photos scored zero-shot for category and colour.")
+    fashion_captions: int = Field(100, ge=0, description="Fashion photos captioned by the VLM (the CASLIE caption "
+                                  "prompt, no category) and scored for article type and colour.")
     fashion_descriptions: int = Field(12, ge=0, description="Fashion photos described by the VLM (image only) and "
                                       "scored for brand/colour.")
     compare_clips: dict[str, str] = Field(default_factory=dict, description="name -> another CLIP directory whose "

@@ -180,6 +180,42 @@ def fashion_descriptions(cfg: EvalConfig) -> dict:
                                   "type": rows[0]["articleType"]}, "generated": texts[0]}}
 
 
+def fashion_captions(cfg: EvalConfig) -> dict:
+    """CASLIE captions of real catalogue photos (the caption prompt without a category: the run's
+    categories are not these): is the article type named, and the colour a caption states right?"""
+    from ipl.caption.cqe import caption_values
+    from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption
+    from ipl.eval.match import AttributeMatcher
+    from ipl.generate.local import generate_batch
+    from ipl.models.vlm import load_vlm
+    from ipl.serve.generator import vlm_images
+
+    root = Path(cfg.realdata.root)
+    rows = _fashion_rows(root, cfg.realdata.fashion_captions)
+    scfg = cfg.serve_config()
+    if not rows or not (scfg.vlm_dir / "config.json").is_file():
+        return {"skipped": "no fashion photos or no VLM"}
+    g = scfg.generate
+    vlm = load_vlm(scfg.vlm_dir)
+    prompt = caption_prompt(None, ["Color"], "en")
+    requests = [(caption_messages(1, prompt, "en"), vlm_images([(root / "fashion" / r["image"]).read_bytes()],
+                                                               g.image_side)) for r in rows]
+    texts = [clean_caption(t) for t in generate_batch(vlm, requests, 48, cfg.generation.batch_size)]
+    matcher = AttributeMatcher(cfg.metrics.synonyms)
+    colours = sorted({r["baseColour"] for r in rows if r.get("baseColour")})
+    typed = sum(matcher.states(r["articleType"], t) for r, t in zip(rows, texts))
+    stated = [caption_values(t, {"Color": colours}, matcher).get("Color") for t in texts]
+    said = [(v, r["baseColour"]) for v, r in zip(stated, rows) if v]
+    right = sum(matcher.same(v, truth) for v, truth in said)
+    return {"photos": len(rows), "article_type_named": round(typed / len(rows), 4),
+            "colour": {"stated": len(said), "correct": right,
+                       "precision": round(right / len(said), 4) if said else None,
+                       "recall": round(right / len(rows), 4),
+                       "majority_baseline": round(max(Counter(r["baseColour"] for r in rows).values()) / len(rows), 4)},
+            "example": {"truth": {"type": rows[0]["articleType"], "colour": rows[0]["baseColour"]},
+                        "caption": texts[0]}}
+
+
 def out_of_domain(cfg: EvalConfig, root: Path) -> dict:
     """Real photos far from the synthetic index (fashion + ABO) through the Serve graph's own
     pre-generation path: in how many does the draft state a product-level value as a fact?"""
@@ -257,6 +293,8 @@ def run(cfg: EvalConfig) -> dict:
     out["fashion"] = fashion(cfg, clip, head) if cfg.realdata.fashion_photos else {"skipped": "fashion_photos=0"}
     out["fashion_descriptions"] = (fashion_descriptions(cfg) if cfg.realdata.fashion_descriptions
                                    else {"skipped": "fashion_descriptions=0"})
+    out["fashion_captions"] = (fashion_captions(cfg) if cfg.realdata.fashion_captions
+                               else {"skipped": "fashion_captions=0"})
     abo = root / "abo"
     out["abo"] = same_product_ranking(clip, abo) if abo.is_dir() else {"skipped": f"{abo}: missing"}
     out["compare"] = {}

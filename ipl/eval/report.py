@@ -223,6 +223,14 @@ def realdata_lines(rd: dict) -> list[str]:
         lines.append(f"- Fashion photos described by the VLM (image only, {d['photos']} photos): the true brand "
                      f"stated in {_f(d['brand_stated'])}, the true colour in {_f(d['colour_stated'])}. Example "
                      f"({d['example']['truth']}): \"{d['example']['generated']}\"")
+    fc = rd.get("fashion_captions") or {}
+    if fc and not fc.get("skipped"):
+        col = fc["colour"]
+        lines.append(f"- Fashion photos captioned by the VLM (CASLIE caption prompt, {fc['photos']} photos): the article "
+                     f"type named in {_f(fc['article_type_named'])}; a colour stated for {col['stated']}, right "
+                     f"{col['correct']} (precision {_f(col['precision'])}, recall {_f(col['recall'])}; always the "
+                     f"commonest colour: {_f(col.get('majority_baseline'))}). Example "
+                     f"({fc['example']['truth']}): \"{fc['example']['caption']}\"")
     a = rd.get("abo") or {}
     if a and not a.get("skipped"):
         lines.append(f"- ABO same-product retrieval ({a['photos']} photos of {a['products']} products): a photo of the "

@@ -39,7 +39,8 @@ def eval_cfg(served_run, tmp_path_factory):
         "generation.max_new_tokens=12", "generation.batch_size=4", "generation.num_cpus=1",
         # the fixture's weak category head cannot reach the calibrated gate: a configured one keeps it in use
         "serve.retrieval.category_min_score=0.2",
-        "realdata.enabled=false", "realdata.fashion_photos=30", "realdata.fashion_descriptions=2", *extra])
+        "realdata.enabled=false", "realdata.fashion_photos=30", "realdata.fashion_descriptions=2",
+        "realdata.fashion_captions=3", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,9 @@ def test_real_data_checks(eval_cfg):
     assert rd["fashion"]["category"]["photos"] == 30 and 0 <= rd["fashion"]["colour"]["top1"] <= 1
     assert 0 <= rd["fashion"]["category"]["knn_top1"] <= 1 and 0 <= rd["fashion"]["colour"]["knn_top1_colour_features"] <= 1
     assert rd["fashion_descriptions"]["photos"] == 2 and rd["abo"]["products"] == 3
+    fc = rd["fashion_captions"]  # CASLIE captions of real photos, scored for article type and colour
+    assert fc["photos"] == 3 and 0 <= fc["article_type_named"] <= 1 and fc["colour"]["correct"] <= fc["colour"]["stated"]
+    assert "Fashion photos captioned by the VLM" in report
     assert "Mercari Brand extraction" in report and "ABO same-product retrieval" in report
     ood = rd["ood"]  # real photos through the graph's evidence: counted, each draft's product facts checked
     assert ood["photos"] == 30 + 12 and 0 <= ood["no_product_fact"] <= 1 and "Real photos far from the index" in report
