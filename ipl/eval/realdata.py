@@ -155,15 +155,21 @@ def index_colour_head(cfg: EvalConfig) -> Optional[dict]:
     return {"predictor": head, "tier": tiers.get("photo:sku")}
 
 
+def _vlm_photos(cfg: EvalConfig, n: int) -> tuple[Path, list[dict], object]:
+    """(root, up to ``n`` fashion rows, serve config) for a VLM check; no rows without a VLM."""
+    root = Path(cfg.realdata.root)
+    scfg = cfg.serve_config()
+    rows = _fashion_rows(root, n) if (scfg.vlm_dir / "config.json").is_file() else []
+    return root, rows, scfg
+
+
 def fashion_descriptions(cfg: EvalConfig) -> dict:
     """Image-only VLM descriptions of real catalogue photos: is the true brand / colour stated?"""
     from ipl.eval.ablation import VLMWorker
     from ipl.eval.match import AttributeMatcher
 
-    root = Path(cfg.realdata.root)
-    rows = _fashion_rows(root, cfg.realdata.fashion_descriptions)
-    scfg = cfg.serve_config()
-    if not rows or not (scfg.vlm_dir / "config.json").is_file():
+    root, rows, scfg = _vlm_photos(cfg, cfg.realdata.fashion_descriptions)
+    if not rows:
         return {"skipped": "no fashion photos or no VLM"}
     from ipl.generate.prompts import description_prompt
 
@@ -190,10 +196,8 @@ def fashion_captions(cfg: EvalConfig) -> dict:
     from ipl.models.vlm import load_vlm
     from ipl.serve.generator import vlm_images
 
-    root = Path(cfg.realdata.root)
-    rows = _fashion_rows(root, cfg.realdata.fashion_captions)
-    scfg = cfg.serve_config()
-    if not rows or not (scfg.vlm_dir / "config.json").is_file():
+    root, rows, scfg = _vlm_photos(cfg, cfg.realdata.fashion_captions)
+    if not rows:
         return {"skipped": "no fashion photos or no VLM"}
     g = scfg.generate
     vlm = load_vlm(scfg.vlm_dir)

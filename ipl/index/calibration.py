@@ -84,16 +84,23 @@ def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[
     return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 
 
-def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int,
-                     photo: Optional[list] = None) -> list[dict]:
-    """Each held-out listing twice: as it is, and with its SKU removed from the hits."""
+def hits_with_values(index, vectors: np.ndarray, k: int) -> list[list[dict]]:
+    """``index.search`` with each hit's grounded attribute values (``values``), as serving extracts them."""
     from ipl.extract.grounding import grounded_values
 
-    out = []
-    for i, hits in enumerate(index.search(vectors, k * 4)):
+    out = index.search(vectors, k)
+    for hits in out:
         for h in hits:
             attrs = h.get("attributes") if isinstance(h.get("attributes"), dict) else {}
             h["values"] = grounded_values(attrs, h.get("description") or "", list(attrs), 40)
+    return out
+
+
+def evidence_queries(index, vectors: np.ndarray, meta: dict, predicted: list, k: int,
+                     photo: Optional[list] = None) -> list[dict]:
+    """Each held-out listing twice: as it is, and with its SKU removed from the hits."""
+    out = []
+    for i, hits in enumerate(hits_with_values(index, vectors, k * 4)):
         try:
             truth = json.loads(meta["extracted"][i] or "{}")
         except ValueError:

@@ -122,12 +122,13 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     """(the ``caption`` evaluation, the ``caption:*`` tiers) over the held-out listings."""
     from ipl.caption.cqe import CaptionCase, EncoderJudge, EvidenceJudge, LLMJudge, caption_values, vote
     from ipl.caption.fusion import reciprocal_rank_fusion
+    from ipl.caption.prompts import parse_yes_no
     from ipl.caption.quality import caption_quality
     from ipl.caption.stage import read_captions
     from ipl.evidence.assess import tier_name
     from ipl.evidence.calibrate import fit_tier
-    from ipl.extract.grounding import grounded_values
     from ipl.extract.matcher import AttributeMatcher
+    from ipl.index.calibration import hits_with_values
 
     c, e = cfg.caption, cfg.evidence
     captions = read_captions(cfg.index_root / "captions", with_answers=True)
@@ -147,7 +148,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     encoder_judge = EncoderJudge(lambda t: by_text[t], threshold)
     evidence_judge = EvidenceJudge(matcher, c.cqe.min_agreeing)
     k = e.k
-    raw_hits = index.search(image_vecs, k * 4)
+    raw_hits = hits_with_values(index, image_vecs, k * 4)
     t_scores, t_ids = text_search(text_index, cap_vecs, k * 4) if text_index is not None else (None, None)
     cases, samples = [], {tier_name("caption", lv): ([], []) for lv in ("product", "sku")}
     retrieval = {"image": [], "fused": [], "fused_all": [], "identical_image": [], "identical_fused": []}
@@ -160,9 +161,6 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
         keys = levels.scored(list(vocab.get(cat, {})))
         cat_vocab = {key: vocab.get(cat, {}).get(key, []) for key in keys}
         hits = raw_hits[j]
-        for h in hits:
-            attrs = h.get("attributes") if isinstance(h.get("attributes"), dict) else {}
-            h["values"] = grounded_values(attrs, h.get("description") or "", list(attrs), 40)
         stated = caption_values(caps[j], cat_vocab, matcher)
         for condition in ("as_is", "sku_removed"):
             cond_hits = hits if condition == "as_is" else [h for h in hits if h.get("sku_id") != meta["sku_id"][i]]
@@ -197,8 +195,9 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     as_is = [x for x in cases if x["condition"] == "as_is"]
     out = {"held_out": len(have), "encoder_threshold": None if threshold is None else round(float(threshold), 4),
            "judges": list(c.cqe.judges), **caption_quality(as_is, keys_all, matcher),
-           "llm_answers": {"yes": sum(parse(a) is True for a in answers), "no": sum(parse(a) is False for a in answers),
-                           "neither": sum(parse(a) is None for a in answers)}}
+           "llm_answers": {"yes": sum(parse_yes_no(a) is True for a in answers),
+                           "no": sum(parse_yes_no(a) is False for a in answers),
+                           "neither": sum(parse_yes_no(a) is None for a in answers)}}
     if retrieval["image"]:
         n = len(retrieval["image"])
         out["retrieval"] = {"queries": n, "similar_top1_image": round(sum(retrieval["image"]) / n, 4),
@@ -211,8 +210,3 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
                             "caption)") for name, (xs, ys) in samples.items()}
     return out, tiers
 
-
-def parse(answer: str):
-    from ipl.caption.prompts import parse_yes_no
-
-    return parse_yes_no(answer or "")
