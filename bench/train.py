@@ -79,7 +79,7 @@ def _ddp_worker(rank: int, world: int, cfg_json: dict, warmup: int, port: int, o
     table = ds.dataset(cfg.instructions_dir / "split=train", format="parquet").to_table(
         columns=["id", "messages", "photos"], filter=ds.field("task").isin(cfg.data.tasks))
     rows = table.to_pylist()[rank::world]
-    collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
+    collator = Collator(vlm.processor, cfg.data.max_length, policy=cfg.images)
     times, samples = [], 0
     for step in range(steps):
         t = time.monotonic()

@@ -47,6 +47,8 @@ class Node:
     def ray_node(self) -> dict:
         """The node as ``ray.nodes()`` reports it (for :func:`check_capacity`)."""
         res = {"CPU": self.cpu, "GPU": self.gpu, **{f"accelerator_type:{t}": 1.0 for t in self.types}}
+        # Ray labels the type without the size (A100); the capacity check reads the size from the label
+        res.update({f"accelerator_type:{t.split('-')[0]}": 1.0 for t in self.types})
         return {"NodeID": self.name, "Alive": True, "Resources": {k: v for k, v in res.items() if v}}
 
 
@@ -56,6 +58,27 @@ class Bundle:
     cpu: float
     gpu: float = 0.0
     accelerator: Optional[str] = None
+    gpu_mem_gib: float = 0.0  # GPU memory the bundle needs on each of its GPUs (0: not checked)
+    usable: float = 0.9  # the share of each GPU's memory it may use (vLLM: gpu_memory_utilization)
+
+
+def node_gpu_memory(node: Node) -> Optional[float]:
+    """GiB per GPU of a node (its accelerator label; None: unknown)."""
+    from ipl.devices import accelerator_memory_gib
+
+    sizes = [accelerator_memory_gib(t) for t in node.types]
+    sizes = [s for s in sizes if s]
+    return max(sizes) if sizes else None  # a label with its size (V100-32G) wins over the table
+
+
+def _memory_fits(b: Bundle, node: Node) -> bool:
+    if not b.gpu or not b.gpu_mem_gib:
+        return True
+    mem = node_gpu_memory(node)
+    if mem is None:
+        return True  # unknown GPU type: the CPU/GPU count is all that can be checked
+    # a fractional GPU bundle shares the GPU: it may use its fraction of the memory
+    return b.gpu_mem_gib <= b.usable * mem * min(1.0, b.gpu) + 1e-9
 
 
 def _quantity(value) -> float:
@@ -74,7 +97,8 @@ def _pod_node(name: str, group: dict) -> Node:
     for v in (spec.get("nodeSelector") or {}).values():
         m = _GPU_TYPE.search(str(v))
         if m and gpu:
-            types.add(m.group(1).upper())
+            size = re.search(r"-(\d+)\s*GB\b", str(v), re.I)  # Tesla-V100-SXM2-32GB: the memory is in the label
+            types.add(m.group(1).upper() + (f"-{size.group(1)}G" if size else ""))
     return Node(name, cpu, gpu, types)
 
 
@@ -113,20 +137,48 @@ def place(bundles: Iterable[Bundle], nodes: list[Node]) -> dict[str, int]:
     for b in sorted(bundles, key=lambda b: (-b.gpu, -b.cpu)):
         for n in nodes:
             c, g = free[n.name]
-            if c + 1e-9 >= b.cpu and g + 1e-9 >= b.gpu and (not b.accelerator or b.accelerator in kinds[n.name]):
+            kind_ok = not b.accelerator or any(t.split("-")[0] == b.accelerator for t in kinds[n.name])
+            if c + 1e-9 >= b.cpu and g + 1e-9 >= b.gpu and kind_ok and _memory_fits(b, n):
                 free[n.name] = [c - b.cpu, g - b.gpu]
                 placed[n.name] = placed.get(n.name, 0) + 1
                 break
         else:
             have = ", ".join(f"{n.name} {free[n.name][0]:g}/{n.cpu:g} CPU {free[n.name][1]:g}/{n.gpu:g} GPU"
-                             f"{' ' + '/'.join(sorted(n.types)) if n.types else ''}" for n in nodes)
-            raise ConfigError(f"{b.what} ({b.cpu:g} CPU, {b.gpu:g} GPU{', ' + b.accelerator if b.accelerator else ''})"
-                              f" fits on no node; free/total: {have}")
+                             f"{' ' + '/'.join(sorted(n.types)) if n.types else ''}"
+                             f"{f' {node_gpu_memory(n):g} GiB/GPU' if n.gpu and node_gpu_memory(n) else ''}"
+                             for n in nodes)
+            mem = (f", {b.gpu_mem_gib:.1f} GiB on each GPU (at most {b.usable:.0%} of it usable)"
+                   if b.gpu and b.gpu_mem_gib else "")
+            short = [n.name.rsplit("-", 1)[0] for n in nodes if n.gpu >= b.gpu > 0 and not _memory_fits(b, n)
+                     and (not b.accelerator or any(t.split("-")[0] == b.accelerator for t in kinds[n.name]))]
+            why = (f"; GPU memory too small in node group(s) {', '.join(dict.fromkeys(short))}" if short else "")
+            raise ConfigError(f"{b.what} ({b.cpu:g} CPU, {b.gpu:g} GPU{', ' + b.accelerator if b.accelerator else ''}"
+                              f"{mem}) fits on no node{why}; free/total: {have}")
     return placed
 
 
-def serve_bundles(serve_config: dict, replicas: str = "max") -> list[Bundle]:
-    """One bundle per replica of every deployment (Serve's own schema, as in the YAML)."""
+def model_memory(cfg, what: str) -> tuple[float, str]:
+    """(GiB per GPU, the figures as words) of the served VLM under ``cfg.generate``."""
+    from ipl.devices import serving_memory_gib
+    from ipl.models.vlm import count_params_b
+
+    g = cfg.generate
+    params = g.params_b or count_params_b(cfg.vlm_dir)
+    if params is None:
+        raise ConfigError(f"{what}: the model's size is unknown ({cfg.vlm_dir} is not on this machine): set "
+                          "generate.params_b (e.g. 8.29 for Qwen2-VL-7B) so the GPU memory can be checked")
+    tp = g.tensor_parallel_size if g.backend == "serve_llm" else 1
+    m = serving_memory_gib(params, g.dtype, tp, g.kv_reserve_gib)
+    words = (f"{params:.2f}B params {g.dtype if g.dtype != 'auto' else 'bf16/fp16'}: weights {m['weights_gib']:.1f}"
+             f"{f' (1/{tp} each)' if tp > 1 else ''} + overhead {m['overhead_gib']:.1f} + KV reserve "
+             f"{m['kv_gib']:.1f} = {m['total_gib']:.1f} GiB per GPU")
+    return m["total_gib"], words
+
+
+def serve_bundles(serve_config: dict, replicas: str = "max", notes: Optional[list] = None) -> list[Bundle]:
+    """One bundle per replica of every deployment (Serve's own schema, as in the YAML); the model
+    deployments (the LLMServer, a GPU Generator or llm extractor with transformers) carry the GPU
+    memory they need. ``notes`` collects the memory figures."""
     out = []
     for app in serve_config.get("applications", []):
         from ipl.serve.config import ServeConfig
@@ -134,13 +186,26 @@ def serve_bundles(serve_config: dict, replicas: str = "max") -> list[Bundle]:
         cfg = ServeConfig.model_validate(app.get("args") or {})
         for name in type(cfg.deployments).model_fields:
             d = getattr(cfg.deployments, name)
+            if name == "llm" and cfg.generate.backend != "serve_llm":
+                continue
+            if name == "extractor" and cfg.extract.backend != "llm":
+                continue
             if d.autoscaling is not None:
                 n = d.autoscaling.get("max_replicas", 1) if replicas == "max" else d.autoscaling.get(
                     "min_replicas", 1)
             else:
                 n = d.num_replicas or 1
-            out += [Bundle(f"{app['name']}/{name} replica {i + 1}/{n}", d.num_cpus, d.num_gpus, d.accelerator_type)
-                    for i in range(int(n))]
+            gpus, mem, usable = d.num_gpus, 0.0, 0.9
+            holds_model = ((name == "llm") or (name == "generator" and cfg.generate.backend == "transformers")
+                           or (name == "extractor" and cfg.extract.llm.backend == "transformers"))
+            if name == "llm":  # Ray Serve LLM places tensor_parallel_size GPUs per replica (one node)
+                gpus, usable = float(cfg.generate.tensor_parallel_size), cfg.generate.gpu_memory_utilization
+            if holds_model and gpus:
+                mem, words = model_memory(cfg, f"{app['name']}/{name}")
+                if notes is not None:
+                    notes.append(f"{app['name']}/{name}: {words}; {usable:.0%} of each GPU usable")
+            out += [Bundle(f"{app['name']}/{name} replica {i + 1}/{n}", d.num_cpus, gpus, d.accelerator_type,
+                           mem, usable) for i in range(int(n))]
     return out
 
 
@@ -202,10 +267,15 @@ def check_job(stage: str, cfg, nodes: list[Node]) -> list[str]:
     """Lines saying where the job's phases go; ConfigError when one does not fit."""
     lines = []
     if stage == "train":
-        from ipl.train.capacity import check_capacity
+        from ipl.train.capacity import check_capacity, memory_line
 
-        per_node = check_capacity(cfg.scaling, [n.ray_node() for n in nodes])
-        lines.append(f"train: {cfg.scaling.num_workers} workers -> {[k for k in per_node if k]} per node")
+        need = cfg.memory_need()
+        if cfg.scaling.use_gpu and need is None:
+            raise ConfigError(f"train: the model's size is unknown ({cfg.model_path} is not on this machine): set "
+                              "model.params_b so the GPU memory can be checked")
+        per_node = check_capacity(cfg.scaling, [n.ray_node() for n in nodes], memory=need)
+        lines.append(f"train: {cfg.scaling.num_workers} workers -> {[k for k in per_node if k]} per node"
+                     f"{'; ' + memory_line(need) if need else ''}")
     for phase in job_bundles(stage, cfg):
         placed = place(phase, nodes)
         kinds = ", ".join(dict.fromkeys(b.what.rsplit(" ", 1)[0] if b.what[-1].isdigit() else b.what for b in phase))
@@ -217,11 +287,14 @@ def check_job(stage: str, cfg, nodes: list[Node]) -> list[str]:
 BATCH_JOBS = [("prepare", "jobs/configs/prepare_cluster.yaml", []), ("index", "jobs/configs/index_cluster.yaml", []),
               ("eval", "jobs/configs/eval_cluster.yaml", [])]
 # on the launcher's VMs: training pinned to the A100 type (else PACK may mix in V100 nodes)
-LAUNCHER_JOBS = [("train", "jobs/configs/train_24gpu.yaml", ["scaling.accelerator_type=A100"]), *BATCH_JOBS]
+# and ZeRO-2: the p4d's A100s have 40 GB, where ZeRO-1's replicated 7B gradients do not fit
+LAUNCHER_JOBS = [("train", "jobs/configs/train_24gpu.yaml",
+                  ["scaling.accelerator_type=A100", "deepspeed.zero_optimization.stage=2"]), *BATCH_JOBS]
 
 
-def check_documents(docs: list[dict], source: str = "") -> list[str]:
-    """Check every KubeRay or launcher document; returns the report lines."""
+def check_documents(docs: list[dict], source: str = "", serve_path: Optional[Path] = None) -> list[str]:
+    """Check every KubeRay or launcher document; returns the report lines. A launcher YAML is
+    checked with ``serve_path`` (default ``serve_configs/production.yaml``)."""
     from ipl.cli import stage_config
 
     lines = []
@@ -238,20 +311,25 @@ def check_documents(docs: list[dict], source: str = "") -> list[str]:
             spec = doc["spec"]
             serve = yaml.safe_load(spec["serveConfigV2"])
             validate_serve(serve)
+            notes: list[str] = []
             for size in ("max", "initial"):
                 nodes = kuberay_nodes(spec["rayClusterConfig"], size)
-                placed = place(serve_bundles(serve, "max" if size == "max" else "min"), nodes)
+                placed = place(serve_bundles(serve, "max" if size == "max" else "min", notes), nodes)
                 lines.append(f"{where}: {'most' if size == 'max' else 'fewest'} replicas on {len(placed)} of "
                              f"{len(nodes)} nodes ({size} cluster)")
+            lines += [f"{where}: memory {n}" for n in dict.fromkeys(notes)]
         elif kind in ("RayCluster", "launcher"):
             nodes = kuberay_nodes(doc["spec"]) if kind == "RayCluster" else launcher_nodes(doc)
             for stage, path, overrides in (BATCH_JOBS if kind == "RayCluster" else LAUNCHER_JOBS):
                 cfg = stage_config(stage, str(REPO_ROOT / path), overrides)
                 lines += [f"{where}: {x}" for x in check_job(stage, cfg, nodes)]
             if kind == "launcher":
-                serve = yaml.safe_load((REPO_ROOT / "serve_configs" / "production.yaml").read_text())
-                placed = place(serve_bundles(serve, "max"), nodes)
-                lines.append(f"{where}: serve_configs/production.yaml at most replicas on {len(placed)} nodes")
+                sp = serve_path or REPO_ROOT / "serve_configs" / "production.yaml"
+                serve = yaml.safe_load(Path(sp).read_text())
+                notes = []
+                placed = place(serve_bundles(serve, "max", notes), nodes)
+                lines.append(f"{where}: {Path(sp).name} at most replicas on {len(placed)} nodes")
+                lines += [f"{where}: memory {n}" for n in notes]
     return lines
 
 
@@ -268,14 +346,22 @@ def validate_serve(serve: dict) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     paths = list(sys.argv[1:] if argv is None else argv)
+    serve_path = None
+    if "--serve" in paths:
+        i = paths.index("--serve")
+        if i + 1 >= len(paths):
+            print("--serve needs a Serve config YAML", file=sys.stderr)
+            return 2
+        serve_path = Path(paths[i + 1])
+        paths = paths[:i] + paths[i + 2:]
     if not paths:
-        print("usage: python -m ipl.cluster MANIFEST.yaml ...", file=sys.stderr)
+        print("usage: python -m ipl.cluster [--serve SERVE.yaml] MANIFEST.yaml ...", file=sys.stderr)
         return 2
     failed = 0
     for p in paths:
         try:
             docs = list(yaml.safe_load_all(Path(p).read_text()))
-            for line in check_documents(docs, p):
+            for line in check_documents(docs, p, serve_path):
                 print(line)
         except (ConfigError, ValueError, KeyError, OSError) as exc:
             failed += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -31,6 +31,30 @@ class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ImagePolicy(Strict):
+    """How photos reach the VLM, the same in training, serving, captioning and evaluation.
+
+    Each photo is resized (aspect kept) to a multiple of 28 px on both sides with between
+    ``min_pixels`` and ``max_pixels`` pixels (Qwen2-VL's own ``smart_resize`` rule, and the
+    processor's ``min_pixels``/``max_pixels`` are set to the same bounds), at most ``max_photos``
+    photos per row. ``ipl train`` writes the policy it trained with into the exported model
+    directory (``ipl_images.json`` + the processor config): serving, captioning and evaluation
+    read it from there, so the served model sees what it was trained on. A row whose text plus
+    photos would exceed the context loses photos from the end until it fits (and is dropped,
+    counted, only when it does not fit even without photos): :func:`ipl.photos.photos_that_fit`."""
+
+    min_pixels: int = Field(56 * 56, ge=28 * 28, description="Fewest pixels per photo (smaller ones are upscaled).")
+    max_pixels: int = Field(448 * 448, ge=28 * 28, description="Most pixels per photo (larger ones are downscaled): "
+                            "visual tokens per photo = pixels / 784.")
+    max_photos: int = Field(2, ge=0, le=9, description="Photos per row given to the VLM (the first N).")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"images.min_pixels ({self.min_pixels}) is above images.max_pixels ({self.max_pixels})")
+        return self
 
 
 class RunConfig(Strict):

@@ -43,12 +43,13 @@ class CaptionConfig(Strict):
     concurrency: int = Field(1, ge=1, description="Captioning actors.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (production: 1; the VLM then runs on cuda).")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="VLM dtype (float16 or "
-                                                             "bfloat16 on GPUs).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="VLM dtype (auto: float32 on the CPU, bfloat16 on a GPU that has it, else float16 after "
+        "a finite-logits probe; ipl.devices).")
     max_new_tokens: int = Field(48, ge=4, le=256, description="Caption length cap in tokens (the prompt asks for "
                                 "at most 50 words).")
-    max_photos: int = Field(2, ge=1, le=9, description="Photos per listing given to the VLM.")
-    image_side: int = Field(112, ge=28, description="Longest photo side given to the VLM.")
+    max_photos: Optional[int] = Field(None, ge=1, le=9, description="Photos per listing given to the VLM at most "
+                                      "(null: the model's image policy; each photo is sized by it, as in training).")
     max_listings: Optional[int] = Field(None, ge=1, description="Caption at most this many listings (null: all).")
     cqe: CQEConfig = Field(default_factory=CQEConfig, description="Caption quality evaluation.")
     text_index: bool = Field(True, description="Build the text index (the listings' texts in the CLIP's text tower) "
@@ -64,28 +65,28 @@ class CaptionModel:
     def __init__(self, vlm_dir: str, keys_by_category: dict[str, list[str]], cfg: dict):
         import torch
 
-        from ipl.models.vlm import load_vlm, model_fingerprint
+        from ipl.models.vlm import capped_policy, load_vlm, model_fingerprint
 
         self.cfg = CaptionConfig(**cfg)
-        device = "cuda" if self.cfg.num_gpus and torch.cuda.is_available() else "cpu"
-        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, self.cfg.dtype), device=device)
+        from ipl.devices import placement_device, resolve_dtype
+
+        device = placement_device("auto", self.cfg.num_gpus)
+        dtype = resolve_dtype(self.cfg.dtype, device)
+        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, dtype), device=device)
         self.model = model_fingerprint(Path(vlm_dir))
+        self.images = capped_policy(self.vlm.images, self.cfg.max_photos)
         self.keys = keys_by_category
 
     def __call__(self, batch: dict) -> dict:
         from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption, cqe_prompt
         from ipl.generate.local import choose_batch, generate_batch
-        from ipl.photos import decode_photo
+        from ipl.photos import fit_photos
 
         requests = []
         n = len(batch["listing_id"])
         languages = batch["language"] if "language" in batch else ["en"] * n
         for i in range(n):
-            images = []
-            for p in list(batch["photos"][i])[: self.cfg.max_photos]:
-                img = decode_photo(p).copy()
-                img.thumbnail((self.cfg.image_side, self.cfg.image_side))
-                images.append(img)
+            images = fit_photos(batch["photos"][i], self.images)  # the model's policy, as in training
             cat, lang = str(batch["category"][i]), str(languages[i] or "en")
             prompt = caption_prompt(cat, self.keys.get(cat, []), lang)
             requests.append((caption_messages(len(images), prompt, lang), images))
@@ -107,11 +108,12 @@ class CaptionModel:
 
 
 def caption_key(cfg: CaptionConfig, vlm_dir: Path, keys_by_category: dict) -> str:
-    from ipl.models.vlm import model_fingerprint
+    from ipl.models.vlm import capped_policy, image_policy_of, model_fingerprint
 
+    images = capped_policy(image_policy_of(vlm_dir), cfg.max_photos)
     blob = json.dumps({"model": model_fingerprint(vlm_dir), "prompt": PROMPT_VERSION, "keys": keys_by_category,
-                       "llm": "llm" in cfg.cqe.judges and "choice:yes/no",
-                       **cfg.model_dump(include={"max_new_tokens", "max_photos", "image_side"})}, sort_keys=True)
+                       "llm": "llm" in cfg.cqe.judges and "choice:yes/no", "images": images.model_dump(),
+                       **cfg.model_dump(include={"max_new_tokens"})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

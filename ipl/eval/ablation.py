@@ -25,7 +25,7 @@ from typing import Optional
 
 from ipl.eval.config import EvalConfig
 from ipl.generate.prompts import description_prompt
-from ipl.models.vlm import model_fingerprint
+from ipl.models.vlm import capped_policy, image_policy_of, model_fingerprint
 from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
 
 log = logging.getLogger("ipl.eval")
@@ -247,27 +247,49 @@ def generation_key(model: str, settings: str, language: str, prompt: str, photos
 class VLMWorker:
     """A Ray actor holding the VLM: the Generator deployment's loader and photo sizing."""
 
-    def __init__(self, vlm_dir: str, max_photos: int, image_side: int, dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, vlm_dir: str, max_photos: Optional[int] = None, dtype: str = "auto", device: str = "auto",
+                 num_gpus: Optional[float] = None, max_model_len: int = 4096):
         import torch
 
-        from ipl.models.vlm import load_vlm
+        from ipl.devices import placement_device, resolve_dtype
+        from ipl.models.vlm import capped_policy, load_vlm
 
-        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, dtype), device=device)
-        self.max_photos, self.image_side = max_photos, image_side
+        device = placement_device(device, num_gpus)  # in the actor: its GPU when it reserved one
+        self.vlm = load_vlm(vlm_dir, dtype=getattr(torch, resolve_dtype(dtype, device)), device=device)
+        self.images = capped_policy(self.vlm.images, max_photos)  # the model's policy, as the Generator uses it
+        self.max_model_len = max_model_len
 
     def generate(self, items: list[dict], max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:
         from ipl.generate.local import generate_batch
         from ipl.generate.prompts import description_messages
-        from ipl.serve.generator import vlm_images
+        from ipl.caption.prompts import caption_messages
+        from ipl.serve.generator import fit_context, vlm_images
 
         requests = []
-        for it in items:
-            images = vlm_images(it["photos"][: self.max_photos], self.image_side)
-            requests.append((description_messages(len(images), it["prompt"], it["language"]), images))
+        for it in items:  # a description prompt, or a caption prompt (the caption checks)
+            images = vlm_images(it["photos"], self.images)
+            if it.get("caption"):
+                build = (lambda n, it=it: caption_messages(n, it["prompt"], it["language"]))
+            else:
+                build = (lambda n, it=it: description_messages(n, it["prompt"], it["language"]))
+            requests.append(fit_context(self.vlm.processor.tokenizer, build, images,
+                                        self.max_model_len - max_new_tokens))
         t = time.monotonic()
         texts = generate_batch(self.vlm, requests, max_new_tokens, batch_size,
                                blocked=[it.get("blocked") or [] for it in items])
         return texts, time.monotonic() - t
+
+
+def vlm_actor(cfg: EvalConfig):
+    """One :class:`VLMWorker` as a Ray actor with ``generation``'s resources (its GPU in
+    production), so no evaluation loads the VLM on the driver."""
+    from ipl.runtime import ensure_ray
+
+    ray = ensure_ray(cfg.ray)
+    scfg, gc = cfg.serve_config(), cfg.generation
+    g = scfg.generate
+    return ray.remote(VLMWorker).options(num_cpus=gc.num_cpus, num_gpus=gc.num_gpus).remote(
+        str(scfg.vlm_dir), g.max_photos, g.dtype, "auto", gc.num_gpus, g.max_model_len)
 
 
 def read_generations(path: Path) -> dict[str, str]:
@@ -298,7 +320,8 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
         raise FileNotFoundError(f"VLM {vlm_dir}: no config.json (run `ipl train`, or set serve.models.vlm)")
     g = scfg.generate
     model = model_fingerprint(vlm_dir)
-    settings = f"{cfg.generation.max_new_tokens}:{g.max_photos}:{g.image_side}:{g.dtype}"
+    images = capped_policy(image_policy_of(vlm_dir), g.max_photos)
+    settings = f"{cfg.generation.max_new_tokens}:{images.model_dump_json()}:{g.dtype}"
     path = cfg.out_dir / "generations.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     if cfg.fresh and path.exists():
@@ -325,8 +348,8 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
     ray = ensure_ray(cfg.ray)
     gc = cfg.generation
     actor = ray.remote(VLMWorker).options(num_cpus=gc.num_cpus, num_gpus=gc.num_gpus)
-    workers = [actor.remote(str(vlm_dir), g.max_photos, g.image_side, g.dtype,
-                            "cuda" if gc.num_gpus else "cpu") for _ in range(min(gc.workers, len(todo)))]
+    workers = [actor.remote(str(vlm_dir), g.max_photos, g.dtype, "auto", gc.num_gpus, g.max_model_len)
+               for _ in range(min(gc.workers, len(todo)))]
     items = list(todo.values())
     batches = [items[i: i + gc.batch_size] for i in range(0, len(items), gc.batch_size)]
     pending: dict = {}

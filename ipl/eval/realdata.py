@@ -165,7 +165,9 @@ def _vlm_photos(cfg: EvalConfig, n: int) -> tuple[Path, list[dict], object]:
 
 def fashion_descriptions(cfg: EvalConfig) -> dict:
     """Image-only VLM descriptions of real catalogue photos: is the true brand / colour stated?"""
-    from ipl.eval.ablation import VLMWorker
+    import ray
+
+    from ipl.eval.ablation import vlm_actor
     from ipl.eval.match import AttributeMatcher
 
     root, rows, scfg = _vlm_photos(cfg, cfg.realdata.fashion_descriptions)
@@ -173,11 +175,11 @@ def fashion_descriptions(cfg: EvalConfig) -> dict:
         return {"skipped": "no fashion photos or no VLM"}
     from ipl.generate.prompts import description_prompt
 
-    g = scfg.generate
-    worker = VLMWorker(str(scfg.vlm_dir), g.max_photos, g.image_side, g.dtype, g.device)
+    worker = vlm_actor(cfg)
     items = [{"prompt": description_prompt(None, None, None, "en"), "language": "en",
               "photos": [(root / "fashion" / r["image"]).read_bytes()]} for r in rows]
-    texts, _ = worker.generate(items, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    texts, _ = ray.get(worker.generate.remote(items, cfg.generation.max_new_tokens, cfg.generation.batch_size))
+    ray.kill(worker)
     matcher = AttributeMatcher(cfg.metrics.synonyms)
     brand = sum(matcher.states(r["brandName"], t) for r, t in zip(rows, texts)) / len(rows)
     colour = sum(matcher.states(r["baseColour"], t) for r, t in zip(rows, texts)) / len(rows)
@@ -190,21 +192,22 @@ def fashion_captions(cfg: EvalConfig) -> dict:
     """CASLIE captions of real catalogue photos (the caption prompt without a category: the run's
     categories are not these): is the article type named, and the colour a caption states right?"""
     from ipl.caption.cqe import caption_values
-    from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption
+    from ipl.caption.prompts import caption_prompt, clean_caption
+    import ray
+
+    from ipl.eval.ablation import vlm_actor
     from ipl.eval.match import AttributeMatcher
-    from ipl.generate.local import generate_batch
-    from ipl.models.vlm import load_vlm
-    from ipl.serve.generator import vlm_images
 
     root, rows, scfg = _vlm_photos(cfg, cfg.realdata.fashion_captions)
     if not rows:
         return {"skipped": "no fashion photos or no VLM"}
-    g = scfg.generate
-    vlm = load_vlm(scfg.vlm_dir)
     prompt = caption_prompt(None, ["Color"], "en")
-    requests = [(caption_messages(1, prompt, "en"), vlm_images([(root / "fashion" / r["image"]).read_bytes()],
-                                                               g.image_side)) for r in rows]
-    texts = [clean_caption(t) for t in generate_batch(vlm, requests, 48, cfg.generation.batch_size)]
+    items = [{"caption": True, "prompt": prompt, "language": "en",
+              "photos": [(root / "fashion" / r["image"]).read_bytes()]} for r in rows]
+    worker = vlm_actor(cfg)
+    texts, _ = ray.get(worker.generate.remote(items, 48, cfg.generation.batch_size))
+    ray.kill(worker)
+    texts = [clean_caption(t) for t in texts]
     matcher = AttributeMatcher(cfg.metrics.synonyms)
     colours = sorted({r["baseColour"] for r in rows if r.get("baseColour")})
     typed = sum(matcher.states(r["articleType"], t) for r, t in zip(rows, texts))

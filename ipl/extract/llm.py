@@ -25,8 +25,9 @@ log = logging.getLogger("ipl.extract")
 class LLMConfig(Strict):
     """The extraction LLM (paper Table 3)."""
 
-    backend: Literal["none", "transformers", "vllm"] = Field(
-        "none", description="none: gazetteer only; transformers: CPU/GPU; vllm: GPU batch inference."
+    backend: Literal["none", "transformers", "vllm", "serve_llm"] = Field(
+        "none", description="none: gazetteer only; transformers: CPU/GPU; vllm: GPU batch inference (ipl prepare's "
+        "actors); serve_llm: serving only, the Generator's Ray Serve LLMServer, asked asynchronously."
     )
     model: Optional[str] = Field(None, description="Local model directory (save_pretrained layout).")
     max_new_tokens: int = Field(96, ge=8, description="Tokens generated per listing.")
@@ -43,13 +44,15 @@ class TransformersExtractor:
     def __init__(self, cfg: LLMConfig):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+        from ipl.devices import placement_device, resolve_dtype
         from ipl.models.vlm import require_local_dir
 
         path = require_local_dir(cfg.model, "extraction LLM")
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         auto = AutoModelForImageTextToText if getattr(config, "vision_config", None) else AutoModelForCausalLM
-        dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        self.model = auto.from_pretrained(path, local_files_only=True, dtype=dtype[cfg.dtype]).eval()
+        device = placement_device("auto", cfg.num_gpus or None)  # the actor's/replica's GPU when it has one
+        dtype = getattr(torch, resolve_dtype(cfg.dtype, device))
+        self.model = auto.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -61,7 +64,8 @@ class TransformersExtractor:
         prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
         out: list[str] = []
         for i in range(0, len(prompts), self.cfg.batch_size):
-            enc = self.tokenizer(prompts[i : i + self.cfg.batch_size], return_tensors="pt", padding=True)
+            enc = self.tokenizer(prompts[i : i + self.cfg.batch_size], return_tensors="pt",
+                                 padding=True).to(self.model.device)
             gen = self.model.generate(**enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
             out += self.tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -85,6 +89,11 @@ class VLLMExtractor:  # pragma: no cover - needs a GPU and the gpu extra
 
 
 def make_extractor(cfg: LLMConfig):
+    if cfg.backend == "serve_llm":
+        from ipl.config import ConfigError
+
+        raise ConfigError("llm.backend=serve_llm exists in serving only (the Generator's LLMServer); batch jobs use "
+                          "transformers or vllm")
     if cfg.backend == "transformers":
         return TransformersExtractor(cfg)
     if cfg.backend == "vllm":

@@ -72,6 +72,10 @@ class FaissConfig(Strict):
     ef_search: int = Field(64, ge=1, description="HNSW efSearch.")
     train_sample: int = Field(100_000, ge=100, description="Vectors sampled to train the coarse quantizer / PQ once.")
     shard_cpus: float = Field(1, gt=0, description="CPUs per shard-building Ray task.")
+    gpu: bool = Field(True, description="Use FAISS's GPU build where it and a GPU are present (IVF k-means on all "
+                      "GPUs of the training task); the CPU build or no GPU: the same index on the CPU.")
+    train_num_gpus: float = Field(0, ge=0, description="GPUs of the Ray task that trains the coarse quantizer (0: "
+                                  "in the job's driver, on its CPU).")
 
 
 class CategoryConfig(Strict):

@@ -38,8 +38,11 @@ def arrow_to_vectors(column) -> np.ndarray:
 
 class ListingEmbedder:
     def __init__(self, clip_source: str, weights: str | None = None, photos_per_listing: int = 3,
-                 threads: int = 1, device: str = "cpu"):
+                 threads: int = 1, num_gpus: float = 0, device: str = "auto"):
+        from ipl.devices import placement_device
+
         torch.set_num_threads(max(1, threads))
+        device = placement_device(device, num_gpus)  # resolved in the actor: its GPU, if it reserved one
         self.clip = load_clip(clip_source, weights, device=device)
         self.n = photos_per_listing
         self.device = device

@@ -11,10 +11,13 @@ label ``j`` in it is the global id ``id_start_s + j`` (kept in the manifest).
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
 import numpy as np
+
+log = logging.getLogger("ipl.index")
 
 INNER_PRODUCT = "inner_product"
 
@@ -47,7 +50,69 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def trained_template(spec: str, dim: int, sample: np.ndarray, ef_construction: int = 80) -> np.ndarray:
+# -- FAISS on GPU ------------------------------------------------------------------------------------
+# faiss-gpu-cu12 (the `gpu` extra) and faiss-cpu install the same `faiss` module; only the GPU build
+# has StandardGpuResources. With it and a visible GPU, IVF training clusters on the GPU and serving
+# replicas search a GPU copy of each shard; otherwise everything stays on the CPU (same results).
+_GPU_RESOURCES = None
+
+
+def faiss_gpus() -> int:
+    """GPUs FAISS can use in this process (0 with the CPU build or no visible GPU)."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _resources():
+    global _GPU_RESOURCES
+    import faiss
+
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = faiss.StandardGpuResources()
+    return _GPU_RESOURCES
+
+
+def search_copy(index, use_gpu: bool = True, device: int = 0):
+    """(index to search, where): a GPU copy (``index_cpu_to_gpu``) when FAISS has a GPU here and the
+    type supports it (Flat, IVF-Flat, IVF-PQ; HNSW stays on the CPU), else ``index`` itself."""
+    import faiss
+
+    if not use_gpu or faiss_gpus() == 0:
+        return index, "cpu"
+    try:
+        nprobe = getattr(_ivf(index), "nprobe", None)
+        gpu = faiss.index_cpu_to_gpu(_resources(), device, index)
+        if nprobe is not None and hasattr(gpu, "nprobe"):
+            gpu.nprobe = nprobe  # GpuIndexIVF searches this many lists, as the CPU index did
+        return gpu, f"cuda:{device}"
+    except (RuntimeError, AttributeError) as exc:  # a type the GPU build does not support
+        log.info("faiss: %s stays on the CPU (%s)", type(index).__name__, str(exc).splitlines()[0])
+        return index, "cpu"
+
+
+def train_index(index, sample: np.ndarray, use_gpu: bool = True) -> str:
+    """``index.train(sample)``; for an IVF index with a GPU here, the k-means of the coarse quantizer
+    runs on all GPUs (FAISS's own recipe: a GPU flat index as the clustering index). Returns where."""
+    import faiss
+
+    ivf = _ivf(index)
+    if use_gpu and ivf is not None and faiss_gpus() > 0:
+        flat = faiss.IndexFlatIP(ivf.d) if ivf.metric_type == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(ivf.d)
+        ivf.clustering_index = faiss.index_cpu_to_all_gpus(flat)
+        index.train(sample)  # the clustering index is a training aid: not serialised with the index
+        return "cuda"
+    index.train(sample)
+    return "cpu"
+
+
+def trained_template(spec: str, dim: int, sample: np.ndarray, ef_construction: int = 80,
+                     use_gpu: bool = True) -> np.ndarray:
     """An empty index of ``spec``, trained on ``sample`` if it needs training, serialised."""
     import faiss
 
@@ -59,7 +124,8 @@ def trained_template(spec: str, dim: int, sample: np.ndarray, ef_construction: i
         if len(sample) < _min_train(spec):
             raise ValueError(f"index {spec!r} needs at least {_min_train(spec)} training vectors, have {len(sample)}: "
                              "lower faiss.nlist / faiss.pq_bits or use faiss.type=Flat")
-        index.train(sample)
+        where = train_index(index, sample, use_gpu)
+        log.info("faiss: %s trained on %d vectors (%s)", spec, len(sample), where)
     return faiss.serialize_index(index)
 
 

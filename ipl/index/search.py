@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ipl.index.faiss_index import merge_topk, normalize, set_search_params
+from ipl.index.faiss_index import merge_topk, normalize, search_copy, set_search_params
 from ipl.index.manifest import IndexIntegrityError, check_compatible, current_version, verify_files
 
 log = logging.getLogger("ipl.index")
@@ -109,7 +109,7 @@ class ShardedIndex:
     @classmethod
     def load(cls, path: Path, dim: Optional[int] = None, fingerprint: Optional[str] = None,
              nprobe: Optional[int] = None, ef_search: Optional[int] = None,
-             identical_threshold: Optional[float] = None) -> "ShardedIndex":
+             identical_threshold: Optional[float] = None, use_gpu: bool = True) -> "ShardedIndex":
         import faiss
         import pyarrow.parquet as pq
 
@@ -131,6 +131,7 @@ class ShardedIndex:
             meta = pq.read_table(version_dir / shard["metadata"]).to_pandas()
             if len(meta) != index.ntotal or (len(meta) and (meta["id"].iloc[0] != shard["id_start"])):
                 raise IndexIntegrityError(f"{shard['metadata']}: {len(meta)} rows do not match shard {shard['index']}")
+            index, where = search_copy(index, use_gpu)  # a GPU copy where FAISS has a GPU here
             shards.append(index)
             offsets.append(shard["id_start"])
             frames.append(meta)
@@ -141,8 +142,8 @@ class ShardedIndex:
             manifest.get("thresholds", {}).get("identical")
         if threshold is None:  # the identical tier is disabled: no hit is the identical product
             threshold = float("inf")
-        log.info("loaded index %s: %d vectors in %d shards (%s)", version_dir, manifest["ntotal"], len(shards),
-                 manifest["index_type"])
+        log.info("loaded index %s: %d vectors in %d shards (%s, searched on %s)", version_dir, manifest["ntotal"],
+                 len(shards), manifest["index_type"], where if shards else "-")
         out = cls(version_dir, manifest, shards, offsets, metadata, float(threshold))
         if manifest.get("text_index"):
             from ipl.index.captions import load_text_index

@@ -106,7 +106,7 @@ def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
     ds = ds.repartition(target_num_rows_per_block=e.block_rows)
     ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
         "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,
-        "threads": max(1, int(e.num_cpus)), "device": "cuda" if e.num_gpus else "cpu"},
+        "threads": max(1, int(e.num_cpus)), "num_gpus": e.num_gpus},
         batch_size=e.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=e.concurrency),
         num_cpus=e.num_cpus, num_gpus=e.num_gpus or None)
     ds.write_parquet(str(out_dir.resolve()))
@@ -199,8 +199,12 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
     spec = factory_string(cfg.faiss.type, dim, n, cfg.faiss.nlist, cfg.faiss.pq_m, cfg.faiss.pq_bits,
                           cfg.faiss.hnsw_m)
     t0 = time.monotonic()
-    template = trained_template(spec, dim, training_sample(files, holdout, cfg.faiss.train_sample, cfg.eval.seed),
-                                cfg.faiss.ef_construction)
+    sample = training_sample(files, holdout, cfg.faiss.train_sample, cfg.eval.seed)
+    if cfg.faiss.train_num_gpus:  # k-means on a GPU worker (FAISS's GPU build), never on the driver
+        train = ray.remote(num_gpus=cfg.faiss.train_num_gpus, num_cpus=1, max_retries=0)(trained_template)
+        template = ray.get(train.remote(spec, dim, sample, cfg.faiss.ef_construction, cfg.faiss.gpu))
+    else:
+        template = trained_template(spec, dim, sample, cfg.faiss.ef_construction, cfg.faiss.gpu)
     log.info("index %s: trained on a sample in %.1fs", spec, time.monotonic() - t0)
     groups = plan_shards(counts, cfg.faiss.shards)
     starts = np.cumsum([0] + [sum(b - a for _, a, b in g) for g in groups])[:-1]

@@ -26,15 +26,70 @@ PATCH = 14
 MERGE = 2
 
 
+POLICY_FILE = "ipl_images.json"  # the image policy a model was trained with (ipl.config.ImagePolicy)
+
+
 @dataclass
 class VLM:
     model: Any  # transformers PreTrainedModel (Qwen2VLForConditionalGeneration or a sibling)
     processor: Any  # Qwen2VLProcessor
     path: Path
+    images: Any = None  # its ImagePolicy (load_vlm: the directory's)
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
+
+
+def set_image_policy(processor, policy) -> None:
+    """The Qwen2-VL processor's ``min_pixels``/``max_pixels`` set to the policy's bounds."""
+    from transformers.image_utils import SizeDict
+
+    ip = getattr(processor, "image_processor", processor)
+    ip.size = SizeDict(shortest_edge=policy.min_pixels, longest_edge=policy.max_pixels)
+    for name in ("min_pixels", "max_pixels"):
+        if hasattr(ip, name):
+            setattr(ip, name, getattr(policy, name))
+
+
+def processor_policy(processor, max_photos: int = 2):
+    """The ImagePolicy a processor's own bounds describe (a checkpoint without ``ipl_images.json``)."""
+    from ipl.config import ImagePolicy
+
+    size = getattr(getattr(processor, "image_processor", processor), "size", None)
+    lo = getattr(size, "shortest_edge", None) or 56 * 56
+    hi = getattr(size, "longest_edge", None) or 28 * 28 * 1280
+    return ImagePolicy(min_pixels=max(28 * 28, int(lo)), max_pixels=max(int(lo), int(hi)), max_photos=max_photos)
+
+
+def capped_policy(policy, max_photos: Optional[int]):
+    """The model's image policy with at most ``max_photos`` photos (None: as it is)."""
+    if max_photos is None or max_photos >= policy.max_photos:
+        return policy
+    return policy.model_copy(update={"max_photos": max_photos})
+
+
+def save_image_policy(model_dir: str | Path, policy) -> None:
+    from ipl.runtime import write_json_atomic
+
+    write_json_atomic(Path(model_dir) / POLICY_FILE, policy.model_dump())
+
+
+def image_policy_of(model_dir: str | Path, processor=None):
+    """The image policy stored with a model directory (``ipl train`` writes it); without one, the
+    bounds its processor config holds and 2 photos."""
+    import json
+
+    from ipl.config import ImagePolicy
+
+    f = Path(model_dir) / POLICY_FILE
+    if f.is_file():
+        return ImagePolicy.model_validate(json.loads(f.read_text()))
+    if processor is None:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(Path(model_dir), local_files_only=True)
+    return processor_policy(processor)
 
 
 def require_local_dir(path: str | Path, what: str, hint: str = "") -> Path:
@@ -128,7 +183,32 @@ def load_vlm(path: str | Path, dtype: Optional[torch.dtype] = None, device: str 
     model = AutoModelForImageTextToText.from_pretrained(p, local_files_only=True, dtype=dtype or torch.float32)
     model.to(device)
     model.eval()
-    return VLM(model, processor, p)
+    policy = image_policy_of(p, processor)
+    set_image_policy(processor, policy)
+    return VLM(model, processor, p, policy)
+
+
+def count_params_b(model_dir: str | Path) -> Optional[float]:
+    """Parameters (billions) of a save_pretrained directory from its safetensors headers (no weights
+    are read); None when the directory or its safetensors are not here."""
+    import json
+    import struct
+
+    files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for d in meta["shape"]:
+                    count *= d
+                total += count
+    return total / 1e9
 
 
 def model_fingerprint(vlm_dir: Path) -> str:

@@ -60,11 +60,19 @@ def build(cfg: ServeConfig):
 
     safety = bind(SafetyGate, d.safety, "SafetyGate", cfg.scoped("SafetyGate"))
     perception = bind(Perception, d.perception, "Perception", cfg.scoped("Perception"))
+    # generate.backend=serve_llm: Ray Serve LLM's LLMServer holds the model (vLLM, its GPUs placed by
+    # Ray); the Generator (prompt, guard, stream) and an llm extractor get its handle: one copy of the weights
+    llm = None
+    if cfg.generate.backend == "serve_llm":
+        from ipl.serve.llm_server import build_llm_app
+
+        llm = build_llm_app(cfg)
     # the offline extractor is a pure function of the hits (the values `ipl prepare` stored with the
     # index, re-grounded): it runs inside the ingress, one hop fewer; the llm backend holds a model
-    extractor = bind(AttributeExtractor, d.extractor, "AttributeExtractor", cfg.scoped("AttributeExtractor")) \
-        if cfg.extract.backend == "llm" else None
-    generator = bind(Generator, d.generator, "Generator", cfg.scoped("Generator"))
+    extractor_llm = (llm,) if cfg.extract.llm.backend == "serve_llm" else ()
+    extractor = bind(AttributeExtractor, d.extractor, "AttributeExtractor", cfg.scoped("AttributeExtractor"),
+                     *extractor_llm) if cfg.extract.backend == "llm" else None
+    generator = bind(Generator, d.generator, "Generator", cfg.scoped("Generator"), *((llm,) if llm else ()))
     return bind(ingress_class(), d.ingress, "Ingress", safety, perception, extractor, generator, cfg)
 
 

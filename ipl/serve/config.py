@@ -47,7 +47,7 @@ class SafetyConfig(Strict):
         description="Image formats accepted, as sniffed from the bytes (the declared content type is ignored).")
     reencode_side: int = Field(512, ge=64, description="Each photo is decoded once by the SafetyGate (EXIF orientation "
                                "applied, EXIF/GPS dropped) and passed on as RGB pixels with the longest side at most "
-                               "this; keep it at least generate.image_side.")
+                               "this; keep its square at least the model's images.max_pixels.")
     prohibited: list[str] = Field(
         default_factory=lambda: ["a gun", "a knife", "drugs", "cigarettes", "a banknote"],
         description="Prohibited concepts screened zero-shot with the safety CLIP (empty: off).")
@@ -83,6 +83,8 @@ class RetrievalConfig(Strict):
                                                  "tier is disabled).")
     nprobe: Optional[int] = Field(None, ge=1, description="IVF lists searched (null: the index's setting).")
     refresh_s: float = Field(30.0, ge=0, description="Seconds between checks for a newer index version (0: never).")
+    faiss_gpu: bool = Field(True, description="Search a GPU copy of each shard when the replica has a GPU and FAISS's "
+                            "GPU build is installed (the gpu extra); else the CPU index.")
     category_min_score: Optional[float] = Field(None, ge=0, le=1, description="Below this the predicted category is "
                                                 "not used (Appendix D: image-only instruction); null: the index's "
                                                 "calibrated category gate (no category at all when it is disabled).")
@@ -125,15 +127,38 @@ class EvidenceServeConfig(Strict):
 class GenerateConfig(Strict):
     """Description generation (paper Table 2 prompt) with the VLM."""
 
-    backend: Literal["transformers", "vllm"] = Field("transformers", description="transformers (CPU/GPU, "
-                                                    "streams through a text streamer) or vllm (GPU, async engine).")
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        if isinstance(data, dict) and "image_side" in data:
+            raise ValueError("generate.image_side is gone: photos are sized by the model's image policy (the `images` "
+                             "block of ipl train, stored in <vlm>/ipl_images.json), as in training")
+        if isinstance(data, dict) and data.get("backend") == "vllm":
+            raise ValueError("generate.backend=vllm is now serve_llm: Ray Serve LLM's LLMServer runs vLLM "
+                             "(deployments.llm holds its replicas, accelerator type and autoscaling)")
+        return data
+
+    backend: Literal["transformers", "serve_llm"] = Field(
+        "transformers", description="transformers: the model inside the Generator replica (CPU/GPU, dynamic "
+        "batching); serve_llm: Ray Serve LLM's LLMServer (vLLM, GPUs; deployments.llm), which the Generator calls "
+        "with chat messages, photos as data URLs (ipl.serve.llm_server).")
+    served_model_name: str = Field("ipl-vlm", description="serve_llm: the model id the LLMServer serves under.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="serve_llm: further vLLM engine "
+                                          "arguments (LLMConfig.engine_kwargs; the dtype, context, memory share, "
+                                          "tensor parallelism and image policy above are set already).")
+    kv_reserve_gib: float = Field(2.0, ge=0, description="GPU memory per GPU that must be left for the KV cache "
+                                  "after the weights, in the offline memory check.")
+    params_b: Optional[float] = Field(None, gt=0, description="Parameters of the served model in billions, for "
+                                      "the offline memory check (python -m ipl.cluster; null: counted from the "
+                                      "model directory when it is present, else the check names what is missing).")
     max_new_tokens: int = Field(96, ge=1, description="Tokens generated at most.")
     max_chars: int = Field(600, ge=20, description="Characters of description at most; a capped description is cut "
                            "at its last sentence boundary.")
     timeout_s: float = Field(60.0, gt=0, description="Generation time limit; past it the seller is told to write the "
                              "description by hand.")
-    max_photos: int = Field(4, ge=1, description="Photos given to the VLM (the first N).")
-    image_side: int = Field(224, ge=28, description="Photos are resized to at most this side for the VLM.")
+    max_photos: Optional[int] = Field(None, ge=1, description="Photos given to the VLM at most (null: the model's "
+                                      "image policy, <vlm>/ipl_images.json from ipl train; a number lowers it). "
+                                      "Each photo is resized as in training (ipl.config.ImagePolicy).")
     max_batch: int = Field(8, ge=1, description="transformers backend: concurrent requests decoded together in one "
                            "batch at most (1: one at a time). Keep deployments.generator.max_ongoing_requests at "
                            "least this, or batches never fill.")
@@ -141,8 +166,11 @@ class GenerateConfig(Strict):
                                       "interval is sent on as one stream item (0: every token as it comes).")
     batch_wait_ms: float = Field(5.0, ge=0, description="transformers backend: how long a free model waits for more "
                                  "requests to join the batch it is about to start.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
-    device: str = Field("cpu", description="torch device of the transformers backend.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype (auto: float32 on the CPU, bfloat16 on a GPU that has it, else float16; "
+        "float16 on a GPU serves only after the start-up probe saw finite logits: ipl.devices).")
+    device: str = Field("auto", description="torch device of the transformers backend (auto: the replica's GPU when "
+                        "the deployment reserves one, else cpu).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")
     max_model_len: int = Field(4096, ge=256, description="vLLM context length.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
@@ -199,7 +227,20 @@ class DeploymentsConfig(Strict):
     extractor: DeploymentOptions = Field(default_factory=DeploymentOptions, description="AttributeExtractor (a "
                                          "deployment only with extract.backend=llm; offline runs in the ingress).")
     generator: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=4),
-                                         description="Generator.")
+                                         description="Generator (with generate.backend=serve_llm: prompt, guard "
+                                         "and stream only, no GPU; the model is deployments.llm).")
+    llm: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=32, num_cpus=1),
+                                   description="generate.backend=serve_llm: the LLMServer's replicas "
+                                   "(autoscaling, max_ongoing_requests, accelerator_type). Its GPUs are "
+                                   "generate.tensor_parallel_size per replica, placed by Ray Serve LLM; num_gpus "
+                                   "here must stay 0.")
+
+    @model_validator(mode="after")
+    def _llm_gpus(self):
+        if self.llm.num_gpus:
+            raise ValueError("deployments.llm.num_gpus: leave it 0; the LLMServer takes generate.tensor_parallel_size "
+                             "GPUs per replica through its placement group")
+        return self
 
 
 class CaptionServeConfig(Strict):
@@ -288,12 +329,17 @@ class ServeConfig(Strict):
                                       "photo).")
 
     @model_validator(mode="after")
-    def _photo_sides(self):
-        if self.generate.image_side > self.safety.reencode_side:
-            raise ValueError(f"generate.image_side ({self.generate.image_side}) is larger than safety.reencode_side "
-                             f"({self.safety.reencode_side}): the VLM would be given upscaled photos; raise "
-                             f"safety.reencode_side to at least {self.generate.image_side}")
+    def _llm_backends(self):
+        b = self.extract.llm.backend
+        if self.extract.backend == "llm" and b == "vllm":
+            raise ValueError("extract.llm.backend=vllm would call vLLM's synchronous LLM from request threads; use "
+                             "serve_llm (the extractor then asks the Generator's LLMServer, asynchronously) or "
+                             "transformers")
+        if self.extract.backend == "llm" and b == "serve_llm" and self.generate.backend != "serve_llm":
+            raise ValueError("extract.llm.backend=serve_llm asks the LLMServer of generate.backend=serve_llm; set "
+                             "generate.backend: serve_llm or use extract.llm.backend: transformers")
         return self
+
 
     def scoped(self, deployment: str) -> "ServeConfig":
         """This config with only what ``deployment`` reads (other sections at their defaults).
@@ -351,5 +397,5 @@ class ServeConfig(Strict):
         if not self.templates_path.is_file():
             problems.append(f"templates {self.templates_path}: missing (run `ipl prepare`)")
         if self.extract.backend == "llm" and self.extract.llm.backend == "none":
-            problems.append("extract.backend=llm needs extract.llm.backend: transformers or vllm")
+            problems.append("extract.backend=llm needs extract.llm.backend: transformers or serve_llm")
         return problems

@@ -77,11 +77,12 @@ def _mean(vectors: np.ndarray) -> np.ndarray:
 
 class SafetyGate:
     def __init__(self, cfg: ServeConfig):
+        from ipl.devices import placement_device
         from ipl.models.clip import load_clip
 
         self.cfg = cfg.safety
         strict_pillow(self.cfg.max_pixels)
-        self.clip = load_clip(cfg.safety_clip_dir)
+        self.clip = load_clip(cfg.safety_clip_dir, device=placement_device())  # a GPU replica encodes on it
         categories = sorted(load_templates(cfg.templates_path))
         self.n_prohibited = len(self.cfg.prohibited)
         prompts = list(self.cfg.prohibited) + [self.cfg.allowed_prompt.format(category=c.replace("_", " "))
@@ -168,14 +169,16 @@ class Perception:
     def __init__(self, cfg: ServeConfig):
         from ipl.index.category import CategoryPredictor as CategoryHead
         from ipl.index.search import IndexHolder
+        from ipl.devices import placement_device
         from ipl.models.clip import load_clip
 
         self.cfg = cfg.retrieval
-        self.clip = load_clip(cfg.clip_dir)
+        self.clip = load_clip(cfg.clip_dir, device=placement_device())
         head_dir = cfg.category_dir if cfg.category_dir.is_dir() else None
         self.categories = CategoryHead.load(self.clip, head_dir, categories=sorted(load_templates(cfg.templates_path)))
         self.holder = IndexHolder(cfg.index_root, dim=self.clip.dim, fingerprint=self.clip.fingerprint,
-                                  nprobe=self.cfg.nprobe, identical_threshold=self.cfg.identical_threshold)
+                                  nprobe=self.cfg.nprobe, identical_threshold=self.cfg.identical_threshold,
+                                  use_gpu=self.cfg.faiss_gpu)
         if not self.holder.refresh():
             raise RuntimeError(f"no usable index at {cfg.index_root}: {self.holder.last_error}")
         self.holder.start(self.cfg.refresh_s)

@@ -12,9 +12,15 @@ are the SafetyGate's pixels (no decode here). Backends:
   streamed on its own; a per-row stopping criterion watches each request's cancel flag, so a
   client disconnect, an output-monitor halt or a timeout stops that row's decoding; each row's
   ``blocked`` values (:mod:`ipl.generate.guard`) are masked by a logits processor;
-* vllm (``production.yaml``): vLLM's async engine (``AsyncLLM``) with the photos as
-  ``multi_modal_data`` and ``blocked`` as ``SamplingParams.bad_words``; cancelling aborts
-  the request in the engine.
+* serve_llm (``production.yaml``): Ray Serve LLM's ``LLMServer`` (vLLM on GPUs) through a
+  deployment handle, chat messages with the photos as data URLs and ``blocked`` as vLLM's
+  ``bad_words``; cancelling the handle's response aborts the request in the engine
+  (:mod:`ipl.serve.llm_server`).
+
+Photos follow the model's image policy (:class:`ipl.config.ImagePolicy`, read from the model
+directory: what it was trained with), and a prompt whose photos would not fit the context
+(``generate.max_model_len`` less the tokens to generate) loses photos from the end, the rule
+training uses (:func:`ipl.photos.photos_that_fit`).
 
 ``truncate_sentence(text, max_chars)`` cuts a capped description at its last sentence end.
 """
@@ -24,7 +30,6 @@ import asyncio
 import logging
 import re
 import threading
-import uuid
 from typing import AsyncIterator, Optional, Sequence
 
 from ipl.generate.prompts import description_messages
@@ -48,17 +53,29 @@ def truncate_sentence(text: str, max_chars: int) -> str:
     return (head[:space] if space > max_chars // 3 else head).rstrip(" ,;:") + "…"
 
 
-def vlm_images(photos: Sequence, side: int) -> list:
-    """Photos (the SafetyGate's pixels; encoded bytes are decoded) as RGB images with the longest
-    side at most ``side`` (what the VLM is given)."""
-    from ipl.photos import decode_photo
+def vlm_images(photos: Sequence, policy) -> list:
+    """Photos (the SafetyGate's pixels; encoded bytes are decoded) as the RGB images the VLM is
+    given under the image ``policy`` (the first ``max_photos``, each sized as in training)."""
+    from ipl.photos import fit_photos
 
-    out = []
-    for p in photos:
-        img = decode_photo(p).copy()
-        img.thumbnail((side, side))
-        out.append(img)
-    return out
+    return fit_photos(photos, policy)
+
+
+def fit_context(tokenizer, build, images: list, max_tokens: int) -> tuple[list[dict], list]:
+    """(messages, images) with photos dropped from the end until the prompt fits ``max_tokens``
+    (``build(n)`` makes the messages for ``n`` photos)."""
+    from ipl.photos import photos_that_fit
+
+    messages = build(len(images))
+    if not images or tokenizer is None:
+        return messages, images
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 3 * len(images)
+    keep = photos_that_fit(text_tokens, images, max_tokens)
+    if keep < len(images):
+        images = images[:keep]
+        messages = build(keep)
+    return messages, images
 
 
 class _Job:
@@ -90,10 +107,15 @@ class TransformersBackend:
 
         import torch
 
+        from ipl.devices import needs_probe, placement_device, probe_vlm, resolve_dtype
         from ipl.models.vlm import load_vlm
 
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-        self.vlm = load_vlm(path, dtype=dtype, device=cfg.device, hint="run `ipl train` or set models.vlm")
+        device = placement_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, device)
+        self.vlm = load_vlm(path, dtype=getattr(torch, self.dtype), device=device,
+                            hint="run `ipl train` or set models.vlm")
+        if needs_probe(self.dtype, device):  # fp16 on a GPU: refuse to serve NaNs
+            probe_vlm(self.vlm, self.dtype, f"VLM {path}")
         self.cfg = cfg
         self._sequences: dict[str, list[list[int]]] = {}
         self._eos = _eos_ids(self.vlm)
@@ -270,86 +292,52 @@ def _eos_ids(vlm) -> set[int]:
     return {int(i) for i in ids if i is not None} | {vlm.processor.tokenizer.eos_token_id}
 
 
-class VLLMBackend:  # pragma: no cover - needs a GPU and the gpu extra
-    def __init__(self, path, cfg: GenerateConfig):
-        from transformers import AutoTokenizer
-        from vllm import AsyncEngineArgs
-
-        try:
-            from vllm.v1.engine.async_llm import AsyncLLM as Engine
-        except ImportError:
-            from vllm import AsyncLLMEngine as Engine
-        args = AsyncEngineArgs(model=str(path), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-                               gpu_memory_utilization=cfg.gpu_memory_utilization,
-                               tensor_parallel_size=cfg.tensor_parallel_size,
-                               limit_mm_per_prompt={"image": cfg.max_photos})
-        self.engine = Engine.from_engine_args(args)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-    async def choose(self, messages: list[dict], images: list, choices: Sequence[str]) -> tuple[str, float]:
-        """A closed-set answer: one token restricted to the choices' first tokens (``allowed_token_ids``)."""
-        import math
-
-        from vllm import SamplingParams
-
-        first = {}
-        for c in choices:
-            for form in (c, c.capitalize(), " " + c):
-                ids = self.tokenizer.encode(form, add_special_tokens=False)
-                if ids:
-                    first.setdefault(ids[0], c)
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        params = SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=sorted(first),
-                                logprobs=len(first))
-        inputs = {"prompt": prompt, "multi_modal_data": {"image": images}} if images else {"prompt": prompt}
-        final = None
-        async for out in self.engine.generate(inputs, params, uuid.uuid4().hex):
-            final = out.outputs[0]
-        token = final.token_ids[0]
-        mass: dict[str, float] = {}
-        for tid, lp in ((final.logprobs or [{}])[0] or {}).items():
-            if tid in first:
-                mass[first[tid]] = mass.get(first[tid], 0.0) + math.exp(getattr(lp, "logprob", lp))
-        total = sum(mass.values())
-        return first[token], (mass.get(first[token], 0.0) / total if total else 1.0)
-
-    async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
-                     cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
-        from vllm import SamplingParams
-
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        request_id = uuid.uuid4().hex
-        # the decode-time guard: vLLM bans each word with and without a leading space itself
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, bad_words=list(blocked) or None)
-        inputs = {"prompt": prompt, "multi_modal_data": {"image": images}} if images else {"prompt": prompt}
-        sent, final, prompt_ids = "", None, None
-        try:
-            async for out in self.engine.generate(inputs, params, request_id):
-                prompt_ids = out.prompt_token_ids
-                if cancel.is_set():
-                    await self.engine.abort(request_id)
-                    yield {"finish_reason": "cancelled", "tokens": len(final.token_ids) if final else 0}
-                    return
-                final = out.outputs[0]
-                if final.text[len(sent):]:
-                    yield {"text": final.text[len(sent):]}
-                    sent = final.text
-        except asyncio.CancelledError:
-            await self.engine.abort(request_id)
-            raise
-        yield {"finish_reason": (final.finish_reason if final else "stop") or "stop",
-               "tokens": len(final.token_ids) if final else 0, "prompt_tokens": len(prompt_ids or [])}
-
-
 class Generator:
     """Serve deployment (plain class): the VLM behind the Table 2 prompt."""
 
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, llm=None):
+        from ipl.models.vlm import capped_policy, image_policy_of
+
         self.cfg = cfg.generate
-        backend = VLLMBackend if self.cfg.backend == "vllm" else TransformersBackend
-        self.backend = backend(cfg.vlm_dir, self.cfg)
+        if self.cfg.backend == "serve_llm":
+            from ipl.serve.llm_server import ServeLLMBackend
+
+            if llm is None:
+                raise ValueError("generate.backend=serve_llm needs the LLMServer handle (ipl.serve.app.build binds it)")
+            self.backend = ServeLLMBackend(cfg.vlm_dir, self.cfg, llm)
+            self.tokenizer = self.backend.tokenizer
+            policy = image_policy_of(cfg.vlm_dir)
+        else:
+            self.backend = TransformersBackend(cfg.vlm_dir, self.cfg)
+            self.tokenizer = self.backend.vlm.processor.tokenizer
+            policy = self.backend.vlm.images
+        self.images = capped_policy(policy, self.cfg.max_photos)  # the model's policy (what it was trained with)
         self.stats = {"active": 0, "completed": 0, "cancelled": 0, "failed": 0}
         self._base = counts()
+        # float16 behind the LLMServer: checked for finite logits before the first draft (the
+        # transformers backend probes at load, ipl.devices.probe_vlm)
+        self._probe = None
+        self._probe_error: Optional[str] = None
+
+    async def _checked(self) -> None:
+        if self.cfg.backend != "serve_llm" or self.cfg.dtype != "float16":
+            return
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self.backend.probe())
+        try:
+            await asyncio.shield(self._probe)
+        except Exception as exc:  # noqa: BLE001 - kept and reported to every request
+            self._probe_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    async def check_health(self) -> None:
+        """Serve's health check: unhealthy (and saying why) when the precision probe failed."""
+        if self._probe_error:
+            raise RuntimeError(self._probe_error)
+
+    def _inputs(self, photos: Sequence, build, max_new_tokens: int) -> tuple[list[dict], list]:
+        images = vlm_images(photos, self.images)
+        return fit_context(self.tokenizer, build, images, self.cfg.max_model_len - max_new_tokens)
 
     def get_stats(self) -> dict:
         return {**self.stats, **counts_since(self._base), **getattr(self.backend, "batches", {})}
@@ -360,13 +348,13 @@ class Generator:
         closed yes/no on it (the CQE prompt, same photos)."""
         from ipl.caption.prompts import caption_messages, caption_prompt, clean_caption, cqe_prompt
 
-        photos = list(photos)[: self.cfg.max_photos]
-        images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
-        messages = caption_messages(len(images), caption_prompt(category, keys, language), language)
+        limit = min(max_new_tokens, self.cfg.max_new_tokens)
+        prompt = caption_prompt(category, keys, language)
+        messages, images = await asyncio.to_thread(self._inputs, photos,
+                                                   lambda n: caption_messages(n, prompt, language), limit)
         cancel, text = threading.Event(), ""
         try:
-            async for item in self.backend.stream(messages, images, min(max_new_tokens, self.cfg.max_new_tokens),
-                                                  cancel, []):
+            async for item in self.backend.stream(messages, images, limit, cancel, []):
                 if "error" in item:
                     raise RuntimeError(f"caption generation failed: {item['error']}")
                 text += item.get("text", "")
@@ -384,11 +372,11 @@ class Generator:
     async def stream(self, prompt: str, photos: Sequence, language: str = "en",
                      max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None
                      ) -> AsyncIterator[dict]:
+        await self._checked()  # a failed precision probe is an error before the 200, never a broken stream
         yield {"admitted": True}  # this replica has taken the draft: the ingress may now answer 200
-        photos = list(photos)[: self.cfg.max_photos]
-        images = await asyncio.to_thread(vlm_images, photos, self.cfg.image_side)
-        messages = description_messages(len(images), prompt, language)
         limit = min(max_new_tokens or self.cfg.max_new_tokens, self.cfg.max_new_tokens)
+        messages, images = await asyncio.to_thread(self._inputs, photos,
+                                                   lambda n: description_messages(n, prompt, language), limit)
         cancel = threading.Event()
         self.stats["active"] += 1
         outcome = "cancelled"

@@ -10,6 +10,8 @@ A plan that cannot fit raises :class:`~ipl.config.ConfigError` saying what is mi
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ipl.config import ConfigError
 from ipl.train.config import ScalingConfig
 
@@ -28,13 +30,52 @@ def node_capacity(nodes: list[dict]) -> list[dict]:
     return out
 
 
-def check_capacity(scaling: ScalingConfig, nodes: list[dict], data_cpus: float = 0.5) -> list[int]:
-    """Workers per node of a feasible placement; ConfigError when there is none."""
+def gpu_memory_of(types: set) -> Optional[float]:
+    """GiB per GPU of a node from its ``accelerator_type:<T>`` labels (None: unknown)."""
+    from ipl.devices import accelerator_memory_gib
+
+    sizes = [accelerator_memory_gib(t.split(":", 1)[1]) for t in types]
+    sizes = [s for s in sizes if s]
+    return max(sizes) if sizes else None  # a label with its size (V100-32G) wins over the table
+
+
+def memory_line(need: dict) -> str:
+    return (f"{need['params_b']:.2f}B params, ZeRO-{need['zero_stage']} {need['precision']}: weights "
+            f"{need['weights_gib']:.1f} + grads {need['grads_gib']:.1f} + optimizer {need['optimizer_gib']:.1f} + "
+            f"activations {need['activation_gib']:.1f} = {need['total_gib']:.1f} GiB per GPU")
+
+
+def check_memory(need: Optional[dict], cap: list[dict], usable: float = 0.9) -> list[dict]:
+    """The nodes whose GPUs hold a worker's ``need`` (``usable`` of each GPU's memory: the CUDA
+    context and fragmentation take the rest); nodes of unknown GPU memory are kept."""
+    if not need:
+        return cap
+    ok = []
+    for n in cap:
+        mem = gpu_memory_of(n["types"])
+        if mem is None or need["total_gib"] <= usable * mem + 1e-9:
+            ok.append(n)
+    if not ok and cap:
+        have = ", ".join(sorted({f"{n['node']}: {gpu_memory_of(n['types']):g} GiB" for n in cap
+                                 if gpu_memory_of(n["types"])}))
+        hint = (" ZeRO stage 2 shards the gradients too (deepspeed.zero_optimization.stage: 2)"
+                if need["zero_stage"] < 2 else " ZeRO stage 3 shards the weights too")
+        raise ConfigError(f"scaling: a training worker needs {memory_line(need)}, more than {usable:.0%} of any "
+                          f"node's GPU ({have}).{hint}, or use GPUs with more memory")
+    return ok
+
+
+def check_capacity(scaling: ScalingConfig, nodes: list[dict], data_cpus: float = 0.5,
+                   memory: Optional[dict] = None) -> list[int]:
+    """Workers per node of a feasible placement; ConfigError when there is none. With ``memory``
+    (:meth:`TrainConfig.memory_need`) only nodes whose GPUs hold a worker count."""
     data_cpus = max(data_cpus, PARQUET_READ_FREE_CPUS)
     cpu, gpu = scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0
     cap = node_capacity(nodes)
     if scaling.accelerator_type:
         cap = [n for n in cap if f"accelerator_type:{scaling.accelerator_type}" in n["types"]]
+    if gpu:
+        cap = check_memory(memory, cap)
     want = scaling.num_workers
     total_cpu = sum(n["CPU"] for n in cap)
     total_gpu = sum(n["GPU"] for n in cap)

@@ -7,9 +7,12 @@ and image placeholders), the role headers and the padding are ``-100``. Rows wit
 photos and batches mixing rows with and without photos are handled (the processor expands
 ``<|image_pad|>`` per image; text-only rows simply have none).
 
-A row longer than ``max_length`` is cut at the end (its answer is shortened) unless the cut
-would fall inside its image tokens; such a row is left out of the batch and counted in
-``stats``, never silently.
+Photos follow the image policy (:class:`ipl.config.ImagePolicy`: at most ``max_photos``, each
+resized within ``min_pixels``..``max_pixels`` as serving and evaluation resize them). A row that
+would exceed ``max_length`` loses photos from the end until it fits
+(:func:`ipl.photos.photos_that_fit`, the rule serving uses too; counted in ``stats`` as
+``photos_dropped_for_length``); a row still too long without photos is cut at the end (its
+answer is shortened, counted as ``truncated``), never silently.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ipl.photos import decode_photo
+from ipl.photos import fit_photos, photos_that_fit
 
 IGNORE = -100
 
@@ -65,10 +68,16 @@ def answer_labels(ids: list[int], im_start: int, im_end: int, header: list[int])
 class Collator:
     """Rows -> ``input_ids``, ``attention_mask``, ``labels`` (+ ``pixel_values``, ``image_grid_thw``)."""
 
-    def __init__(self, processor, max_length: int = 1024, max_photos: int = 2):
+    def __init__(self, processor, max_length: int = 1024, max_photos: Optional[int] = None, policy=None):
+        from ipl.models.vlm import processor_policy, set_image_policy
+
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.max_length, self.max_photos = max_length, max_photos
+        policy = policy or processor_policy(processor, 2 if max_photos is None else max_photos)
+        if max_photos is not None and max_photos != policy.max_photos:
+            policy = policy.model_copy(update={"max_photos": max_photos})
+        set_image_policy(processor, policy)
+        self.policy, self.max_length, self.max_photos = policy, max_length, policy.max_photos
         tok = self.tokenizer
         self.im_start = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -84,14 +93,22 @@ class Collator:
             messages = row["messages"]
             if isinstance(messages, str):
                 messages = json.loads(messages)
-            photos = list(row.get("photos") or [])[: self.max_photos]
+            photos = fit_photos(row.get("photos") or [], self.policy)
             messages = limit_images(messages, len(photos))
             n_parts = sum(1 for m in messages if isinstance(m["content"], list)
                           for p in m["content"] if p.get("type") == "image")
             if n_parts != len(photos):
                 raise ValueError(f"row {row.get('id', '?')}: {n_parts} image placeholders but {len(photos)} photos")
-            texts.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
-            images.extend(decode_photo(p) for p in photos)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            if photos:  # the context rule: photos go from the end until text + photos fit
+                text_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - 3 * len(photos)
+                keep = photos_that_fit(text_tokens, photos, self.max_length)
+                if keep < len(photos):
+                    self.stats["photos_dropped_for_length"] += len(photos) - keep
+                    photos = photos[:keep]
+                    text = self.tokenizer.apply_chat_template(limit_images(messages, keep), tokenize=False)
+            texts.append(text)
+            images.extend(photos)
             counts.append(len(photos))
         return texts, images, counts
 
@@ -106,7 +123,7 @@ class Collator:
         for k, ids in enumerate(ids_list):
             if len(ids) <= self.max_length:
                 keep.append(k)
-            elif self.image_pad in ids[self.max_length:]:
+            elif self.image_pad in ids[self.max_length:]:  # photos_that_fit should have prevented it
                 self.stats["dropped_too_long"] += 1
             else:
                 keep.append(k)

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ipl.config import RayConfig, RunConfig, Strict
+from ipl.config import ImagePolicy, RayConfig, RunConfig, Strict
 
 DESCRIPTION_TASKS = ("desc_image", "desc_template", "desc_reference")
 ALL_TASKS = (*DESCRIPTION_TASKS, "category", "extraction", "caption")
@@ -38,6 +38,10 @@ class ModelConfig(Strict):
     path: Optional[str] = Field(None, description="Base VLM directory (null: <run>/models/vlm-base from ipl synth).")
     freeze_vision: bool = Field(True, description="Freeze the vision encoder (the merger/adapter still trains).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (7B on GPUs).")
+    params_b: Optional[float] = Field(None, gt=0, description="Parameters in billions, for the GPU memory check "
+                                      "(null: counted from the checkpoint's safetensors when it is on this machine).")
+    activation_gib: float = Field(4.0, ge=0, description="GPU memory per worker reserved for activations in the "
+                                  "memory check (with gradient checkpointing; more without).")
 
 
 class DataConfig(Strict):
@@ -46,12 +50,19 @@ class DataConfig(Strict):
     instructions: Optional[str] = Field(None, description="Instructions directory (null: <run>/instructions).")
     tasks: list[str] = Field(default_factory=lambda: list(ALL_TASKS), description="Tasks trained on.")
     max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
-    max_photos: int = Field(2, ge=0, le=9, description="Photos per sample (0: text only).")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
     validation_rows: Optional[int] = Field(None, ge=1, description="Validation rows per validation pass, over all "
                                            "workers (null: the whole split).")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/filter task feeding the workers (what "
                              "the workers leave free must cover one).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        if isinstance(data, dict) and "max_photos" in data:
+            raise ValueError("data.max_photos moved to images.max_photos (the image policy the model is trained "
+                             "with, served with and evaluated with)")
+        return data
 
     @model_validator(mode="after")
     def _known_tasks(self):
@@ -143,6 +154,10 @@ class TrainConfig(Strict):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base checkpoint.")
     data: DataConfig = Field(default_factory=DataConfig, description="Instruction data.")
+    images: Optional[ImagePolicy] = Field(None, description="The image policy (photos per row, min/max pixels per "
+                                          "photo) trained with and written into the exported model directory, "
+                                          "where serving, captioning and evaluation read it (null: the base "
+                                          "checkpoint's processor bounds, 2 photos).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
     scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Workers.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -190,6 +205,25 @@ class TrainConfig(Strict):
     @property
     def output_dir(self) -> Path:
         return Path(self.output) if self.output else self.run.dir / "models" / "vlm-ft"
+
+    def zero_stage(self) -> int:
+        return int(self.deepspeed.get("zero_optimization", {}).get("stage", 1))
+
+    def memory_need(self) -> Optional[dict]:
+        """Per-GPU memory of a worker (:func:`ipl.devices.training_memory_gib`) when training on GPUs
+        and the model size is known; None otherwise."""
+        from ipl.devices import training_memory_gib
+        from ipl.models.vlm import count_params_b
+
+        if not self.scaling.use_gpu:
+            return None
+        params = self.model.params_b or count_params_b(self.model_path)
+        if params is None:
+            return None
+        precision = self.precision if self.precision != "auto" else "bf16"
+        need = training_memory_gib(params, self.zero_stage(), self.scaling.num_workers, precision,
+                                   activation_gib=self.model.activation_gib)
+        return {**need, "params_b": params, "zero_stage": self.zero_stage(), "precision": precision}
 
     def resolve_precision(self, gpu_class: Optional[str]) -> str:
         """The precision a worker uses (``gpu_class`` as detected on it when not configured)."""

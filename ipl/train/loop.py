@@ -120,7 +120,7 @@ def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from ipl.models.vlm import load_vlm
+    from ipl.models.vlm import load_vlm, save_image_policy
     from ipl.train.collate import Collator
     from ipl.train.config import TrainConfig
     from ipl.train.optim import build_optimizer, build_scheduler, freeze_vision
@@ -161,7 +161,11 @@ def train_loop(config: dict) -> None:
             with open(Path(plan["train_dir"]) / "resumes.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"from_step": step, "time": time.time()}) + "\n")
 
-    collator = Collator(vlm.processor, cfg.data.max_length, cfg.data.max_photos)
+    from ipl.models.vlm import processor_policy
+
+    # the image policy: the config's, else the base checkpoint's own (it goes into the hf/ export)
+    policy = cfg.images or processor_policy(vlm.processor)
+    collator = Collator(vlm.processor, cfg.data.max_length, policy=policy)
     dummy = vlm.processor.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
     dummy = _to({"pixel_values": dummy["pixel_values"], "image_grid_thw": dummy["image_grid_thw"]}, device, dtype)
     train_shard = ray.train.get_dataset_shard("train")
@@ -198,7 +202,8 @@ def train_loop(config: dict) -> None:
                 if final and rank == 0:
                     hf = Path(tmp) / "hf"
                     engine.module.save_pretrained(hf)
-                    vlm.processor.save_pretrained(hf)
+                    vlm.processor.save_pretrained(hf)  # with the policy's min/max pixels
+                    save_image_policy(hf, policy)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=f"checkpoint_step{step:08d}")
         window.update(loss=0.0, micro=0, samples=0, tokens=0, t0=time.monotonic())

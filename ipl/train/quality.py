@@ -70,8 +70,23 @@ def score(generated: str, reference: dict, keys: list[str]) -> tuple[int, int]:
     return sum(is_grounded(v, generated) for v in values), len(values)
 
 
+def recall_check_remote(cfg, model_dir, rows: Optional[int] = None) -> dict:
+    """:func:`recall_check` as a Ray task on a GPU worker (one GPU) when training used GPUs, so
+    the 7B never loads on the driver, in the model's dtype (:func:`ipl.devices.resolve_dtype`);
+    in this process on a CPU-only run (the driver's threads are the CPUs there are)."""
+    if not cfg.scaling.use_gpu:
+        return recall_check(cfg, model_dir, rows)
+    import ray
+
+    task = ray.remote(recall_check).options(num_cpus=1, num_gpus=1, max_retries=0)
+    return ray.get(task.remote(cfg, str(model_dir), rows))
+
+
 def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
     import pyarrow.dataset as ds
+    import torch
+
+    from ipl.devices import placement_device, resolve_dtype
 
     from ipl.generate.local import generate_batch
     from ipl.models.vlm import load_vlm
@@ -84,13 +99,14 @@ def recall_check(cfg, model_dir, rows: Optional[int] = None) -> dict:
     table = table.slice(0, n)
     if table.num_rows == 0:
         return {"rows": 0, "values": 0, "found": 0, "recall": 0.0, "casual": 0.0}
-    vlm = load_vlm(model_dir)
+    device = placement_device()
+    vlm = load_vlm(model_dir, dtype=getattr(torch, resolve_dtype("auto", device)), device=device)
     requests, refs = [], []
     for messages, photos, group in zip(table["messages"].to_pylist(), table["photos"].to_pylist(),
                                        table["group"].to_pylist()):
         messages = json.loads(messages)
         refs.append(reference_of(messages) or {})
-        photos = (photos or [])[: cfg.data.max_photos]
+        photos = (photos or [])[: vlm.images.max_photos]  # the exported model's policy
         prompt = limit_images([m for m in messages if m["role"] != "assistant"], len(photos))
         requests.append((prompt, photos))
     generated = generate_batch(vlm, requests, cfg.eval.max_new_tokens)

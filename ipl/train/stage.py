@@ -171,7 +171,7 @@ def run(cfg: TrainConfig) -> dict:
                 cfg.scaling.num_workers)
     ray = ensure_ray(cfg.ray)
     if cfg.scaling.check_capacity:
-        placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=cfg.data.read_cpus)
+        placement = check_capacity(cfg.scaling, ray.nodes(), data_cpus=cfg.data.read_cpus, memory=cfg.memory_need())
         log.info("workers per node: %s", placement)
     try:
         result = fit(cfg, plan)
@@ -186,9 +186,9 @@ def run(cfg: TrainConfig) -> dict:
     summary = {"key": cfg.key(), "plan": plan, "output": str(cfg.output_dir), "final": result.metrics,
                "checkpoint": str(result.checkpoint.path)}
     if cfg.eval.recall_rows:
-        from ipl.train.quality import recall_check
+        from ipl.train.quality import recall_check_remote
 
-        summary["recall"] = recall_check(cfg, cfg.output_dir)
+        summary["recall"] = recall_check_remote(cfg, cfg.output_dir)
     write_json_atomic(cfg.train_dir / "summary.json", summary)
     return summary
 

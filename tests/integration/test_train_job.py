@@ -25,7 +25,7 @@ def train_cfg(root, name, *overrides):
     return load_config(TrainConfig, None, [
         f"run.root={root}", f"run.name={name}", f"data.instructions={root}/t/instructions",
         f"model.path={root}/t/models/vlm-base",
-        "scaling.cpus_per_worker=0.5", "optim.max_steps=6", "optim.micro_batch_size=2", "optim.lr=1e-3", "data.max_photos=1",
+        "scaling.cpus_per_worker=0.5", "optim.max_steps=6", "optim.micro_batch_size=2", "optim.lr=1e-3", "images.max_photos=1",
         "checkpoint.every_steps=2", "eval.report_every=1", "eval.validation_every=3", "data.validation_rows=4",
         "eval.recall_rows=4", "eval.max_new_tokens=8", *overrides])
 

@@ -48,7 +48,7 @@ def test_rayservice_is_production_yaml_and_passes_serve_schema():
 def test_training_rayjob_is_3_nodes_of_8_gpus_and_its_entrypoint_loads():
     job = docs("kuberay/rayjob-train.yaml")[0]["spec"]
     nodes = kuberay_nodes(job["rayClusterSpec"])
-    assert [(n.gpu, n.types) for n in nodes if n.gpu] == [(8.0, {"A800"})] * 3
+    assert [(n.gpu, n.types) for n in nodes if n.gpu] == [(8.0, {"A800-80G"})] * 3
     stage, cfg = job_of(job["entrypoint"])
     assert stage == "train" and cfg.scaling.num_workers == 24 and cfg.scaling.use_gpu
     assert "stage: 1" in yaml.safe_dump(cfg.deepspeed)
@@ -62,14 +62,14 @@ def test_too_small_a_cluster_is_refused_with_what_is_missing():
         check_documents([train], "small")
     service = copy.deepcopy(docs("kuberay/rayservice.yaml")[0])
     service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = 1
-    with pytest.raises(ConfigError, match=r"generator replica .* fits on no node"):
+    with pytest.raises(ConfigError, match=r"llm replica .* fits on no node"):
         check_documents([service], "small")
 
 
 def test_accelerator_type_is_honoured():
     serve = yaml.safe_load(Path("serve_configs/production.yaml").read_text())
     a800_only = kuberay_nodes(docs("kuberay/rayjob-train.yaml")[0]["spec"]["rayClusterSpec"])
-    with pytest.raises(ConfigError, match="V100"):  # the generator asks for V100s
+    with pytest.raises(ConfigError, match="A10G"):  # the LLMServer asks for A10Gs
         place(serve_bundles(serve), a800_only)
 
 
@@ -89,7 +89,7 @@ def test_launcher_validates_against_rays_schema_and_installs_the_gpu_extra():
     validate_config(prepare_config(copy.deepcopy(cfg)))
     assert any("[gpu]" in c for c in cfg["setup_commands"])
     types = cfg["available_node_types"]
-    assert types["v100_serving"]["resources"]["GPU"] == 8 and types["a100_training"]["max_workers"] == 3
+    assert types["a10g_serving"]["resources"]["GPU"] == 8 and types["a100_training"]["max_workers"] == 3
 
 
 def test_dockerfile_matches_the_pinned_ray_and_copies_what_exists():

@@ -12,9 +12,11 @@ def test_shipped_serve_yamls_validate():
     assert local.http.port == 8000 and local.generate.backend == "transformers"
     assert local.deployments.generator.autoscaling["max_replicas"] == 2
     prod = load_serve_config("serve_configs/production.yaml")
-    assert prod.generate.backend == "vllm" and prod.extract.backend == "llm" and prod.generate.dtype == "float16"
+    assert prod.generate.backend == "serve_llm" and prod.extract.llm.backend == "serve_llm"
+    assert prod.generate.dtype == "auto"  # bf16 on the A10Gs: no fp16 overflow to guard against
     gen = prod.deployments.generator.serve_options("Generator")
-    assert gen["ray_actor_options"] == {"num_cpus": 4, "num_gpus": 1, "accelerator_type": "V100"}
+    assert gen["ray_actor_options"] == {"num_cpus": 2}  # prompt, guard and stream: the GPU is the LLMServer's
+    assert prod.deployments.llm.accelerator_type == "A10G" and prod.deployments.llm.num_gpus == 0
     assert 0 < prod.deployments.perception.num_gpus < 1 and "num_replicas" not in gen
     assert prod.http.host == "0.0.0.0"
 
@@ -82,5 +84,5 @@ def test_merged_and_removed_keys_say_what_to_do_instead():
         load_serve_config(None, ["deployments.retriever.num_replicas=2"])
     with pytest.raises(ConfigError, match="pipeline.concurrent is gone"):
         load_serve_config(None, ["pipeline.concurrent=true"])
-    with pytest.raises(ConfigError, match="raise safety.reencode_side to at least 640"):
-        load_serve_config(None, ["generate.image_side=640", "safety.reencode_side=512"])
+    with pytest.raises(ConfigError, match="sized by the model's image policy"):
+        load_serve_config(None, ["generate.image_side=640"])

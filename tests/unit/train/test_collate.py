@@ -60,17 +60,21 @@ def test_photos_beyond_max_photos_are_left_out_with_their_placeholders(tiny_vlm,
     assert int((batch["input_ids"] == tiny_vlm.model.config.image_token_id).sum()) == 16
 
 
-def test_long_rows_are_cut_in_the_answer_or_dropped_and_counted(tiny_vlm, make_row):
+def test_long_rows_lose_photos_first_then_are_cut_in_the_answer_and_counted(tiny_vlm, make_row):
     full = Collator(tiny_vlm.processor)([make_row("word " * 60, 1)])
     length = full["input_ids"].shape[1]
     c = Collator(tiny_vlm.processor, max_length=length - 20)
     cut = c([make_row("word " * 60, 1), make_row("short", 1)])
     assert cut["input_ids"].shape[1] == length - 20
     assert c.stats["truncated"] == 1
-    tiny = Collator(tiny_vlm.processor, max_length=32)  # the cut would fall inside the image tokens
+    # a cut inside the image tokens never happens: the photo goes first (photos_that_fit, the rule
+    # serving and evaluation use), then the text is cut at the end
+    tiny = Collator(tiny_vlm.processor, max_length=32)
     kept = tiny([make_row("word " * 60, 1), make_row("x", 0)])
-    assert tiny.stats["dropped_too_long"] == 1 and kept["input_ids"].shape[0] == 1
-    assert tiny([make_row("word " * 60, 1)]) is None and tiny.stats["dropped_too_long"] == 2
+    assert tiny.stats["photos_dropped_for_length"] == 1 and tiny.stats["dropped_too_long"] == 0
+    assert kept["input_ids"].shape == (2, 32) and "pixel_values" not in kept
+    assert int((kept["input_ids"] == tiny_vlm.model.config.image_token_id).sum()) == 0
+    assert tiny.stats["truncated"] >= 1
 
 
 def test_photos_without_placeholders_are_an_error_naming_the_row(tiny_vlm, make_row):
