@@ -46,7 +46,7 @@ from pydantic import Field
 
 from ipl.caption.prompts import VISIBLE_KEYS, caption_keys, caption_messages, caption_prompt, caption_target
 from ipl.catalog.levels import KeyLevels
-from ipl.config import Strict
+from ipl.config import ImagePolicy, Strict
 from ipl.data.contract import require_columns
 from ipl.evidence.verify import repair
 from ipl.extract.matcher import AttributeMatcher
@@ -79,7 +79,11 @@ class InstructionConfig(Strict):
                                       "(missing: the values extracted from the text).")
     group_column: str = Field("sku_id", description="Column grouping identical products (references, split).")
     validation_fraction: float = Field(0.1, ge=0, lt=1, description="Share of groups held out for validation.")
-    max_photos: int = Field(2, ge=1, le=9, description="Photos per instruction.")
+    max_photos: int = Field(2, ge=1, le=9, description="Photos per instruction (images.max_photos when images is set).")
+    images: Optional[ImagePolicy] = Field(None, description="The image policy of the model to be trained (the same "
+                                          "block as ipl train's `images`): each stored photo is resized by it (JPEG "
+                                          "re-encoded), so the instruction data is what training, serving and "
+                                          "evaluation give the VLM, and no larger (null: photos as listed).")
     seed: int = Field(0, description="Seed of the task choices.")
     llamafactory_export: bool = Field(True, description="Also write a LLaMA-Factory JSONL export with image files.")
 
@@ -111,6 +115,22 @@ class MakeInstructions:
         self.levels = levels or KeyLevels()
         self.matcher = AttributeMatcher()
         self.categories = sorted(templates)
+
+    def photos_of(self, photos) -> list:
+        """The photos an instruction stores: the first ``max_photos`` as listed, or under the image
+        policy each resized by it (:func:`ipl.photos.fit_photos`) and re-encoded as JPEG."""
+        if self.cfg.images is None:
+            return list(photos)[: self.cfg.max_photos]
+        import io
+
+        from ipl.photos import fit_photos
+
+        out = []
+        for img in fit_photos(photos, self.cfg.images):
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=95)
+            out.append(buf.getvalue())
+        return out
 
     def facts_for(self, reference: dict, template: list[str], lid: str) -> tuple[dict, list[str]]:
         """(facts, unknown keys): a part of the reference's scored values, the other scored keys unknown."""
@@ -154,7 +174,7 @@ class MakeInstructions:
             lid, cat, text = str(batch["listing_id"][i]), str(batch["category"][i]), batch["text"][i]
             group = str(batch[cfg.group_column][i])
             lang = languages[i] or "en"
-            photos = list(batch["photos"][i])[: cfg.max_photos]
+            photos = self.photos_of(batch["photos"][i])
             attrs = json.loads(batch["extracted"][i])
             template = self.templates.get(cat)
             split = split_of(group, cfg.validation_fraction)

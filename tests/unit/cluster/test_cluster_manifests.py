@@ -118,3 +118,59 @@ def test_production_configs_share_one_run():
 
     ev = load_config(EvalConfig, "jobs/configs/eval_cluster.yaml")
     assert ev.serve_config().vlm_dir == load_serve_config("serve_configs/production.yaml").vlm_dir
+
+
+# -- GPU memory ---------------------------------------------------------------------------------------
+def test_the_shipped_gpu_manifests_fit_and_print_their_memory_figures():
+    for path, want in (("kuberay/rayservice.yaml", "ipl/llm: 8.29B params"), ("launcher/aws.yaml", "ipl/llm"),
+                       ("kuberay/rayjob-train.yaml", "ZeRO-1 bf16"), ("launcher/aws.yaml", "ZeRO-2 bf16")):
+        lines = check_documents(docs(path), path)
+        assert any(want in line and "GiB per GPU" in line for line in lines), (path, lines)
+
+
+def test_the_aws_launcher_with_16gb_v100s_serving_the_7b_is_refused_naming_the_group(tmp_path):
+    launcher = copy.deepcopy(docs("launcher/aws.yaml")[0])
+    group = launcher["available_node_types"].pop("a10g_serving")
+    group["node_config"]["InstanceType"] = "p3.16xlarge"  # 8 x V100 16 GB, as the launcher first shipped
+    group["resources"] = {"CPU": 60, "GPU": 8, "accelerator_type:V100": 1}
+    launcher["available_node_types"]["v100_serving"] = group
+    serve = yaml.safe_load(Path("serve_configs/production.yaml").read_text())
+    args = serve["applications"][0]["args"]
+    args["deployments"]["llm"]["accelerator_type"] = "V100"
+    args["generate"]["dtype"] = "float16"
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve))
+    with pytest.raises(ConfigError, match=r"llm replica .*18\.4 GiB on each GPU.* GPU memory too small in node "
+                                          r"group\(s\) v100_serving"):
+        check_documents([launcher], "aws-v100", tmp_path / "serve.yaml")
+    # the same model split over two V100s (tensor parallelism) fits
+    args["generate"]["tensor_parallel_size"] = 2
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve))
+    assert any("(1/2 each)" in line for line in check_documents([launcher], "aws-v100", tmp_path / "serve.yaml"))
+
+
+def test_the_cli_refuses_the_v100_copy(tmp_path):
+    from ipl.cluster import main
+
+    launcher = copy.deepcopy(docs("launcher/aws.yaml")[0])
+    launcher["available_node_types"]["a10g_serving"]["resources"] = {"CPU": 60, "GPU": 8, "accelerator_type:V100": 1}
+    serve = yaml.safe_load(Path("serve_configs/production.yaml").read_text())
+    serve["applications"][0]["args"]["deployments"]["llm"]["accelerator_type"] = "V100"
+    (tmp_path / "aws.yaml").write_text(yaml.safe_dump(launcher))
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve))
+    assert main(["--serve", str(tmp_path / "serve.yaml"), str(tmp_path / "aws.yaml")]) == 1
+    assert main([str(CLUSTER / "launcher" / "aws.yaml")]) == 0
+
+
+def test_training_that_does_not_fit_a_gpu_is_refused_and_zero_2_is_the_way_out():
+    from ipl.cli import stage_config
+    from ipl.cluster import launcher_nodes
+    from ipl.train.capacity import check_capacity
+
+    nodes = [n.ray_node() for n in launcher_nodes(docs("launcher/aws.yaml")[0])]  # the p4d's A100 40 GB
+    stage1 = stage_config("train", "jobs/configs/train_24gpu.yaml", ["scaling.accelerator_type=A100"])
+    with pytest.raises(ConfigError, match=r"38\.7 GiB per GPU.*ZeRO stage 2"):
+        check_capacity(stage1.scaling, nodes, memory=stage1.memory_need())
+    stage2 = stage_config("train", "jobs/configs/train_24gpu.yaml",
+                          ["scaling.accelerator_type=A100", "deepspeed.zero_optimization.stage=2"])
+    assert check_capacity(stage2.scaling, nodes, memory=stage2.memory_need()) == [8, 8, 8]
+    assert stage2.memory_need()["total_gib"] < 0.9 * 40 < stage1.memory_need()["total_gib"]

@@ -1,24 +1,6 @@
-"""Helpers of the training tests: instruction rows with real JPEG photos."""
-import io
-import json
-
-import numpy as np
+"""Helpers of the training tests: instruction rows with real JPEG photos (tests/helpers/rows.py)."""
 import pytest
-from PIL import Image
-
-from ipl.generate.prompts import description_messages
-
-
-def photo(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def instruction_row(answer: str, n_photos: int = 1, rid: str = "r") -> dict:
-    msgs = description_messages(n_photos, "Write a short listing description.", "en", answer)
-    return {"id": rid, "messages": json.dumps(msgs), "photos": [photo(i) for i in range(n_photos)]}
+from rows import instruction_row  # tests/helpers is on sys.path
 
 
 @pytest.fixture

@@ -1,0 +1,20 @@
+"""Instruction rows with real JPEG photos (the training tests and the GPU tests)."""
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from ipl.generate.prompts import description_messages
+
+
+def photo(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def instruction_row(answer: str, n_photos: int = 1, rid: str = "r") -> dict:
+    msgs = description_messages(n_photos, "Write a short listing description.", "en", answer)
+    return {"id": rid, "messages": json.dumps(msgs), "photos": [photo(i) for i in range(n_photos)]}
