@@ -238,8 +238,31 @@ def job_of(entrypoint: str):
     return found.group(1), stage_config(found.group(1), config, rest)
 
 
-def job_bundles(stage: str, cfg) -> list[list[Bundle]]:
-    """The resource phases of a job (each must fit by itself)."""
+def actor_memory(what: str, params_b: Optional[float], model_dir, dtype: str, gpus: float,
+                 notes: Optional[list], kv_gib: float = 0.0) -> float:
+    """GiB per GPU of a batch job's model actor (weights + 1 GiB overhead + ``kv_gib``); 0 when it
+    runs on CPUs. ConfigError when the size is unknown (set the config's params_b)."""
+    if not gpus:
+        return 0.0
+    from ipl.devices import serving_memory_gib
+    from ipl.models.vlm import count_params_b
+
+    params = params_b or (count_params_b(model_dir) if model_dir else None)
+    if params is None:
+        raise ConfigError(f"{what}: the model's size is unknown ({model_dir} is not on this machine): set its "
+                          "params_b so the GPU memory can be checked")
+    m = serving_memory_gib(params, dtype, 1, kv_gib)
+    if notes is not None:
+        shown = "bf16/fp16 (auto)" if dtype == "auto" else dtype
+        notes.append(f"memory {what}: {params:.2f}B params {shown}: weights {m['weights_gib']:.1f} + overhead "
+                     f"{m['overhead_gib']:.1f}{f' + KV {kv_gib:.1f}' if kv_gib else ''} = {m['total_gib']:.1f} GiB "
+                     "per GPU")
+    return m["total_gib"]
+
+
+def job_bundles(stage: str, cfg, notes: Optional[list] = None) -> list[list[Bundle]]:
+    """The resource phases of a job (each must fit by itself); ``notes`` collects the memory
+    figures of the model actors."""
     phases: list[list[Bundle]] = []
     if stage == "index":
         enc = cfg.encoder.scaling
@@ -248,18 +271,34 @@ def job_bundles(stage: str, cfg) -> list[list[Bundle]]:
         phases.append([Bundle(f"index: embedding actor {i + 1}", cfg.embed.num_cpus, cfg.embed.num_gpus)
                        for i in range(cfg.embed.concurrency)])
         phases.append([Bundle("index: shard task", cfg.faiss.shard_cpus)])
+        if cfg.faiss.train_num_gpus:
+            phases.append([Bundle("index: IVF training task", 1, cfg.faiss.train_num_gpus)])
+        c = cfg.caption
+        if c.enabled:
+            from ipl.index.captions import vlm_dir_of
+
+            mem = actor_memory("index: caption actor", c.params_b, vlm_dir_of(cfg), c.dtype, c.num_gpus, notes)
+            phases.append([Bundle(f"index: caption actor {i + 1}", c.num_cpus, c.num_gpus, gpu_mem_gib=mem)
+                           for i in range(c.concurrency)])
     elif stage == "prepare":
         pools = []
         if cfg.consistency.enabled:
             pools += [Bundle(f"prepare: image-text actor {i + 1}", cfg.consistency.num_cpus, cfg.consistency.num_gpus)
                       for i in range(cfg.consistency.concurrency)]
         if cfg.llm.backend != "none":
-            pools += [Bundle(f"prepare: extraction actor {i + 1}", cfg.llm.num_cpus, cfg.llm.num_gpus)
-                      for i in range(cfg.llm.concurrency)]
+            lc = cfg.llm
+            mem = actor_memory("prepare: extraction actor", lc.params_b, lc.model, lc.dtype, lc.num_gpus, notes,
+                               kv_gib=2.0 if lc.backend == "vllm" else 0.0)
+            usable = lc.gpu_memory_utilization if lc.backend == "vllm" else 0.9
+            pools += [Bundle(f"prepare: extraction actor {i + 1}", lc.num_cpus, lc.num_gpus, gpu_mem_gib=mem,
+                             usable=usable) for i in range(lc.concurrency)]
         phases.append(pools)  # Ray Data runs both pools in one streaming pipeline
     elif stage == "eval":
-        g = cfg.generation
-        phases.append([Bundle(f"eval: generation actor {i + 1}", g.num_cpus, g.num_gpus) for i in range(g.workers)])
+        g, scfg = cfg.generation, cfg.serve_config()
+        mem = actor_memory("eval: generation actor", scfg.generate.params_b, scfg.vlm_dir, scfg.generate.dtype,
+                           g.num_gpus, notes)
+        phases.append([Bundle(f"eval: generation actor {i + 1}", g.num_cpus, g.num_gpus, gpu_mem_gib=mem)
+                       for i in range(g.workers)])
     return [p for p in phases if p]
 
 
@@ -276,11 +315,12 @@ def check_job(stage: str, cfg, nodes: list[Node]) -> list[str]:
         per_node = check_capacity(cfg.scaling, [n.ray_node() for n in nodes], memory=need)
         lines.append(f"train: {cfg.scaling.num_workers} workers -> {[k for k in per_node if k]} per node"
                      f"{'; ' + memory_line(need) if need else ''}")
-    for phase in job_bundles(stage, cfg):
+    notes: list[str] = []
+    for phase in job_bundles(stage, cfg, notes):
         placed = place(phase, nodes)
         kinds = ", ".join(dict.fromkeys(b.what.rsplit(" ", 1)[0] if b.what[-1].isdigit() else b.what for b in phase))
         lines.append(f"{len(phase)} x ({kinds}) -> {len(placed)} nodes")
-    return lines
+    return lines + notes
 
 
 # -- manifests --------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ class CaptionConfig(Strict):
         "a finite-logits probe; ipl.devices).")
     max_new_tokens: int = Field(48, ge=4, le=256, description="Caption length cap in tokens (the prompt asks for "
                                 "at most 50 words).")
+    params_b: Optional[float] = Field(None, gt=0, description="VLM parameters in billions, for the offline GPU memory "
+                                      "check (null: counted from the model directory when it is present).")
     max_photos: Optional[int] = Field(None, ge=1, le=9, description="Photos per listing given to the VLM at most "
                                       "(null: the model's image policy; each photo is sized by it, as in training).")
     max_listings: Optional[int] = Field(None, ge=1, description="Caption at most this many listings (null: all).")

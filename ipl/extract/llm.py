@@ -38,6 +38,8 @@ class LLMConfig(Strict):
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism.")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    params_b: Optional[float] = Field(None, gt=0, description="Parameters in billions, for the offline GPU memory "
+                                      "check (null: counted from the model directory when it is present).")
 
 
 class TransformersExtractor:

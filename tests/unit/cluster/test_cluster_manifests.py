@@ -174,3 +174,22 @@ def test_training_that_does_not_fit_a_gpu_is_refused_and_zero_2_is_the_way_out()
                           ["scaling.accelerator_type=A100", "deepspeed.zero_optimization.stage=2"])
     assert check_capacity(stage2.scaling, nodes, memory=stage2.memory_need()) == [8, 8, 8]
     assert stage2.memory_need()["total_gib"] < 0.9 * 40 < stage1.memory_need()["total_gib"]
+
+
+def test_every_shipped_manifest_prints_the_memory_of_its_gpu_models():
+    for path in ("kuberay/raycluster.yaml", "kuberay/rayjob-index.yaml", "kuberay/rayjob-train.yaml",
+                 "kuberay/rayservice.yaml", "launcher/aws.yaml"):
+        lines = check_documents(docs(path), path)
+        assert any("GiB per GPU" in line for line in lines), path
+    lines = check_documents(docs("kuberay/raycluster.yaml"), "rc")
+    for actor in ("prepare: extraction actor", "index: caption actor", "eval: generation actor"):
+        assert any(f"memory {actor}: 8.29B" in line for line in lines), actor
+
+
+def test_a_batch_model_actor_of_unknown_size_on_a_gpu_is_named():
+    from ipl.cli import stage_config
+    from ipl.cluster import job_bundles
+
+    cfg = stage_config("eval", "jobs/configs/eval_cluster.yaml", ["serve.generate.params_b=null"])
+    with pytest.raises(ConfigError, match=r"eval: generation actor: the model's size is unknown.*params_b"):
+        job_bundles("eval", cfg)
