@@ -183,7 +183,8 @@ def train_loop(config: dict) -> None:
         metrics = {"step": step, "epoch": round(step / spe, 3), "total_steps": total,
                    "loss": loss_sum / micro if micro else None, "lr": scheduler.get_last_lr()[0],
                    "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
-                   "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"]}
+                   "dropped_too_long": collator.stats["dropped_too_long"], "truncated": collator.stats["truncated"],
+                   "photos_dropped_for_length": collator.stats["photos_dropped_for_length"]}
         if due_val:
             metrics["val_loss"] = validate(engine, val_shard, collator, cfg, device, dtype)
         if rank == 0:  # every report in metrics.jsonl (Ray Train keeps only the checkpoints' metrics), progress
