@@ -134,11 +134,17 @@ def run_stage(stage: str, argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "feedback":  # a report over the serving database, not a pipeline stage
+        from ipl.feedback.report import main as feedback_main
+
+        setup_logging(False)
+        return feedback_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
         lines = ["usage: ipl <stage> [--config FILE] [--print-config] [key=value ...]", "", "stages:"]
         for s in STAGES.values():
             built = "" if s.runner else f"  [not built yet: issue #{s.issue}]"
             lines.append(f"  {s.name:<8} {s.help}{built}")
+        lines.append(f"  {'feedback':<8} report [--json]: do sellers use the drafts? (the serving feedback database)")
         print("\n".join(lines), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nipl: unknown stage {argv[0]!r}", file=sys.stderr)

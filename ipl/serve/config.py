@@ -283,6 +283,17 @@ class PipelineConfig(Strict):
                                                  description="Languages a seller may ask for.")
 
 
+class FeedbackConfig(Strict):
+    """Adoption feedback (:mod:`ipl.feedback`): every draft gets a ``draft_id`` and is recorded;
+    ``POST /v1/listings/{draft_id}/feedback`` records what the seller published."""
+
+    enabled: bool = Field(True, description="Record drafts and accept feedback.")
+    url: Optional[str] = Field(None, description="SQLAlchemy URL of the database (null: a SQLite file "
+                               "<run>/feedback.db; PostgreSQL in production, e.g. postgresql+psycopg://...).")
+    max_text_chars: int = Field(5000, ge=1, description="Longest published text accepted (413 above).")
+    max_body_kb: int = Field(64, ge=1, description="Largest feedback body (413 above).")
+
+
 class HttpConfig(Strict):
     """Where ``ipl serve`` listens (``serve deploy`` YAMLs carry their own http_options)."""
 
@@ -320,6 +331,8 @@ class ServeConfig(Strict):
                                           "decode-time guard and verification.")
     caption: CaptionServeConfig = Field(default_factory=CaptionServeConfig, description="CASLIE captions.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Draft orchestration.")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="Adoption feedback (draft_id, "
+                                     "the feedback endpoint, ipl feedback report).")
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Ray Serve options.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP of ipl serve.")
     once: bool = Field(False, description="ipl serve: start, answer one draft for `once_photo`, print it, stop.")

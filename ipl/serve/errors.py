@@ -30,6 +30,8 @@ CODES = {
     "prohibited_content": 422,
     "remote_image_url": 422,
     "not_found": 404,
+    "unknown_draft": 404,
+    "text_too_long": 413,
     "method_not_allowed": 405,
     "overloaded": 503,
     "unavailable": 503,

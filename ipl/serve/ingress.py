@@ -180,7 +180,12 @@ class Ingress:
         self.pipeline = DraftPipeline(self.stages, self.templates, cfg, load_levels(cfg.templates_path), self.metrics)
         self.page_html = resources.files("ipl.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.inflight = 0
-        self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0}
+        self.counts = {"drafts": 0, "rejected_overload": 0, "errors": 0, "feedback": 0, "feedback_errors": 0}
+        self.feedback = None
+        if cfg.feedback.enabled:  # adoption feedback: every draft recorded, sellers' outcomes accepted
+            from ipl.feedback.store import FeedbackStore, feedback_url
+
+            self.feedback = FeedbackStore(feedback_url(cfg))
 
     # -- admission --------------------------------------------------------------------------
     def _error(self, exc: ApiError) -> JSONResponse:
@@ -292,6 +297,9 @@ class Ingress:
         yield sse("meta", draft.meta)
         try:
             async for kind, data in self.pipeline.generate(draft):
+                if kind == "done" and draft.meta.get("draft_id"):
+                    data = {**data, "draft_id": draft.meta["draft_id"]}
+                    await self._record(draft.meta["draft_id"], "draft", draft.meta, data.get("description"))
                 yield sse(kind, data)
         except Exception as exc:  # noqa: BLE001 - the stream has started: the error is the last event
             mapped = _unavailable(exc)
@@ -300,14 +308,33 @@ class Ingress:
                 mapped = ApiError("internal", f"internal error ({type(exc).__name__})")
             yield sse("error", mapped.body()["error"])
 
+    async def _record(self, draft_id: str, endpoint: str, meta: dict, description: Optional[str]) -> None:
+        """The draft in the feedback database, committed before the draft's last event/reply leaves
+        (a seller's feedback on it can then never meet an unknown id)."""
+        if self.feedback is None:
+            return
+        category = (meta.get("category") or {}).get("name") if isinstance(meta.get("category"), dict) else None
+        attrs = [{k: a.get(k) for k in ("key", "value", "status")} for a in meta.get("attributes") or []]
+        try:
+            await asyncio.to_thread(self.feedback.add_draft, draft_id, endpoint, meta.get("language"), category,
+                                    description, attrs, meta.get("index_version"))
+        except Exception:  # noqa: BLE001 - the draft itself is still answered; the failure is counted
+            self.counts["feedback_errors"] += 1
+            log.exception("could not record draft %s", draft_id)
+
     async def draft(self, request: Request):
         async def work(parsed):
             req, stream = parsed
             self.counts["drafts"] += 1
+            draft_id = uuid.uuid4().hex
             if not stream:
-                return JSONResponse(await self.pipeline.run(req))
+                reply = await self.pipeline.run(req)
+                reply["draft_id"] = draft_id
+                await self._record(draft_id, "draft", reply, reply.get("description"))
+                return JSONResponse(reply)
             draft = await self.pipeline.prepare(req)
             await self.pipeline.admit(draft)  # generation capacity first: overload is a 503, never a 200
+            draft.meta["draft_id"] = draft_id
             return StreamingResponse(self._release_after(self._draft_events(draft)), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -434,6 +461,57 @@ class Ingress:
             yield f"data: {json.dumps(body)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
+    # -- adoption feedback ------------------------------------------------------------------
+    async def post_feedback(self, request: Request, draft_id: str):
+        """``POST /v1/listings/{draft_id}/feedback``: ``{"outcome": "published"|"abandoned",
+        "text": the published description, "confirmed": {key: value}}`` -> 201; a 4xx JSON error
+        (and nothing written) for an unknown draft, an oversize or malformed body."""
+        try:
+            if self.feedback is None:
+                raise ApiError("not_found", "feedback is off (feedback.enabled: false)")
+            if not (len(draft_id) == 32 and all(c in "0123456789abcdef" for c in draft_id)):
+                raise ApiError("unknown_draft", f"no draft {draft_id[:64]!r}")
+            fb = self.cfg.feedback
+            raw = await read_body(request, fb.max_body_kb * 1024, self.cfg.safety.body_timeout_s)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise ApiError("malformed_request", "the body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise ApiError("malformed_request", "the body must be a JSON object")
+            unknown = sorted(set(body) - {"outcome", "text", "confirmed"})
+            if unknown:
+                raise ApiError("invalid_field", f"unknown fields {unknown} (expected outcome, text, confirmed)")
+            outcome = body.get("outcome")
+            if outcome not in ("published", "abandoned"):
+                raise ApiError("invalid_field", "outcome must be 'published' or 'abandoned'")
+            text = body.get("text")
+            if text is not None and not isinstance(text, str):
+                raise ApiError("invalid_field", "text must be a string")
+            if outcome == "published" and not (text or "").strip():
+                raise ApiError("invalid_field", "a published listing needs its text")
+            if text is not None and len(text) > fb.max_text_chars:
+                raise ApiError("text_too_long", f"text has {len(text)} characters; at most {fb.max_text_chars}")
+            confirmed = body.get("confirmed") or {}
+            if not isinstance(confirmed, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                          for k, v in confirmed.items()):
+                raise ApiError("invalid_field", "confirmed must be an object of key -> value strings")
+            if len(confirmed) > 64 or any(len(k) > 64 or len(v) > self.cfg.extract.max_value_chars
+                                          for k, v in confirmed.items()):
+                raise ApiError("invalid_field", f"confirmed: at most 64 keys of 64 characters, values of at most "
+                               f"{self.cfg.extract.max_value_chars}")
+            from ipl.feedback.store import UnknownDraft
+
+            try:
+                fid = await asyncio.to_thread(self.feedback.add_feedback, draft_id, outcome, text, confirmed)
+            except UnknownDraft:
+                raise ApiError("unknown_draft", f"no draft {draft_id!r} (drafts are recorded when answered)") from None
+        except ApiError as exc:
+            self.counts["errors"] += 1
+            return self._error(exc)
+        self.counts["feedback"] += 1
+        return JSONResponse({"draft_id": draft_id, "feedback_id": fid, "outcome": outcome}, status_code=201)
+
     # -- operations -------------------------------------------------------------------------
     async def healthz(self):
         status = await self.stages.perception.status.remote()
@@ -473,6 +551,10 @@ def build_api() -> FastAPI:
     @api.post("/v1/chat/completions")
     async def chat(request: Request):
         return await ingress().chat(request)
+
+    @api.post("/v1/listings/{draft_id}/feedback")
+    async def feedback(draft_id: str, request: Request):
+        return await ingress().post_feedback(request, draft_id)
 
     @api.get("/healthz")
     async def healthz():

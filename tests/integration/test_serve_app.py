@@ -520,6 +520,73 @@ def test_seller_page_in_headless_chromium(server, examples, tmp_path):
         browser.quit()
 
 
+def test_adoption_feedback_is_recorded_survives_a_restart_and_bad_feedback_writes_nothing(server, examples,
+                                                                                           served_run):
+    """Every draft gets a draft_id and is in the database when answered; feedback on it is accepted
+    before and after the ingress restarts; bad feedback is a 4xx JSON error that writes nothing;
+    `ipl feedback report --json` counts it."""
+    import subprocess
+    import sys
+
+    from ipl.feedback.store import FeedbackStore
+
+    root, _ = served_run
+    r = draft(server.url, examples[0]["photos"])
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert len(first["draft_id"]) == 32
+    with draft(server.url, examples[1]["photos"], stream=True) as s:
+        events = sse_events(s)
+    meta = next(d for e, d in events if e == "meta")
+    done = next(d for e, d in events if e == "done")
+    assert meta["draft_id"] == done["draft_id"] != first["draft_id"]
+    store = FeedbackStore(f"sqlite:///{root}/s/feedback.db")
+
+    def count():
+        from sqlalchemy import text
+
+        with store.engine.connect() as c:
+            return c.execute(text("SELECT COUNT(*) FROM feedback")).scalar()
+
+    def post(did, body, raw=None):
+        return requests.post(f"{server.url}/v1/listings/{did}/feedback", data=raw if raw is not None else
+                             json.dumps(body), headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+
+    before = count()
+    for did, body, raw, status, code in [
+            ("f" * 32, {"outcome": "published", "text": "x"}, None, 404, "unknown_draft"),
+            ("not-a-draft", {"outcome": "published", "text": "x"}, None, 404, "unknown_draft"),
+            (first["draft_id"], {"outcome": "published", "text": "x" * 5001}, None, 413, "text_too_long"),
+            (first["draft_id"], None, "{not json", 400, "malformed_request"),
+            (first["draft_id"], {"outcome": "sold"}, None, 422, "invalid_field"),
+            (first["draft_id"], {"outcome": "published", "text": "ok", "confirmed": ["Red"]}, None, 422,
+             "invalid_field"),
+            (first["draft_id"], {"outcome": "published"}, None, 422, "invalid_field")]:
+        bad = post(did, body, raw)
+        assert bad.status_code == status and bad.json()["error"]["code"] == code, (did, body, bad.text)
+    assert count() == before  # nothing written
+
+    published = (first["description"] or "") + " Pick up only."
+    ok = post(first["draft_id"], {"outcome": "published", "text": published, "confirmed": {"Color": "Red"}})
+    assert ok.status_code == 201 and ok.json()["outcome"] == "published"
+    server.deploy("feedback.max_text_chars=4000")  # a new ingress config: its replicas restart
+    try:
+        again = post(done["draft_id"], {"outcome": "abandoned"})  # a draft answered before the restart
+        assert again.status_code == 201, again.text
+    finally:
+        server.deploy()
+    rows = {r["draft_id"]: r for r in store.rows()}
+    assert rows[first["draft_id"]]["feedback"]["published_text"] == published
+    assert rows[done["draft_id"]]["feedback"]["outcome"] == "abandoned"
+    assert count() == before + 2
+    out = subprocess.run([sys.executable, "-m", "ipl.cli", "feedback", "report", "--json", f"run.root={root}",
+                          "run.name=s"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["drafts"] >= 2 and report["published"] >= 1 and report["abandoned"] >= 1
+    assert report["kept_share"]["n"] >= 1 and 0 <= report["based_on_draft_share"] <= 1
+
+
 def test_overload_answers_503_json_never_hangs_and_recovers(server, examples):
     photo = examples[0]["photos"][0]
 
