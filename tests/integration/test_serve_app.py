@@ -511,6 +511,28 @@ def test_seller_page_in_headless_chromium(server, examples, tmp_path):
         assert all(statuses[k] == "confirmed" for k in answers), statuses
         assert "Checked against what we know" in browser.find_element(By.ID, "verification").text
         browser.save_screenshot(str(tmp_path / "seller-page-confirmed.png"))
+        # the seller edits the text and publishes: the feedback database has it
+        box = browser.find_element(By.ID, "description")
+        box.send_keys(" Pick up only, no lowballers.")
+        edited = box.get_property("value")
+        browser.find_element(By.ID, "publish").click()
+        WebDriverWait(browser, TIMEOUT).until(lambda b: b.find_element(By.ID, "published").text not in
+                                              ("", "publishing..."))
+        assert browser.find_element(By.ID, "published").text == "published"
+        from ipl.feedback.store import FeedbackStore
+
+        rows = FeedbackStore(f"sqlite:///{server.root}/s/feedback.db").rows()
+        mine = [r for r in rows if r["feedback"] and r["feedback"]["published_text"] == edited]
+        assert len(mine) == 1 and mine[0]["feedback"]["confirmed"] == answers
+        assert mine[0]["description"] == again["description"]  # the draft it was based on
+        import subprocess
+        import sys
+
+        report = subprocess.run([sys.executable, "-m", "ipl.cli", "feedback", "report", "--json",
+                                 f"run.root={server.root}", "run.name=s"], capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr
+        counted = json.loads(report.stdout)
+        assert counted["published"] >= 1 and counted["kept_over_half_share"] > 0  # the edit kept the draft's text
         assert shot.stat().st_size > 10_000
         out = os.environ.get("IPL_SCREENSHOT_DIR")
         if out:
