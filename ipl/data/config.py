@@ -12,6 +12,7 @@ from ipl.catalog.templates import TemplateConfig
 from ipl.config import RayConfig, RunConfig, Strict
 from ipl.data.clean import CleanConfig
 from ipl.data.instructions import InstructionConfig
+from ipl.data.listing_quality import QualityConfig
 from ipl.data.read import InputConfig
 from ipl.extract.llm import LLMConfig
 
@@ -60,6 +61,8 @@ class PrepareConfig(Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig, description="LLM attribute extraction (optional).")
     templates: TemplateConfig = Field(default_factory=TemplateConfig, description="Template mining.")
     instructions: InstructionConfig = Field(default_factory=InstructionConfig, description="Instruction data.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="The listing quality score "
+                                   "(Appendix C.2): operator weights per feature, <run>/quality/.")
     make_instructions: bool = Field(True, description="Write instructions/ (needs photos).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Extraction evaluation.")
     batch_size: int = Field(256, ge=1, description="Rows per batch of the text stages.")

@@ -398,6 +398,55 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
     return manifest
 
 
+def quality_part(cfg: PrepareConfig, key: str) -> dict:
+    """The listing quality score of every cleaned listing (:mod:`ipl.data.listing_quality`):
+    ``<run>/quality/scores`` (Parquet) and ``summary.json``, written to a temp dir and renamed."""
+    import pyarrow.parquet as pq
+
+    from ipl.data.listing_quality import FEATURES, score_batch
+
+    run_dir = cfg.run.dir
+    templates = load_templates(run_dir / "templates.yaml")
+    listings = run_dir / "clean" / "listings"
+    ds = read_dir(listings)
+    if ds is None:
+        raise RuntimeError(f"no kept listings in {listings}: every row was dropped (see clean/summary.json)")
+    cols = [c for c in ("listing_id", "category", "title", "description", "price", "photos", "extracted",
+                        "clip_score") if c in ds.schema().names]
+    tmp = fresh(run_dir / ".quality.tmp")
+    ds.select_columns(cols).map_batches(score_batch, fn_kwargs={"templates": templates,
+                                                                "cfg": cfg.quality.model_dump()},
+                                        batch_size=cfg.batch_size).write_parquet(str(tmp / "scores"))
+    table = pq.read_table(tmp / "scores")
+    scores = [s for s in table.column("listing_quality").to_pylist() if s is not None]
+    by_cat: dict = defaultdict(list)
+    for c, s in zip(table.column("category").to_pylist(), table.column("listing_quality").to_pylist()):
+        if s is not None:
+            by_cat[c].append(s)
+
+    def mean(v):
+        return round(sum(v) / len(v), 4) if v else None
+
+    feature_means = {}
+    for name in FEATURES:
+        vals = [v for v in table.column(name).to_pylist() if v is not None]
+        feature_means[name] = {"mean": mean(vals), "present": len(vals)}
+    srt = sorted(scores)
+    summary = {"key": key, "listings": table.num_rows, "scored": len(scores), "mean": mean(scores),
+               "p10": srt[int(0.1 * (len(srt) - 1))] if srt else None, "p50": srt[len(srt) // 2] if srt else None,
+               "p90": srt[int(0.9 * (len(srt) - 1))] if srt else None,
+               "by_category": {c: {"n": len(v), "mean": mean(v)} for c, v in sorted(by_cat.items())},
+               "features": feature_means, "weights": cfg.quality.weights}
+    write_json_atomic(tmp / "summary.json", summary)
+    final = run_dir / "quality"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    log.info("prepare: listing quality of %d listings: mean %s (p10 %s, p90 %s)", len(scores), summary["mean"],
+             summary["p10"], summary["p90"])
+    return summary
+
+
 def consistency_clip_key(cfg: PrepareConfig) -> str:
     """The image-text check's CLIP (a new base CLIP re-runs the cleaning; none when it is off or absent)."""
     from ipl.models.clip import clip_fingerprint
@@ -433,6 +482,14 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         out["templates"] = yaml.safe_load((run_dir / "templates.yaml").read_text())["categories"]
     else:
         out["templates"] = templates_part(cfg, tpl_key)
+    if cfg.quality.enabled:
+        q_key = tpl_key + cfg.fingerprint("quality")
+        q_path = run_dir / "quality" / "summary.json"
+        if not cfg.overwrite and q_path.exists() and read_json(q_path).get("key") == q_key:
+            log.info("prepare: quality/ is up to date")
+            out["quality"] = read_json(q_path)
+        else:
+            out["quality"] = quality_part(cfg, q_key)
     if cfg.make_instructions and summary["image_text_check"]["photos"]:
         ins_key = tpl_key + cfg.fingerprint("instructions")
         manifest_path = run_dir / "instructions" / "manifest.json"

@@ -31,6 +31,12 @@ def report(out: dict) -> str:
     tpl = out.get("templates", {})
     for cat in sorted(tpl, key=lambda c: -tpl[c]["listings"])[:8]:
         lines.append(f"template {cat} ({tpl[cat]['listings']} listings): " + " + ".join(tpl[cat]["template"]))
+    q = out.get("quality")
+    if q:
+        low = sorted(((f, v["mean"]) for f, v in q["features"].items() if v["mean"] is not None), key=lambda x: x[1])
+        lines.append(f"listing quality (Appendix C.2, operator weights): {q['scored']} listings, mean {q['mean']} "
+                     f"(p10 {q['p10']}, p90 {q['p90']}); weakest features: "
+                     + ", ".join(f"{f} {v:.2f}" for f, v in low[:3]))
     ins = out.get("instructions")
     if ins:
         lines.append(f"instructions: {ins['split']} by task {ins['task']}"

@@ -6,8 +6,11 @@ the draft* (at least ``BASED_ON`` of the generated words reused), the share *kee
 half* of the generated content (word multiset overlap, as the paper's "keep more than half of
 it"), the distribution of the word-level edit distance between the draft and what was
 published (normalised by the longer text), and the attribute keys sellers changed or filled
-most. The paper's listing quality score comparison needs the quality score of issue 21 item 5,
-which is not built yet: the report says so instead of a number.
+most, and the listing quality score (:mod:`ipl.data.listing_quality`, the operator weights of
+``ipl prepare``) of the listings published from a draft beside the run's cleaned listings
+(written without one), both on the features a published text carries (category, attribute
+filling, description length and fluency, condition, no contact details: photos and price are
+not part of the feedback).
 """
 from __future__ import annotations
 
@@ -69,7 +72,58 @@ def _same(a, b) -> bool:
     return str(a or "").strip().lower() == str(b or "").strip().lower()
 
 
-def adoption_report(rows: list[dict]) -> dict:
+TEXT_FEATURES = {"category_present", "attribute_fill_rate", "description_length", "description_fluency",
+                 "condition_stated", "contact_free"}
+
+
+def quality_comparison(rows: list[dict], run_dir) -> dict:
+    """Mean listing quality (text features) of the published drafts vs the run's cleaned listings."""
+    from pathlib import Path
+
+    from ipl.data.listing_quality import QualityConfig, listing_features, quality_score
+
+    run_dir = Path(run_dir)
+    scores_dir, summary_path, tpl_path = run_dir / "quality" / "scores", run_dir / "quality" / "summary.json", \
+        run_dir / "templates.yaml"
+    if not (scores_dir.exists() and summary_path.is_file() and tpl_path.is_file()):
+        return {"skipped": f"no listing quality scores in {run_dir / 'quality'} (run `ipl prepare`)"}
+    import pyarrow.dataset as ds
+
+    from ipl.catalog.templates import load_templates
+
+    summary = json.loads(summary_path.read_text())
+    qc = QualityConfig(weights=summary["weights"])
+    templates = load_templates(tpl_path)
+    table = ds.dataset(scores_dir, format="parquet").to_table(columns=sorted(TEXT_FEATURES))
+    without = []
+    for i in range(table.num_rows):
+        s = quality_score({f: table.column(f)[i].as_py() for f in TEXT_FEATURES}, qc.weights, TEXT_FEATURES)
+        if s is not None:
+            without.append(s)
+    with_draft = []
+    for r in rows:
+        fb = r["feedback"]
+        if not fb or fb["outcome"] != "published":
+            continue
+        values = {a["key"]: a["value"] for a in r["attributes"] or [] if a.get("value")
+                  and a.get("status") in ("stated", "confirmed")}
+        values.update(fb["confirmed"] or {})
+        feats = listing_features({"category": r.get("category"), "description": fb["published_text"],
+                                  "extracted": values}, templates.get(str(r.get("category"))), qc)
+        s = quality_score(feats, qc.weights, TEXT_FEATURES)
+        if s is not None:
+            with_draft.append(s)
+
+    def mean(v):
+        return round(sum(v) / len(v), 4) if v else None
+
+    m_with, m_without = mean(with_draft), mean(without)
+    return {"features": sorted(TEXT_FEATURES), "published_with_draft": {"n": len(with_draft), "mean": m_with},
+            "cleaned_without_draft": {"n": len(without), "mean": m_without},
+            "relative_gain": round(m_with / m_without - 1, 4) if m_with is not None and m_without else None}
+
+
+def adoption_report(rows: list[dict], run_dir=None) -> dict:
     """The report's numbers from :meth:`FeedbackStore.rows`."""
     n = len(rows)
     with_fb = [r for r in rows if r["feedback"]]
@@ -102,7 +156,8 @@ def adoption_report(rows: list[dict]) -> dict:
         "most_edited_keys": [{"key": k, "changed": changed[k], "filled": filled[k]}
                              for k, _ in (changed + filled).most_common(10)],
         "thresholds": {"based_on_draft": BASED_ON, "kept_over_half": 0.5},
-        "quality_score": {"skipped": "the listing quality score (issue 21, item 5) is not built yet"},
+        "quality_score": quality_comparison(rows, run_dir) if run_dir is not None else
+        {"skipped": "no run directory given"},
     }
 
 
@@ -116,7 +171,14 @@ def render(report: dict) -> str:
     if report["most_edited_keys"]:
         lines.append("most edited attributes: " + ", ".join(f"{e['key']} (changed {e['changed']}, filled "
                                                             f"{e['filled']})" for e in report["most_edited_keys"]))
-    lines.append(f"quality score: {report['quality_score'].get('skipped')}")
+    q = report["quality_score"]
+    if "skipped" in q:
+        lines.append(f"quality score: {q['skipped']}")
+    else:
+        lines.append(f"quality score (text features): published with a draft {q['published_with_draft']['mean']} "
+                     f"(n={q['published_with_draft']['n']}) vs cleaned listings {q['cleaned_without_draft']['mean']} "
+                     f"(n={q['cleaned_without_draft']['n']}): {q['relative_gain']:+.1%}" if q["relative_gain"]
+                     is not None else "quality score: no published listing yet")
     return "\n".join(lines)
 
 
@@ -146,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     store = FeedbackStore(url)
     try:
-        report = adoption_report(store.rows())
+        report = adoption_report(store.rows(), cfg.run.dir)
     finally:
         store.close()
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))

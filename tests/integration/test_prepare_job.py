@@ -89,10 +89,16 @@ def test_prepare_end_to_end(marketplace):
         assert (lf / img).is_file()
     assert line["messages"][1]["content"].count("<image>") == len(line["images"])
     assert s["image_text_check"]["ran"] and s["image_text_check"]["scores"]["count"] > 0
+    # the listing quality score of every kept listing (Appendix C.2)
+    q = out["quality"]
+    scores = pq.read_table(run / "quality" / "scores")
+    assert q["scored"] == scores.num_rows == len(kept) and set(scores.column("listing_id").to_pylist()) == kept
+    assert 0 < q["p10"] <= q["p50"] <= q["p90"] <= 1 and q["features"]["photo_count"]["present"] == len(kept)
+    assert q["features"]["category_consistent"]["mean"] == 1.0  # kept rows passed the image-text check
 
     # a second run reuses every part
     again = run_prepare(cfg)
-    assert again["clean"] == s
+    assert again["clean"] == s and again["quality"] == q
 
 
 def test_missing_input_and_columns(marketplace, tmp_path):

@@ -74,4 +74,35 @@ def test_the_report_counts_adoption_and_edited_keys():
     keys = {e["key"]: e for e in r["most_edited_keys"]}
     assert keys["Color"]["changed"] == 1 and keys["Storage"]["filled"] == 1
     assert r["edit_distance"]["n"] == 2 and r["edit_distance"]["p10"] == 0.0
-    assert "not built" in r["quality_score"]["skipped"]
+    assert "no run directory" in r["quality_score"]["skipped"]
+
+
+def test_published_drafts_are_scored_beside_the_cleaned_listings(tmp_path):
+    import json as _json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ipl.catalog.templates import write_templates
+    from ipl.data.listing_quality import QualityConfig, score_batch
+
+    write_templates(tmp_path / "templates.yaml", {"phone": {"template": ["Brand", "Color", "Condition"],
+                                                            "listings": 2}}, "test")
+    cleaned = {"listing_id": np.array(["L1", "L2"], dtype=object), "category": np.array(["phone"] * 2, dtype=object),
+               "description": np.array(["phone", "ok phone"], dtype=object),  # terse sellers, no attributes
+               "extracted": np.array(["{}", _json.dumps({"Brand": "Huawei"})], dtype=object)}
+    (tmp_path / "quality" / "scores").mkdir(parents=True)
+    pq.write_table(pa.table(score_batch(cleaned, {"phone": ["Brand", "Color", "Condition"]},
+                                        QualityConfig().model_dump())), tmp_path / "quality" / "scores" / "0.parquet")
+    (tmp_path / "quality" / "summary.json").write_text(_json.dumps({"weights": QualityConfig().weights}))
+    rows = [{"draft_id": "1", "category": "phone", "description": "Selling my blue Huawei phone, works well.",
+             "attributes": [{"key": "Brand", "value": "Huawei", "status": "stated"},
+                            {"key": "Color", "value": None, "status": "to_confirm"}],
+             "feedback": {"outcome": "published", "published_text": "Selling my blue Huawei phone, works well, "
+                          "barely used, with its case.", "confirmed": {"Color": "Blue", "Condition": "good"}}}]
+    q = adoption_report(rows, tmp_path)["quality_score"]
+    assert q["published_with_draft"]["n"] == 1 and q["cleaned_without_draft"]["n"] == 2
+    assert q["published_with_draft"]["mean"] > q["cleaned_without_draft"]["mean"] and q["relative_gain"] > 0
+    assert "photo_count" not in q["features"]  # not part of the feedback: not compared
+    assert "run `ipl prepare`" in adoption_report(rows, tmp_path / "nowhere")["quality_score"]["skipped"]
