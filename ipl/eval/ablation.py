@@ -265,10 +265,14 @@ class VLMWorker:
         from ipl.caption.prompts import caption_messages
         from ipl.serve.generator import fit_context, vlm_images
 
+        from ipl.train.collate import limit_images
+
         requests = []
-        for it in items:  # a description prompt, or a caption prompt (the caption checks)
+        for it in items:  # a description prompt, a caption prompt (the caption checks) or ready messages
             images = vlm_images(it["photos"], self.images)
-            if it.get("caption"):
+            if it.get("messages") is not None:  # the domain benchmark: an instruction's own prompt
+                build = (lambda n, it=it: limit_images(it["messages"], n))
+            elif it.get("caption"):
                 build = (lambda n, it=it: caption_messages(n, it["prompt"], it["language"]))
             else:
                 build = (lambda n, it=it: description_messages(n, it["prompt"], it["language"]))
@@ -280,16 +284,16 @@ class VLMWorker:
         return texts, time.monotonic() - t
 
 
-def vlm_actor(cfg: EvalConfig):
-    """One :class:`VLMWorker` as a Ray actor with ``generation``'s resources (its GPU in
-    production), so no evaluation loads the VLM on the driver."""
+def vlm_actor(cfg: EvalConfig, vlm_dir: Optional[Path] = None):
+    """One :class:`VLMWorker` (of ``vlm_dir``, default the served VLM) as a Ray actor with
+    ``generation``'s resources (its GPU in production), so no evaluation loads a VLM on the driver."""
     from ipl.runtime import ensure_ray
 
     ray = ensure_ray(cfg.ray)
     scfg, gc = cfg.serve_config(), cfg.generation
     g = scfg.generate
     return ray.remote(VLMWorker).options(num_cpus=gc.num_cpus, num_gpus=gc.num_gpus).remote(
-        str(scfg.vlm_dir), g.max_photos, g.dtype, "auto", gc.num_gpus, g.max_model_len)
+        str(vlm_dir or scfg.vlm_dir), g.max_photos, g.dtype, "auto", gc.num_gpus, g.max_model_len)
 
 
 def read_generations(path: Path) -> dict[str, str]:

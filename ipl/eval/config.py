@@ -74,6 +74,19 @@ class StyleConfig(Strict):
         description="Marketing superlatives (none may be present).")
 
 
+class DomainConfig(Strict):
+    """The domain-task benchmark (paper Table 4): the base and the fine-tuned model on held-out
+    prompts of each task (:mod:`ipl.eval.domain`)."""
+
+    enabled: bool = Field(True, description="Run it with ipl eval (metrics.json `domain`).")
+    tasks: list[Literal["category", "text_extraction", "vision_caption", "description", "mercari_brand"]] = Field(
+        default_factory=lambda: ["category", "text_extraction", "vision_caption", "description", "mercari_brand"],
+        description="Tasks scored.")
+    rows_per_task: int = Field(24, ge=1, description="Held-out prompts per task.")
+    max_new_tokens: int = Field(64, ge=4, description="Answer length cap.")
+    base_vlm: Optional[str] = Field(None, description="The model before domain tuning (null: <run>/models/vlm-base).")
+
+
 class RealDataConfig(Strict):
     """What the models can be asked on ``../shared/realdata`` (evaluation only, never trained on)."""
 
@@ -114,6 +127,7 @@ class EvalConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     style: StyleConfig = Field(default_factory=StyleConfig, description="Register check.")
     realdata: RealDataConfig = Field(default_factory=RealDataConfig, description="Real-data checks.")
+    domain: DomainConfig = Field(default_factory=DomainConfig, description="The domain-task benchmark (Table 4).")
     plots: bool = Field(True, description="Write PNG plots beside the report.")
     fresh: bool = Field(False, description="Regenerate every description (otherwise generations already in "
                         "<run>/eval/generations.jsonl for the same model, prompt and photos are reused).")

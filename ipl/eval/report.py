@@ -107,7 +107,27 @@ def render(result: dict, plots: list[str]) -> str:
     rd = result.get("realdata")
     if rd:
         lines += realdata_lines(rd)
+    if result.get("domain"):
+        lines += domain_lines(result["domain"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def domain_lines(d: dict) -> list[str]:
+    """The domain-task benchmark (paper Table 4): base vs fine-tuned per task."""
+    lines = ["", "## Domain tasks (paper Table 4): before and after domain tuning", ""]
+    if "skipped" in d:
+        return lines + [f"Skipped: {d['skipped']}", ""]
+    lines += [f"Base `{d['models']['base']}` against fine-tuned `{d['models']['finetuned']}`, up to "
+              f"{d['rows_per_task']} held-out prompts per task, scored by string matching against the target.", "",
+              "| task | n | base | fine-tuned | score |", "|---|---|---|---|---|"]
+    for name, r in d["tasks"].items():
+        if "skipped" in r:
+            lines.append(f"| {name} | 0 | — | — | skipped: {r['skipped']} |")
+        else:
+            lines.append(f"| {name} | {r['n']} | {_f(r['base'])} | {_f(r['finetuned'])} | {r['metric']} |")
+    a = d["average"]
+    lines += [f"| **average** | | **{_f(a['base'])}** | **{_f(a['finetuned'])}** | |", ""]
+    return lines
 
 
 def caption_lines(c: dict) -> list[str]:

@@ -62,6 +62,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                                         "(ipl index), or eval.caption_rows is off"}
     if cfg.realdata.enabled:
         result["realdata"] = realdata.run(cfg)
+    if cfg.domain.enabled:
+        from ipl.eval import domain
+
+        t = time.monotonic()
+        result["domain"] = domain.run(cfg)
+        log.info("domain benchmark in %.0fs", time.monotonic() - t)
     return {"result": result, "examples": examples}
 
 
@@ -102,6 +108,12 @@ def summary(cfg: EvalConfig, result: dict) -> str:
     if ood.get("no_product_fact") is not None:
         lines.append(f"real photos far from the index ({ood['photos']}): no brand/model stated as a fact in "
                      f"{ood['no_product_fact']:.2f} of the drafts")
+    dom = result.get("domain") or {}
+    if dom.get("tasks"):
+        cells = ", ".join(f"{t} {r.get('base')} -> {r.get('finetuned')}" for t, r in dom["tasks"].items()
+                          if "skipped" not in r)
+        lines.append(f"domain tasks (base -> fine-tuned): {cells}; average {dom['average']['base']} -> "
+                     f"{dom['average']['finetuned']}")
     lines.append(f"report: {cfg.out_dir / 'report.md'} (numbers: {cfg.out_dir / 'metrics.json'})")
     return "\n".join(lines)
 

@@ -40,7 +40,8 @@ def eval_cfg(served_run, tmp_path_factory):
         # the fixture's weak category head cannot reach the calibrated gate: a configured one keeps it in use
         "serve.retrieval.category_min_score=0.2",
         "realdata.enabled=false", "realdata.fashion_photos=30", "realdata.fashion_descriptions=2",
-        "realdata.fashion_captions=3", *extra])
+        "realdata.fashion_captions=3", f"domain.base_vlm={root}/t/models/vlm-base", "domain.rows_per_task=3",
+        "domain.max_new_tokens=12", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,16 @@ def test_report_and_plots(evaluated):
     for png in ("ablation_acc.png", "ablation_sim.png", "ablation_hallucination.png", "ablation_text.png"):
         assert (cfg.out_dir / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "realdata" not in m
+    # the domain benchmark (Table 4): every task with the base and the fine-tuned model's score
+    d = m["domain"]
+    assert set(d["tasks"]) == {"category", "text_extraction", "vision_caption", "description", "mercari_brand"}
+    for name, r in d["tasks"].items():
+        if name == "mercari_brand" and not (REALDATA / "mercari" / "listings.tsv").is_file():
+            assert "skipped" in r
+            continue
+        assert r["n"] >= 1 and 0 <= r["base"] <= 1 and 0 <= r["finetuned"] <= 1, (name, r)
+    assert set(d["average"]) == {"base", "finetuned"}
+    assert "## Domain tasks (paper Table 4)" in report and "| category |" in report
 
 
 @pytest.mark.slow  # the Mercari slice through the real prepare stage, CLIP and VLM on real photos
