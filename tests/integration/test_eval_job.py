@@ -158,11 +158,12 @@ def test_rerun_reuses_generations_and_fresh_regenerates(evaluated):
     cfg, m = evaluated
     cache = cfg.out_dir / "generations.jsonl"
     lines = cache.read_text().splitlines()
-    again = evaluate(cfg.model_copy(update={"realdata": cfg.realdata.model_copy(update={"enabled": False})}))
+    off = {"realdata": cfg.realdata.model_copy(update={"enabled": False}),
+           "domain": cfg.domain.model_copy(update={"enabled": False})}  # measured once, by the fixture
+    again = evaluate(cfg.model_copy(update=off))
     assert cache.read_text().splitlines() == lines  # nothing generated twice
     assert again["result"]["ablation"]["table"] == m["ablation"]["table"]
     # a different generation length is a different key: only those are generated
-    longer = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"max_new_tokens": 13}),
-                                    "realdata": cfg.realdata.model_copy(update={"enabled": False})})
+    longer = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"max_new_tokens": 13}), **off})
     evaluate(longer)
     assert len(cache.read_text().splitlines()) == 2 * len(lines)
