@@ -82,7 +82,7 @@ class AttributeLibrary:
 
 
 def from_catalogue(lib: AttributeLibrary, path: Optional[str]) -> None:
-    from ipl.synth.catalogue import Catalogue
+    from ipl.catalog.catalogue import Catalogue
 
     cat = Catalogue.build(path, brands_per_category=10_000, models_per_brand=10_000)
     for c in cat.categories.values():

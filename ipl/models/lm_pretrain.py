@@ -46,7 +46,7 @@ class Vocabulary:
 
     @classmethod
     def build(cls) -> "Vocabulary":
-        from ipl.synth.catalogue import Catalogue
+        from ipl.catalog.catalogue import Catalogue
 
         cat = Catalogue.build(brands_per_category=99, models_per_brand=99)
         keys = {"en": set(), "zh": set()}
