@@ -81,6 +81,7 @@ def test_index_builds_captions_a_verified_text_index_and_caption_tiers(captioned
     assert again["captioned"] == 0 and again["reused"] == listings
 
 
+@pytest.mark.slow  # a second Serve application of its own (~1.5 min): `make test-slow` runs it
 def test_the_draft_reply_carries_the_caption_its_verdict_and_every_vote(captioned_run, ray_local):
     from ray import serve
 
