@@ -64,11 +64,9 @@ class Bundle:
 
 def node_gpu_memory(node: Node) -> Optional[float]:
     """GiB per GPU of a node (its accelerator label; None: unknown)."""
-    from ipl.devices import accelerator_memory_gib
+    from ipl.devices import labels_memory_gib
 
-    sizes = [accelerator_memory_gib(t) for t in node.types]
-    sizes = [s for s in sizes if s]
-    return max(sizes) if sizes else None  # a label with its size (V100-32G) wins over the table
+    return labels_memory_gib(node.types)
 
 
 def _memory_fits(b: Bundle, node: Node) -> bool:
@@ -157,22 +155,29 @@ def place(bundles: Iterable[Bundle], nodes: list[Node]) -> dict[str, int]:
     return placed
 
 
-def model_memory(cfg, what: str) -> tuple[float, str]:
-    """(GiB per GPU, the figures as words) of the served VLM under ``cfg.generate``."""
+def memory_figures(what: str, params_b: Optional[float], model_dir, dtype: str, tensor_parallel: int = 1,
+                   kv_gib: float = 0.0, size_key: str = "params_b") -> tuple[float, str]:
+    """(GiB per GPU, the figures as words) of a model on GPUs (:func:`ipl.devices.serving_memory_gib`);
+    ConfigError naming ``size_key`` when its size is neither configured nor countable here."""
     from ipl.devices import serving_memory_gib
     from ipl.models.vlm import count_params_b
 
-    g = cfg.generate
-    params = g.params_b or count_params_b(cfg.vlm_dir)
+    params = params_b or (count_params_b(model_dir) if model_dir else None)
     if params is None:
-        raise ConfigError(f"{what}: the model's size is unknown ({cfg.vlm_dir} is not on this machine): set "
-                          "generate.params_b (e.g. 8.29 for Qwen2-VL-7B) so the GPU memory can be checked")
-    tp = g.tensor_parallel_size if g.backend == "serve_llm" else 1
-    m = serving_memory_gib(params, g.dtype, tp, g.kv_reserve_gib)
-    words = (f"{params:.2f}B params {g.dtype if g.dtype != 'auto' else 'bf16/fp16'}: weights {m['weights_gib']:.1f}"
-             f"{f' (1/{tp} each)' if tp > 1 else ''} + overhead {m['overhead_gib']:.1f} + KV reserve "
-             f"{m['kv_gib']:.1f} = {m['total_gib']:.1f} GiB per GPU")
+        raise ConfigError(f"{what}: the model's size is unknown ({model_dir} is not on this machine): set "
+                          f"{size_key} (e.g. 8.29 for Qwen2-VL-7B) so the GPU memory can be checked")
+    m = serving_memory_gib(params, dtype, tensor_parallel, kv_gib)
+    words = (f"{params:.2f}B params {dtype if dtype != 'auto' else 'bf16/fp16'}: weights {m['weights_gib']:.1f}"
+             f"{f' (1/{tensor_parallel} each)' if tensor_parallel > 1 else ''} + overhead {m['overhead_gib']:.1f}"
+             f"{f' + KV reserve {kv_gib:.1f}' if kv_gib else ''} = {m['total_gib']:.1f} GiB per GPU")
     return m["total_gib"], words
+
+
+def model_memory(cfg, what: str) -> tuple[float, str]:
+    """(GiB per GPU, the figures as words) of the served VLM under ``cfg.generate``."""
+    g = cfg.generate
+    tp = g.tensor_parallel_size if g.backend == "serve_llm" else 1
+    return memory_figures(what, g.params_b, cfg.vlm_dir, g.dtype, tp, g.kv_reserve_gib, "generate.params_b")
 
 
 def serve_bundles(serve_config: dict, replicas: str = "max", notes: Optional[list] = None) -> list[Bundle]:
@@ -240,24 +245,13 @@ def job_of(entrypoint: str):
 
 def actor_memory(what: str, params_b: Optional[float], model_dir, dtype: str, gpus: float,
                  notes: Optional[list], kv_gib: float = 0.0) -> float:
-    """GiB per GPU of a batch job's model actor (weights + 1 GiB overhead + ``kv_gib``); 0 when it
-    runs on CPUs. ConfigError when the size is unknown (set the config's params_b)."""
+    """GiB per GPU of a batch job's model actor; 0 when it runs on CPUs (its figures go to ``notes``)."""
     if not gpus:
         return 0.0
-    from ipl.devices import serving_memory_gib
-    from ipl.models.vlm import count_params_b
-
-    params = params_b or (count_params_b(model_dir) if model_dir else None)
-    if params is None:
-        raise ConfigError(f"{what}: the model's size is unknown ({model_dir} is not on this machine): set its "
-                          "params_b so the GPU memory can be checked")
-    m = serving_memory_gib(params, dtype, 1, kv_gib)
+    gib, words = memory_figures(what, params_b, model_dir, dtype, 1, kv_gib, "its params_b")
     if notes is not None:
-        shown = "bf16/fp16 (auto)" if dtype == "auto" else dtype
-        notes.append(f"memory {what}: {params:.2f}B params {shown}: weights {m['weights_gib']:.1f} + overhead "
-                     f"{m['overhead_gib']:.1f}{f' + KV {kv_gib:.1f}' if kv_gib else ''} = {m['total_gib']:.1f} GiB "
-                     "per GPU")
-    return m["total_gib"]
+        notes.append(f"memory {what}: {words}")
+    return gib
 
 
 def job_bundles(stage: str, cfg, notes: Optional[list] = None) -> list[list[Bundle]]:

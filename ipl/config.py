@@ -27,6 +27,16 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names key and file."""
 
 
+def refuse_keys(data, gone: dict[str, str]):
+    """For a ``mode="before"`` validator: a key of ``gone`` (a setting that moved or was removed)
+    present in ``data`` is an error saying what to do instead; ``data`` otherwise."""
+    if isinstance(data, dict):
+        for key, message in gone.items():
+            if key in data:
+                raise ValueError(message)
+    return data
+
+
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, assignments are validated."""
 

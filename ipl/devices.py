@@ -142,6 +142,14 @@ def accelerator_memory_gib(label: str) -> Optional[float]:
     return None
 
 
+def labels_memory_gib(labels) -> Optional[float]:
+    """GiB per GPU of a node from its accelerator labels (``V100-32G`` or ``accelerator_type:A100``;
+    a label carrying its size wins over the table); None when none is known."""
+    sizes = [accelerator_memory_gib(str(t).split(":", 1)[-1]) for t in labels]
+    sizes = [s for s in sizes if s]
+    return max(sizes) if sizes else None
+
+
 # -- memory arithmetic (the offline capacity check and the training capacity check) -----------------
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2, "fp32": 4, "bf16": 2, "fp16": 2}
 GIB = 1024 ** 3

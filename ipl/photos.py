@@ -97,3 +97,18 @@ def photos_that_fit(text_tokens: int, images: list, max_tokens: int) -> int:
         if total > max_tokens:
             return i
     return len(images)
+
+
+def photos_within(tokenizer, text: str, images: list, max_tokens: int) -> int:
+    """:func:`photos_that_fit` for a chat-template ``text`` holding one vision placeholder (3 tokens)
+    per image. Tokenizes only when needed: a byte-level tokenizer never makes more tokens than
+    the text has UTF-8 bytes, so a text whose bytes plus photos fit needs no counting (the common
+    case, on every request and every training row)."""
+    if not images:
+        return 0
+    placeholders = 3 * len(images)
+    if len(text.encode("utf-8")) - placeholders + sum(visual_tokens(im) for im in images) <= max_tokens:
+        return len(images)
+    text_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - placeholders
+    return photos_that_fit(text_tokens, images, max_tokens)
+

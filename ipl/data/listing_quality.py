@@ -17,7 +17,6 @@ on the same features.
 from __future__ import annotations
 
 import io
-import json
 import re
 from typing import Optional
 
@@ -99,15 +98,10 @@ def _photo_sides(photos) -> list[int]:
 def listing_features(row: dict, template: Optional[list[str]], cfg: QualityConfig) -> dict[str, Optional[float]]:
     """The features of one listing (a cleaned row: category, title, description, price, photos,
     extracted, clip_score; or the text-only fields of a published listing)."""
+    from ipl.runtime import json_object
     from ipl.text.pii import find_pii
 
-    extracted = row.get("extracted")
-    if isinstance(extracted, str):
-        try:
-            extracted = json.loads(extracted)
-        except ValueError:
-            extracted = {}
-    extracted = extracted if isinstance(extracted, dict) else {}
+    extracted = json_object(row.get("extracted"))
     stated = {k.lower() for k, v in extracted.items() if v not in (None, "")}
     text = row.get("description") or ""
     f: dict[str, Optional[float]] = {}

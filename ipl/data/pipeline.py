@@ -483,19 +483,19 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     else:
         out["templates"] = templates_part(cfg, tpl_key)
     if cfg.quality.enabled:
-        q_key = tpl_key + cfg.fingerprint("quality")
-        q_path = run_dir / "quality" / "summary.json"
-        if not cfg.overwrite and q_path.exists() and read_json(q_path).get("key") == q_key:
-            log.info("prepare: quality/ is up to date")
-            out["quality"] = read_json(q_path)
-        else:
-            out["quality"] = quality_part(cfg, q_key)
+        out["quality"] = reused_or_built(cfg, "quality", "summary.json", tpl_key + cfg.fingerprint("quality"),
+                                         quality_part)
     if cfg.make_instructions and summary["image_text_check"]["photos"]:
-        ins_key = tpl_key + cfg.fingerprint("instructions")
-        manifest_path = run_dir / "instructions" / "manifest.json"
-        if not cfg.overwrite and manifest_path.exists() and read_json(manifest_path).get("key") == ins_key:
-            log.info("prepare: instructions/ is up to date")
-            out["instructions"] = read_json(manifest_path)
-        else:
-            out["instructions"] = instructions_part(cfg, ins_key)
+        out["instructions"] = reused_or_built(cfg, "instructions", "manifest.json",
+                                              tpl_key + cfg.fingerprint("instructions"), instructions_part)
     return out
+
+
+def reused_or_built(cfg: PrepareConfig, part: str, record: str, key: str, build) -> dict:
+    """``<run>/<part>/<record>`` when it was written with ``key`` (and not ``overwrite``), else
+    ``build(cfg, key)``, which writes it."""
+    path = cfg.run.dir / part / record
+    if not cfg.overwrite and path.exists() and read_json(path).get("key") == key:
+        log.info("prepare: %s/ is up to date", part)
+        return read_json(path)
+    return build(cfg, key)

@@ -19,6 +19,7 @@ import json
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Optional, Sequence
 
 BASED_ON = 0.2  # share of the generated words reused for a listing to count as based on the draft
@@ -78,8 +79,6 @@ TEXT_FEATURES = {"category_present", "attribute_fill_rate", "description_length"
 
 def quality_comparison(rows: list[dict], run_dir) -> dict:
     """Mean listing quality (text features) of the published drafts vs the run's cleaned listings."""
-    from pathlib import Path
-
     from ipl.data.listing_quality import QualityConfig, listing_features, quality_score
 
     run_dir = Path(run_dir)
@@ -202,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ipl feedback: {exc}", file=sys.stderr)
         return 2
     url = feedback_url(cfg)
-    if url.startswith("sqlite:///") and not __import__("pathlib").Path(url[len("sqlite:///"):]).is_file():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         print(f"ipl feedback: no feedback database at {url[len('sqlite:///'):]} (drafts served by `ipl serve` with "
               "feedback.enabled write it)", file=sys.stderr)
         return 2

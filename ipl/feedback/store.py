@@ -36,12 +36,16 @@ def feedback_url(cfg) -> str:
 def _v1(conn) -> None:
     from sqlalchemy import text
 
-    conn.execute(text("""CREATE TABLE IF NOT EXISTS drafts (
-        draft_id VARCHAR(64) PRIMARY KEY, created_at FLOAT NOT NULL, endpoint VARCHAR(16) NOT NULL,
+    # the two dialects' spellings of an auto-increment key and a double (SQLite here, PostgreSQL in production)
+    pg = conn.dialect.name == "postgresql"
+    key = "SERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    real = "DOUBLE PRECISION" if pg else "FLOAT"
+    conn.execute(text(f"""CREATE TABLE IF NOT EXISTS drafts (
+        draft_id VARCHAR(64) PRIMARY KEY, created_at {real} NOT NULL, endpoint VARCHAR(16) NOT NULL,
         language VARCHAR(8), category VARCHAR(64), description TEXT, attributes TEXT, index_version VARCHAR(64))"""))
-    conn.execute(text("""CREATE TABLE IF NOT EXISTS feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, draft_id VARCHAR(64) NOT NULL REFERENCES drafts(draft_id),
-        created_at FLOAT NOT NULL, outcome VARCHAR(16) NOT NULL, published_text TEXT, confirmed TEXT)"""))
+    conn.execute(text(f"""CREATE TABLE IF NOT EXISTS feedback (
+        id {key}, draft_id VARCHAR(64) NOT NULL REFERENCES drafts(draft_id),
+        created_at {real} NOT NULL, outcome VARCHAR(16) NOT NULL, published_text TEXT, confirmed TEXT)"""))
 
 
 def _v2(conn) -> None:
@@ -56,7 +60,7 @@ MIGRATIONS = {1: _v1, 2: _v2}  # version -> the step that makes it from version 
 
 
 def _engine(sql_url: str):
-    """The engine for the URL (SQLite spells AUTOINCREMENT, PostgreSQL SERIAL: :func:`migrate` adjusts the DDL)."""
+    """The engine for the URL (the migrations spell their DDL for its dialect)."""
     from sqlalchemy import create_engine
 
     return create_engine(sql_url, future=True, pool_pre_ping=True)
@@ -79,16 +83,7 @@ def migrate(engine) -> int:
                            "upgrade IPL before writing to it")
     for version in range(found + 1, SCHEMA_VERSION + 1):
         with engine.begin() as conn:
-            step = MIGRATIONS[version]
-            if engine.dialect.name == "postgresql" and version == 1:  # pragma: no cover - no PostgreSQL here
-                conn.execute(text("""CREATE TABLE IF NOT EXISTS drafts (draft_id VARCHAR(64) PRIMARY KEY,
-                    created_at DOUBLE PRECISION NOT NULL, endpoint VARCHAR(16) NOT NULL, language VARCHAR(8),
-                    category VARCHAR(64), description TEXT, attributes TEXT, index_version VARCHAR(64))"""))
-                conn.execute(text("""CREATE TABLE IF NOT EXISTS feedback (id SERIAL PRIMARY KEY,
-                    draft_id VARCHAR(64) NOT NULL REFERENCES drafts(draft_id), created_at DOUBLE PRECISION NOT NULL,
-                    outcome VARCHAR(16) NOT NULL, published_text TEXT, confirmed TEXT)"""))
-            else:
-                step(conn)
+            MIGRATIONS[version](conn)
             conn.execute(text("UPDATE ipl_schema SET version = :v"), {"v": version})
     return found
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ipl.config import RayConfig, RunConfig, Strict
+from ipl.config import RayConfig, RunConfig, Strict, refuse_keys
 from ipl.extract.llm import LLMConfig
 
 
@@ -130,9 +130,9 @@ class GenerateConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _moved(cls, data):
-        if isinstance(data, dict) and "image_side" in data:
-            raise ValueError("generate.image_side is gone: photos are sized by the model's image policy (the `images` "
-                             "block of ipl train, stored in <vlm>/ipl_images.json), as in training")
+        refuse_keys(data, {"image_side": "generate.image_side is gone: photos are sized by the model's image policy "
+                                         "(the `images` block of ipl train, stored in <vlm>/ipl_images.json), as in "
+                                         "training"})
         if isinstance(data, dict) and data.get("backend") == "vllm":
             raise ValueError("generate.backend=vllm is now serve_llm: Ray Serve LLM's LLMServer runs vLLM "
                              "(deployments.llm holds its replicas, accelerator type and autoscaling)")
@@ -214,10 +214,9 @@ class DeploymentsConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _merged(cls, data):
-        if isinstance(data, dict) and ({"category", "retriever"} & set(data)):
-            raise ValueError("deployments.category and deployments.retriever were merged into deployments.perception "
-                             "(one embedding per photo serves both): move their options there")
-        return data
+        merged = ("deployments.category and deployments.retriever were merged into deployments.perception (one "
+                  "embedding per photo serves both): move their options there")
+        return refuse_keys(data, {"category": merged, "retriever": merged})
 
     ingress: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=64),
                                        description="FastAPI ingress.")
@@ -268,10 +267,8 @@ class PipelineConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_concurrent(cls, data):
-        if isinstance(data, dict) and "concurrent" in data:
-            raise ValueError("pipeline.concurrent is gone: category and retrieval now share one embedding in one "
-                             "Perception call (remove the key)")
-        return data
+        return refuse_keys(data, {"concurrent": "pipeline.concurrent is gone: category and retrieval now share one "
+                                                "embedding in one Perception call (remove the key)"})
 
     max_inflight: int = Field(16, ge=1, description="Drafts an ingress replica runs at once; more get 503 with "
                               "Retry-After at once (JSON, never a hang).")

@@ -13,7 +13,6 @@ weighs them across listings and decides what may be stated.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from typing import Optional
@@ -72,16 +71,9 @@ class AttributeExtractor:
 
     @staticmethod
     def _offline(keys: list[str], refs: list[dict]) -> list[dict]:
-        raw = []
-        for h in refs:
-            attrs = h.get("attributes")
-            if isinstance(attrs, str):
-                try:
-                    attrs = json.loads(attrs)
-                except ValueError:
-                    attrs = {}
-            raw.append(attrs if isinstance(attrs, dict) else {})
-        return raw
+        from ipl.runtime import json_object
+
+        return [json_object(h.get("attributes")) for h in refs]
 
     def _ground(self, keys: list[str], refs: list[dict], raw: list[dict]) -> tuple[list[dict], dict]:
         kept = [grounded_values(v, h.get("description") or "", keys, self.cfg.max_value_chars) for v, h in zip(raw, refs)]

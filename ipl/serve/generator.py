@@ -64,14 +64,13 @@ def vlm_images(photos: Sequence, policy) -> list:
 def fit_context(tokenizer, build, images: list, max_tokens: int) -> tuple[list[dict], list]:
     """(messages, images) with photos dropped from the end until the prompt fits ``max_tokens``
     (``build(n)`` makes the messages for ``n`` photos)."""
-    from ipl.photos import photos_that_fit
+    from ipl.photos import photos_within
 
     messages = build(len(images))
     if not images or tokenizer is None:
         return messages, images
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    text_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 3 * len(images)
-    keep = photos_that_fit(text_tokens, images, max_tokens)
+    keep = photos_within(tokenizer, text, images, max_tokens)
     if keep < len(images):
         images = images[:keep]
         messages = build(keep)

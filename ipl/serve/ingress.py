@@ -313,7 +313,8 @@ class Ingress:
         (a seller's feedback on it can then never meet an unknown id)."""
         if self.feedback is None:
             return
-        category = (meta.get("category") or {}).get("name") if isinstance(meta.get("category"), dict) else None
+        cat = meta.get("category")
+        category = cat.get("name") if isinstance(cat, dict) else None
         attrs = [{k: a.get(k) for k in ("key", "value", "status")} for a in meta.get("attributes") or []]
         try:
             await asyncio.to_thread(self.feedback.add_draft, draft_id, endpoint, meta.get("language"), category,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ipl.config import ConfigError
+from ipl.devices import labels_memory_gib
 from ipl.train.config import ScalingConfig
 
 PARQUET_READ_FREE_CPUS = 1.0
@@ -30,15 +31,6 @@ def node_capacity(nodes: list[dict]) -> list[dict]:
     return out
 
 
-def gpu_memory_of(types: set) -> Optional[float]:
-    """GiB per GPU of a node from its ``accelerator_type:<T>`` labels (None: unknown)."""
-    from ipl.devices import accelerator_memory_gib
-
-    sizes = [accelerator_memory_gib(t.split(":", 1)[1]) for t in types]
-    sizes = [s for s in sizes if s]
-    return max(sizes) if sizes else None  # a label with its size (V100-32G) wins over the table
-
-
 def memory_line(need: dict) -> str:
     return (f"{need['params_b']:.2f}B params, ZeRO-{need['zero_stage']} {need['precision']}: weights "
             f"{need['weights_gib']:.1f} + grads {need['grads_gib']:.1f} + optimizer {need['optimizer_gib']:.1f} + "
@@ -52,12 +44,12 @@ def check_memory(need: Optional[dict], cap: list[dict], usable: float = 0.9) -> 
         return cap
     ok = []
     for n in cap:
-        mem = gpu_memory_of(n["types"])
+        mem = labels_memory_gib(n["types"])
         if mem is None or need["total_gib"] <= usable * mem + 1e-9:
             ok.append(n)
     if not ok and cap:
-        have = ", ".join(sorted({f"{n['node']}: {gpu_memory_of(n['types']):g} GiB" for n in cap
-                                 if gpu_memory_of(n["types"])}))
+        have = ", ".join(sorted({f"{n['node']}: {labels_memory_gib(n['types']):g} GiB" for n in cap
+                                 if labels_memory_gib(n["types"])}))
         hint = (" ZeRO stage 2 shards the gradients too (deepspeed.zero_optimization.stage: 2)"
                 if need["zero_stage"] < 2 else " ZeRO stage 3 shards the weights too")
         raise ConfigError(f"scaling: a training worker needs {memory_line(need)}, more than {usable:.0%} of any "

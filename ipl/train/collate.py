@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ipl.photos import fit_photos, photos_that_fit
+from ipl.photos import fit_photos, photos_within
 
 IGNORE = -100
 
@@ -101,8 +101,7 @@ class Collator:
                 raise ValueError(f"row {row.get('id', '?')}: {n_parts} image placeholders but {len(photos)} photos")
             text = self.tokenizer.apply_chat_template(messages, tokenize=False)
             if photos:  # the context rule: photos go from the end until text + photos fit
-                text_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - 3 * len(photos)
-                keep = photos_that_fit(text_tokens, photos, self.max_length)
+                keep = photos_within(self.tokenizer, text, photos, self.max_length)
                 if keep < len(photos):
                     self.stats["photos_dropped_for_length"] += len(photos) - keep
                     photos = photos[:keep]

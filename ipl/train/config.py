@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ipl.config import ImagePolicy, RayConfig, RunConfig, Strict
+from ipl.config import ImagePolicy, RayConfig, RunConfig, Strict, refuse_keys
 
 DESCRIPTION_TASKS = ("desc_image", "desc_template", "desc_reference")
 ALL_TASKS = (*DESCRIPTION_TASKS, "category", "extraction", "caption")
@@ -59,10 +59,8 @@ class DataConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _moved(cls, data):
-        if isinstance(data, dict) and "max_photos" in data:
-            raise ValueError("data.max_photos moved to images.max_photos (the image policy the model is trained "
-                             "with, served with and evaluated with)")
-        return data
+        return refuse_keys(data, {"max_photos": "data.max_photos moved to images.max_photos (the image policy the "
+                                                "model is trained with, served with and evaluated with)"})
 
     @model_validator(mode="after")
     def _known_tasks(self):
