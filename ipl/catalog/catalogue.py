@@ -63,6 +63,7 @@ class Category:
     variant_key: str
     variant_values: tuple[Value, ...]
     listing: dict = field(hash=False, compare=False)  # key -> tuple[Value, ...]
+    condition_key: Optional[str] = None  # the listing-level key whose values (best first) grade the condition
 
     def level(self, key: str) -> str:
         if key in SPU_LEVEL:
@@ -93,6 +94,7 @@ class Catalogue:
     attribute_names: dict[str, str]
     skus: list[SKU]
     spus: list[str]
+    condition_grades: tuple = ()  # Value, best first
 
     @classmethod
     def build(
@@ -141,7 +143,18 @@ class Catalogue:
                             )
         if not skus:
             raise ValueError("catalogue has no SKUs: check catalogue sizing")
-        return cls(cats, raw["colors"], raw["attribute_names"], skus, spus)
+        grades = tuple(Value.parse(g) for g in raw.get("condition_grades", ()))
+        return cls(cats, raw["colors"], raw["attribute_names"], skus, spus, grades)
+
+    def condition_of(self, category: str, listing_attrs: dict) -> Optional[Value]:
+        """The condition grade of a listing: its ``condition_key`` value's position (best first) scaled
+        onto ``condition_grades`` (None without either)."""
+        cat = self.categories[category]
+        value = listing_attrs.get(cat.condition_key) if cat.condition_key else None
+        if value is None or not self.condition_grades:
+            return None
+        values = cat.listing[cat.condition_key]
+        return self.condition_grades[values.index(value) * len(self.condition_grades) // len(values)]
 
     def color_value(self, name: str) -> Value:
         return Value(name, self.colors[name]["zh"])
@@ -179,6 +192,10 @@ def _parse_category(name: str, spec: dict) -> Category:
     missing = [k for k in template if k not in ("Brand", "Model", "Color", variant_key) and k not in listing]
     if missing:
         raise ValueError(f"catalogue category {name}: template keys {missing} have no values")
+    condition_key = spec.get("condition_key", "Condition" if "Condition" in listing else None)
+    if condition_key is not None and condition_key not in listing:
+        raise ValueError(f"catalogue category {name}: condition_key {condition_key!r} is not a listing attribute "
+                         f"(known: {sorted(listing)})")
     return Category(
         name=name,
         zh=spec["zh"],
@@ -190,6 +207,7 @@ def _parse_category(name: str, spec: dict) -> Category:
         variant_key=variant_key,
         variant_values=tuple(Value.parse(v) for v in variant_values),
         listing=listing,
+        condition_key=condition_key,
     )
 
 

@@ -31,6 +31,12 @@ and, each with its probability, the domain-understanding tasks:
   ``caption_truth_column`` (the synthetic ground truth, ``attributes``) and fall back to the
   values extracted from the seller's text; a listing whose photos show another SKU
   (``photo_sku_id`` ≠ the group) yields no caption: the target must be what is visible.
+* ``tagging`` (content tagging, :mod:`ipl.extract.tasks`): listing text -> the listing-level values
+  (condition, box, accessories: :class:`~ipl.catalog.levels.KeyLevels`) the text states, as tags;
+  for categories whose template has listing-level keys;
+* ``condition`` (the sentiment-like task): listing text -> the grade in ``condition_column`` (the
+  marketplace's condition field; ``ipl synth`` writes one), one of ``condition_grades``; rows whose
+  grade is missing or not one of them yield none.
 
 The assistant turn is the training target. Rows are split train/validation by a hash of the
 group (SKU), so validation photos are of items never seen in training.
@@ -51,9 +57,10 @@ from ipl.data.contract import require_columns
 from ipl.evidence.verify import repair
 from ipl.extract.matcher import AttributeMatcher
 from ipl.extract.prompt import extraction_messages
+from ipl.extract.tasks import condition_messages, tagging_messages, tagging_target
 from ipl.generate.prompts import description_messages, description_prompt
 
-TASKS = ("desc_image", "desc_template", "desc_reference", "category", "extraction", "caption")
+TASKS = ("desc_image", "desc_template", "desc_reference", "category", "extraction", "caption", "tagging", "condition")
 
 
 class InstructionConfig(Strict):
@@ -70,6 +77,14 @@ class InstructionConfig(Strict):
     category_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a category task.")
     extraction_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields an extraction task.")
     caption_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a caption task (CASLIE).")
+    tagging_prob: float = Field(0.15, ge=0, le=1, description="Chance a listing also yields a content-tagging task.")
+    condition_prob: float = Field(0.15, ge=0, le=1, description="Chance a listing with a condition grade also "
+                                  "yields a condition task.")
+    condition_column: str = Field("condition", description="Column of the listing's condition grade (missing: no "
+                                  "condition task).")
+    condition_grades: dict[str, list[str]] = Field(
+        default_factory=lambda: {"en": ["like new", "good", "fair"], "zh": ["几乎全新", "良好", "一般"]},
+        description="The condition grades by language, best first (the answer options).")
     caption_keys: list[str] = Field(default_factory=lambda: list(VISIBLE_KEYS),
                                     description="Keys a photo can show; the caption target states only these.")
     caption_cue_prob: float = Field(0.3, ge=0, le=1, description="Chance a desc_template/desc_reference prompt "
@@ -234,4 +249,14 @@ class MakeInstructions:
             if photos and unit_hash(str(cfg.seed), "cap", lid) < cfg.caption_prob and not mismatched(i):
                 prompt, target = self.caption_for(cat, caption_truth(i), lang, template)
                 emit("caption", caption_messages(len(photos), prompt, lang, target), photos, target)
+            listing_keys = [k for k in template or [] if self.levels.level(k) == "listing"]
+            if listing_keys and unit_hash(str(cfg.seed), "tag", lid) < cfg.tagging_prob:
+                target = tagging_target([str(attrs[k]) for k in listing_keys if attrs.get(k)], lang)
+                emit("tagging", tagging_messages(listing_keys, text, lang)
+                     + [{"role": "assistant", "content": target}], [], target)
+            grade = batch.get(cfg.condition_column, [None] * n)[i]
+            grades = cfg.condition_grades.get(lang) or cfg.condition_grades.get("en", [])
+            if grade in grades and unit_hash(str(cfg.seed), "cond", lid) < cfg.condition_prob:
+                emit("condition", condition_messages(grades, text, lang)
+                     + [{"role": "assistant", "content": grade}], [], grade)
         return out

@@ -79,9 +79,11 @@ class DomainConfig(Strict):
     prompts of each task (:mod:`ipl.eval.domain`)."""
 
     enabled: bool = Field(True, description="Run it with ipl eval (metrics.json `domain`).")
-    tasks: list[Literal["category", "text_extraction", "vision_caption", "description", "mercari_brand"]] = Field(
-        default_factory=lambda: ["category", "text_extraction", "vision_caption", "description", "mercari_brand"],
-        description="Tasks scored.")
+    tasks: list[Literal["category", "text_extraction", "vision_caption", "description", "tagging", "condition",
+                        "mercari_brand", "mercari_condition"]] = Field(
+        default_factory=lambda: ["category", "text_extraction", "vision_caption", "description", "tagging",
+                                 "condition", "mercari_brand", "mercari_condition"],
+        description="Tasks scored (the mercari_* ones on ../shared/realdata; skipped without it).")
     rows_per_task: int = Field(24, ge=1, description="Held-out prompts per task.")
     max_new_tokens: int = Field(64, ge=4, description="Answer length cap.")
     base_vlm: Optional[str] = Field(None, description="The model before domain tuning (null: <run>/models/vlm-base).")

@@ -12,8 +12,17 @@ against its target (paper Appendix E):
   instructions): word-level F1 of the answer against the target caption;
 * ``description`` -- photos + category + facts -> description (validation ``desc_reference``
   instructions): share of the reference values the description states (grounding match);
+* ``tagging`` -- listing text -> its listing-level facts as tags (validation ``tagging``
+  instructions): F1 of the answer's tag set against the target's (both empty: 1);
+* ``condition`` -- listing text -> a condition grade (validation ``condition`` instructions): the
+  first grade the answer names is the target;
 * ``mercari_brand`` -- a real Mercari listing's text -> JSON (``../shared/realdata``, never
-  trained on): the answer's Brand equals ``brand_name`` (rows whose brand the text names).
+  trained on): the answer's Brand equals ``brand_name`` (rows whose brand the text names);
+* ``mercari_condition`` -- a real Mercari listing's text -> the grade of its ``item_condition_id``
+  (:data:`~ipl.extract.tasks.MERCARI_GRADES`; rows with a description).
+
+The classification tasks (category, the two condition tasks) also report ``majority``: the share
+of the commonest target, what always giving one answer would score.
 
 ``metrics.json`` ``domain``: ``tasks.<name>.{base, finetuned, n, metric}`` and ``average``.
 """
@@ -28,7 +37,13 @@ from typing import Optional
 
 log = logging.getLogger("ipl.eval")
 
-TASKS = ("category", "text_extraction", "vision_caption", "description", "mercari_brand")
+TASKS = ("category", "text_extraction", "vision_caption", "description", "tagging", "condition", "mercari_brand",
+         "mercari_condition")
+METRICS = {"category": "names the target category", "text_extraction": "target values matched",
+           "vision_caption": "word F1 against the target caption", "description": "reference values stated",
+           "tagging": "tag-set F1", "condition": "grade == target", "mercari_brand": "Brand == brand_name",
+           "mercari_condition": "grade == item_condition_id's grade"}
+CLASSIFICATION = ("category", "condition", "mercari_condition")
 _WORD = re.compile(r"[\u3400-\u9fff]|[^\W_]+", re.UNICODE)
 
 
@@ -64,6 +79,22 @@ def word_f1(answer: str, target: str) -> float:
     return 2 * p * r / (p + r)
 
 
+def tagging_score(answer: str, target: str) -> float:
+    from ipl.extract.tasks import parse_tags
+
+    a, t = {_norm(x) for x in parse_tags(answer)}, {_norm(x) for x in parse_tags(target)}
+    if not a and not t:
+        return 1.0
+    common = len(a & t)
+    return 0.0 if not common else 2 * common / (len(a) + len(t))
+
+
+def condition_score(answer: str, target: str, grades: list[str]) -> float:
+    from ipl.extract.tasks import parse_grade
+
+    return float(parse_grade(answer, grades) == target)
+
+
 def description_score(answer: str, messages: list[dict]) -> Optional[float]:
     from ipl.extract.grounding import is_grounded
     from ipl.train.quality import reference_of
@@ -79,7 +110,7 @@ def instruction_items(instructions_dir: Path, n: int) -> dict[str, list[dict]]:
     import pyarrow.dataset as ds
 
     wanted = {"category": "category", "extraction": "text_extraction", "caption": "vision_caption",
-              "desc_reference": "description"}
+              "desc_reference": "description", "tagging": "tagging", "condition": "condition"}
     split = Path(instructions_dir) / "split=validation"
     out: dict[str, list[dict]] = {t: [] for t in wanted.values()}
     if not split.exists():
@@ -97,27 +128,35 @@ def instruction_items(instructions_dir: Path, n: int) -> dict[str, list[dict]]:
 
 
 def mercari_items(root: Path, n: int) -> list[dict]:
-    """Real Mercari listings whose text names their brand: the Table 3 extraction prompt, no photos."""
+    """Up to ``n`` real Mercari listings per task, no photos: those whose text names their brand
+    (the Table 3 extraction prompt, ``mercari_brand``) and those with a description (the condition
+    prompt, ``mercari_condition``)."""
     import csv
 
     from ipl.extract.prompt import extraction_messages
+    from ipl.extract.tasks import MERCARI_GRADES, condition_messages
 
     path = Path(root) / "mercari" / "listings.tsv"
     if not path.is_file():
         return []
-    items = []
+    grades = list(dict.fromkeys(MERCARI_GRADES.values()))
+    brand_items, condition_items = [], []
     with open(path, encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             brand = (row.get("brand_name") or "").strip()
-            text = f"{row.get('name') or ''}. {row.get('item_description') or ''}"
-            if not brand or brand.lower() not in text.lower():
-                continue
-            category = (row.get("category_name") or "other").split("/")[0] or "other"
-            items.append({"task": "mercari_brand", "messages": extraction_messages(category, ["Brand"], text),
-                          "photos": [], "target": json.dumps({"Brand": brand})})
-            if len(items) >= n:
+            desc = (row.get("item_description") or "").strip()
+            text = f"{row.get('name') or ''}. {desc}"
+            if brand and brand.lower() in text.lower() and len(brand_items) < n:
+                category = (row.get("category_name") or "other").split("/")[0] or "other"
+                brand_items.append({"task": "mercari_brand", "messages": extraction_messages(category, ["Brand"], text),
+                                    "photos": [], "target": json.dumps({"Brand": brand})})
+            grade = MERCARI_GRADES.get((row.get("item_condition_id") or "").strip())
+            if grade and desc and desc != "No description yet" and len(condition_items) < n:
+                condition_items.append({"task": "mercari_condition", "messages": condition_messages(grades, text),
+                                        "photos": [], "target": grade, "grades": grades})
+            if len(brand_items) >= n and len(condition_items) >= n:
                 break
-    return items
+    return brand_items + condition_items
 
 
 def score_item(item: dict, answer: str) -> Optional[float]:
@@ -130,6 +169,10 @@ def score_item(item: dict, answer: str) -> Optional[float]:
         return word_f1(answer, item["target"])
     if t == "description":
         return description_score(answer, item["messages"])
+    if t == "tagging":
+        return tagging_score(answer, item["target"])
+    if t in ("condition", "mercari_condition"):
+        return condition_score(answer, item["target"], item.get("grades") or [item["target"]])
     raise ValueError(f"unknown domain task {t!r}")
 
 
@@ -141,7 +184,11 @@ def run(cfg) -> dict:
 
     d = cfg.domain
     items = instruction_items(cfg.instructions_dir, d.rows_per_task)
-    items["mercari_brand"] = mercari_items(Path(cfg.realdata.root), d.rows_per_task)
+    for it in mercari_items(Path(cfg.realdata.root), d.rows_per_task):
+        items.setdefault(it["task"], []).append(it)
+    grades = sorted({it["target"] for it in items.get("condition", [])})  # the options the prompts offered
+    for it in items.get("condition", []):
+        it["grades"] = grades
     items = {t: v for t, v in items.items() if t in d.tasks}
     flat = [it for t in d.tasks for it in items.get(t, [])]
     base = Path(d.base_vlm) if d.base_vlm else cfg.run.dir / "models" / "vlm-base"
@@ -166,9 +213,9 @@ def run(cfg) -> dict:
         for name in models:
             scores = [s for s in (score_item(flat[i], answers[name][i]) for i in idx) if s is not None]
             row[name] = round(sum(scores) / len(scores), 4) if scores else None
-        row["metric"] = {"category": "names the target category", "text_extraction": "target values matched",
-                         "vision_caption": "word F1 against the target caption",
-                         "description": "reference values stated", "mercari_brand": "Brand == brand_name"}[t]
+        row["metric"] = METRICS[t]
+        if t in CLASSIFICATION:
+            row["majority"] = round(Counter(flat[i]["target"] for i in idx).most_common(1)[0][1] / len(idx), 4)
         row["example"] = {"target": flat[idx[0]]["target"][:200], "base": answers["base"][idx[0]][:200],
                           "finetuned": answers["finetuned"][idx[0]][:200]}
         tasks[t] = row

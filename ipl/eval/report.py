@@ -119,14 +119,17 @@ def domain_lines(d: dict) -> list[str]:
         return lines + [f"Skipped: {d['skipped']}", ""]
     lines += [f"Base `{d['models']['base']}` against fine-tuned `{d['models']['finetuned']}`, up to "
               f"{d['rows_per_task']} held-out prompts per task, scored by string matching against the target.", "",
-              "| task | n | base | fine-tuned | score |", "|---|---|---|---|---|"]
+              "| task | n | base | fine-tuned | majority answer | score |", "|---|---|---|---|---|---|"]
     for name, r in d["tasks"].items():
         if "skipped" in r:
-            lines.append(f"| {name} | 0 | — | — | skipped: {r['skipped']} |")
+            lines.append(f"| {name} | 0 | — | — | — | skipped: {r['skipped']} |")
         else:
-            lines.append(f"| {name} | {r['n']} | {_f(r['base'])} | {_f(r['finetuned'])} | {r['metric']} |")
+            lines.append(f"| {name} | {r['n']} | {_f(r['base'])} | {_f(r['finetuned'])} | "
+                         f"{_f(r['majority']) if 'majority' in r else '—'} | {r['metric']} |")
     a = d["average"]
-    lines += [f"| **average** | | **{_f(a['base'])}** | **{_f(a['finetuned'])}** | |", ""]
+    lines += [f"| **average** | | **{_f(a['base'])}** | **{_f(a['finetuned'])}** | | |", "",
+              "*majority answer*: the share of the commonest target (classification tasks), what one fixed answer "
+              "would score.", ""]
     return lines
 
 

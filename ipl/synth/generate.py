@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
         ("description", pa.string()),
         ("attributes", pa.string()),  # JSON: template key -> value, in the listing's language
         ("mentioned", pa.string()),  # JSON: template keys the description states, in order
+        ("condition", pa.string()),  # the condition grade (Catalogue.condition_of), in the listing's language
         ("price", pa.float64()),
         ("quality_score", pa.float64()),
         ("risk_flags", pa.list_(pa.string())),
@@ -128,6 +129,7 @@ class ListingFactory:
         category = self.catalogue.categories[sku.category]
         attrs = {**self.catalogue.sku_attributes(sku), **content["listing_attrs"]}
         attributes = {k: attrs[k].text(language) for k in category.template}
+        grade = self.catalogue.condition_of(sku.category, content["listing_attrs"])
         return {
             "listing_id": f"L{i:09d}",
             "sku_id": sku.sku_id,
@@ -138,6 +140,7 @@ class ListingFactory:
             "description": description,
             "attributes": json.dumps(attributes, ensure_ascii=False),
             "mentioned": json.dumps(text.mentioned),
+            "condition": grade.text(language) if grade else None,
             "price": float(price),
             "quality_score": round(quality, 4),
             "risk_flags": risk_flags,

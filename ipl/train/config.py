@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from ipl.config import ImagePolicy, RayConfig, RunConfig, Strict, refuse_keys
 
 DESCRIPTION_TASKS = ("desc_image", "desc_template", "desc_reference")
-ALL_TASKS = (*DESCRIPTION_TASKS, "category", "extraction", "caption")
+ALL_TASKS = (*DESCRIPTION_TASKS, "category", "extraction", "caption", "tagging", "condition")
 # DeepSpeed keys derived from this config (set them through `optim`/`precision` instead).
 DERIVED_DS_KEYS = {
     "train_batch_size": "optim.micro_batch_size x optim.grad_accum x scaling.num_workers",

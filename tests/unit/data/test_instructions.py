@@ -142,3 +142,40 @@ def test_a_caption_cue_in_the_prompt_never_changes_what_the_target_states():
             assert not m.states("Blue", r["target"])
     assert all("<caption>" not in json.loads(r["messages"])[1]["content"][-1]["text"]
                for r in cued if r["task"] == "desc_image")
+
+
+def test_tagging_and_condition_tasks():
+    """Content tagging states the listing-level values the text gave (none: 'none'); the condition task's
+    target is the row's grade, asked as one of the configured grades; others yield no row."""
+    from ipl.extract.tasks import parse_grade, parse_tags
+
+    templates = {**TEMPLATES, "sneakers": ["Brand", "Model", "Size", "Color", "Condition", "Box"]}
+    rows = []
+    for i in range(12):
+        ext = {"Brand": "Nike", "Model": "Air Max 90", "Size": "42", "Condition": "worn a few times"}
+        if i % 2:
+            ext["Box"] = "with the original box"
+        if i == 11:
+            ext = {"Brand": "Nike"}
+        rows.append({**listing(i, sku=f"sneakers/{i}", cat="sneakers"), "extracted": json.dumps(ext),
+                     "condition": ["like new", "good", "fair", "excellent"][i % 4]})
+    batch = {k: np.array([r[k] for r in rows] + [None], dtype=object)[:-1] for k in rows[0]}
+    out = MakeInstructions(InstructionConfig(category_prob=0, extraction_prob=0, caption_prob=0, tagging_prob=1,
+                                             condition_prob=1), templates, {})(batch)
+    out = [dict(zip(out, vals)) for vals in zip(*out.values())]
+    tags = {r["listing_id"]: r for r in out if r["task"] == "tagging"}
+    assert len(tags) == 12
+    assert tags["L0001"]["target"] == "worn a few times; with the original box"
+    assert tags["L0000"]["target"] == "worn a few times" and tags["L0011"]["target"] == "none"
+    msgs = json.loads(tags["L0001"]["messages"])
+    assert [m["role"] for m in msgs] == ["user", "assistant"] and "Condition, Box" in msgs[0]["content"]
+    assert "Brand" not in msgs[0]["content"].split("about:")[1].split(".")[0]  # only listing-level keys
+    assert tags["L0001"]["photos"] == []
+    assert parse_tags("Worn a few times; with the original box.") == {"worn a few times", "with the original box"}
+    assert parse_tags("none") == set()
+    cond = {r["listing_id"]: r["target"] for r in out if r["task"] == "condition"}
+    assert cond == {f"L{i:04d}": ["like new", "good", "fair"][i % 4] for i in range(12) if i % 4 != 3}
+    prompt = json.loads(next(r for r in out if r["task"] == "condition")["messages"])[0]["content"]
+    assert "like new, good, fair" in prompt
+    assert parse_grade("It is in good shape, like new!", ["like new", "good", "fair"]) == "good"
+    assert parse_grade("no idea", ["like new", "good", "fair"]) is None

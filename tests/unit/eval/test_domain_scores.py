@@ -30,3 +30,33 @@ def test_word_f1_and_description_recall():
 
 def test_missing_instructions_give_no_items(tmp_path):
     assert all(v == [] for v in instruction_items(tmp_path, 5).values())
+
+
+def test_tagging_and_condition_scores():
+    from ipl.eval.domain import condition_score, score_item, tagging_score
+
+    assert tagging_score("worn twice; with the original box", "with the original box; worn twice") == 1
+    assert tagging_score("worn twice", "worn twice; no box") == pytest.approx(2 / 3)
+    assert tagging_score("none", "none") == 1 and tagging_score("worn twice", "none") == 0
+    grades = ["like new", "good", "fair"]
+    assert condition_score("Good.", "good", grades) == 1 and condition_score("like new, good", "good", grades) == 0
+    assert condition_score("excellent", "good", grades) == 0
+    assert score_item({"task": "mercari_condition", "target": "fair", "grades": grades}, "fair I think") == 1
+
+
+def test_mercari_items_map_the_condition_field(tmp_path):
+    from ipl.eval.domain import mercari_items
+
+    d = tmp_path / "mercari"
+    d.mkdir()
+    rows = ["train_id\tname\titem_condition_id\tcategory_name\tbrand_name\tprice\tshipping\titem_description",
+            "0\tNike shoes\t1\tMen/Shoes\tNike\t10\t1\tNike running shoes, barely worn",
+            "1\tOld tee\t4\tMen/Tops\t\t5\t1\tNo description yet",
+            "2\tMug\t5\tHome/Kitchen\t\t5\t1\tchipped on the rim"]
+    (d / "listings.tsv").write_text("\n".join(rows) + "\n")
+    items = mercari_items(tmp_path, 5)
+    assert [(i["task"], i["target"]) for i in items] == [
+        ("mercari_brand", json.dumps({"Brand": "Nike"})), ("mercari_condition", "like new"),
+        ("mercari_condition", "fair")]  # no description: no condition item
+    assert "like new, good, fair" in items[1]["messages"][0]["content"]
+    assert mercari_items(tmp_path / "none", 5) == []

@@ -42,3 +42,17 @@ def test_chinese_surface_forms():
     attrs = cat.sku_attributes(sku)
     assert attrs["Color"].zh.endswith("色")
     assert cat.key_name("Brand", "zh") == "品牌"
+
+
+def test_every_category_grades_its_condition_best_first():
+    cat = Catalogue.build()
+    grades = [g.en for g in cat.condition_grades]
+    assert grades == ["like new", "good", "fair"]
+    for name, c in cat.categories.items():
+        assert c.condition_key in c.listing, name
+        values = c.listing[c.condition_key]
+        got = [cat.condition_of(name, {c.condition_key: v}).en for v in values]
+        assert got[0] == "like new" and got[-1] == "fair" and got == sorted(got, key=grades.index), (name, got)
+    phone = cat.categories["phone"]
+    assert phone.condition_key == "Screen condition"
+    assert cat.condition_of("phone", {"Version": phone.listing["Version"][0]}) is None

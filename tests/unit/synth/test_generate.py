@@ -31,6 +31,9 @@ def test_schema_and_ground_truth(small_rows, small_synth_cfg):
         cat = factory.catalogue.categories[r["category"]]
         attrs = json.loads(r["attributes"])
         assert tuple(attrs) == cat.template
+        grade = factory.catalogue.condition_of(r["category"], {cat.condition_key: next(
+            v for v in cat.listing[cat.condition_key] if v.text(r["language"]) == attrs[cat.condition_key])})
+        assert r["condition"] == grade.text(r["language"])  # the grade of the listing's condition value
         assert r["sku_id"].startswith(r["spu_id"] + "/") and r["spu_id"].startswith(r["category"] + "/")
         assert 1 <= len(r["photos"]) <= small_synth_cfg.photos_max
         assert all(p[:2] == b"\xff\xd8" for p in r["photos"])  # JPEG
