@@ -1,6 +1,6 @@
 """``ipl <stage> [--config FILE] [key=value ...]``: the command line of every stage.
 
-Stages: synth prepare train index eval serve demo. Without ``--config`` a stage reads its
+Stages: synth prepare train index eval serve demo curve. Without ``--config`` a stage reads its
 local config ``jobs/configs/<stage>_local.yaml``. ``--print-config`` validates and prints
 the resolved config without running. ``jobs/<stage>.py`` calls :func:`run_stage`, so
 ``ray job submit -- python jobs/<stage>.py --config ...`` runs the same code.
@@ -53,6 +53,8 @@ STAGES = {
               default_config="serve_configs/local.yaml"),
         Stage("demo", "run every built stage end to end on a small marketplace", "ipl.demo:DemoConfig",
               "ipl.demo:main"),
+        Stage("curve", "the data-size curve: fine-tune on 10/20/50/100% of the instructions, evaluate each",
+              "ipl.curve:CurveConfig", "ipl.curve:main"),
     ]
 }
 

@@ -39,7 +39,9 @@ and, each with its probability, the domain-understanding tasks:
   grade is missing or not one of them yield none.
 
 The assistant turn is the training target. Rows are split train/validation by a hash of the
-group (SKU), so validation photos are of items never seen in training.
+group (SKU), so validation photos are of items never seen in training. Each row's ``draw`` (a
+number in [0, 1) from its id) lets ``ipl train data.fraction=f`` train on a nested share of the
+rows (the data-size curve: the 10% rows are inside the 20% ones).
 """
 from __future__ import annotations
 
@@ -182,7 +184,7 @@ class MakeInstructions:
         require_columns(batch, ["listing_id", "category", "text", "photos", "extracted", cfg.group_column],
                         "instructions")
         out = {k: [] for k in ("id", "listing_id", "group", "split", "task", "language", "messages", "photos",
-                               "target", "fallback")}
+                               "target", "fallback", "draw")}
         n = len(batch["listing_id"])
         languages = batch.get("language", ["en"] * n)
         for i in range(n):
@@ -205,6 +207,7 @@ class MakeInstructions:
                 out["photos"].append(images)
                 out["target"].append(target)
                 out["fallback"].append(fallback)
+                out["draw"].append(unit_hash("draw", lid, task))  # ipl train's data.fraction keeps draw < fraction
 
             def mismatched(i: int) -> bool:  # the photos show another SKU than the text: no caption of it
                 shown = batch.get("photo_sku_id", [None] * n)[i]

@@ -131,6 +131,8 @@ class EvalConfig(Strict):
     realdata: RealDataConfig = Field(default_factory=RealDataConfig, description="Real-data checks.")
     domain: DomainConfig = Field(default_factory=DomainConfig, description="The domain-task benchmark (Table 4).")
     plots: bool = Field(True, description="Write PNG plots beside the report.")
+    out: Optional[str] = Field(None, description="Report folder: metrics.json, examples.jsonl, generations.jsonl, "
+                               "report.md (null: <run>/eval).")
     fresh: bool = Field(False, description="Regenerate every description (otherwise generations already in "
                         "<run>/eval/generations.jsonl for the same model, prompt and photos are reused).")
 
@@ -155,4 +157,4 @@ class EvalConfig(Strict):
 
     @property
     def out_dir(self) -> Path:
-        return self.run.dir / "eval"
+        return Path(self.out) if self.out else self.run.dir / "eval"

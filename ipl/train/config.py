@@ -49,6 +49,9 @@ class DataConfig(Strict):
 
     instructions: Optional[str] = Field(None, description="Instructions directory (null: <run>/instructions).")
     tasks: list[str] = Field(default_factory=lambda: list(ALL_TASKS), description="Tasks trained on.")
+    fraction: float = Field(1.0, gt=0, le=1, description="Share of the training rows used (by each row's `draw`, so "
+                            "a smaller share is inside a larger one; the validation split is always whole): the "
+                            "data-size curve (ipl curve).")
     max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
     validation_rows: Optional[int] = Field(None, ge=1, description="Validation rows per validation pass, over all "
@@ -168,6 +171,8 @@ class TrainConfig(Strict):
                               "(-1: unlimited).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Metrics and the recall check.")
     output: Optional[str] = Field(None, description="Exported model directory (null: <run>/models/vlm-ft).")
+    workdir: Optional[str] = Field(None, description="Training directory: checkpoints, metrics.jsonl, summary.json "
+                                   "(null: <run>/train).")
     chaos: ChaosConfig = Field(default_factory=ChaosConfig, description="Fault injection (tests).")
     overwrite: bool = Field(False, description="Discard checkpoints of an earlier run with a different config.")
 
@@ -194,7 +199,7 @@ class TrainConfig(Strict):
 
     @property
     def train_dir(self) -> Path:
-        return self.run.dir / "train"
+        return Path(self.workdir) if self.workdir else self.run.dir / "train"
 
     @property
     def storage_path(self) -> str:

@@ -41,11 +41,26 @@ def split_dir(cfg: TrainConfig, split: str) -> Path:
     return d
 
 
+def subsampled(cfg: TrainConfig, split: str) -> bool:
+    """Whether ``data.fraction`` thins this split (the training split only); refuses instruction data
+    without the ``draw`` column it needs."""
+    if split != "train" or cfg.data.fraction >= 1:
+        return False
+    import pyarrow.dataset as ds
+
+    if "draw" not in ds.dataset(split_dir(cfg, split), format="parquet").schema.names:
+        raise ConfigError(f"data.fraction={cfg.data.fraction} needs the instructions' `draw` column, which "
+                          f"{cfg.instructions_dir} lacks (written before it existed): re-run `ipl prepare`")
+    return True
+
+
 def count_rows(cfg: TrainConfig, split: str) -> int:
     import pyarrow.dataset as ds
 
-    return ds.dataset(split_dir(cfg, split), format="parquet").count_rows(
-        filter=ds.field("task").isin(list(cfg.data.tasks)))
+    keep = ds.field("task").isin(list(cfg.data.tasks))
+    if subsampled(cfg, split):
+        keep = keep & (ds.field("draw") < cfg.data.fraction)
+    return ds.dataset(split_dir(cfg, split), format="parquet").count_rows(filter=keep)
 
 
 def make_plan(cfg: TrainConfig) -> dict:
@@ -56,8 +71,9 @@ def make_plan(cfg: TrainConfig) -> dict:
     per_worker = n_train // workers
     spe = per_worker // (micro * accum)
     if spe < 1:
-        raise ConfigError(f"{n_train} training rows of tasks {cfg.data.tasks} are too few for {workers} workers x "
-                          f"micro_batch_size {micro} x grad_accum {accum}: prepare more data or lower them")
+        share = f" (data.fraction {cfg.data.fraction})" if cfg.data.fraction < 1 else ""
+        raise ConfigError(f"{n_train} training rows of tasks {cfg.data.tasks}{share} are too few for {workers} "
+                          f"workers x micro_batch_size {micro} x grad_accum {accum}: prepare more data or lower them")
     if n_val < workers:
         raise ConfigError(f"{n_val} validation rows for {workers} workers: raise instructions.validation_fraction")
     total = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * spe))
@@ -75,7 +91,10 @@ def datasets(cfg: TrainConfig) -> dict:
     out = {}
     for split in ("train", "validation"):
         ds = ray.data.read_parquet(str(split_dir(cfg, split).resolve()), num_cpus=cfg.data.read_cpus)
-        ds = ds.select_columns(cols).filter(expr=col("task").is_in(list(cfg.data.tasks)), num_cpus=cfg.data.read_cpus)
+        keep = col("task").is_in(list(cfg.data.tasks))
+        if subsampled(cfg, split):
+            keep = keep & (col("draw") < cfg.data.fraction)
+        ds = ds.filter(expr=keep, num_cpus=cfg.data.read_cpus).select_columns(cols)
         out[split] = ds
     return out
 
