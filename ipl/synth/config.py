@@ -11,6 +11,10 @@ from ipl.config import RayConfig, RunConfig, Strict
 from ipl.models.config import TinyModelsConfig
 from ipl.synth.dirty import REASONS
 
+# The generated columns' version (ipl.synth.generate.SCHEMA): bump it when a column is added or changes
+# meaning, so an old run's raw/ is not silently reused without it. 2: the `condition` grade.
+SCHEMA_VERSION = 2
+
 
 class CatalogueConfig(Strict):
     """Which part of the catalogue to sell, and how many SPUs/SKUs it has."""
@@ -73,7 +77,12 @@ class SynthConfig(Strict):
             raise ValueError(f"photos_max ({self.photos_max}) is below photos_min ({self.photos_min})")
         return self
 
+    def data_record(self) -> dict:
+        """Every field that changes the generated rows, and the version of their columns."""
+        return {**self.model_dump(mode="json", exclude={"run", "ray", "models", "overwrite"}),
+                "schema_version": SCHEMA_VERSION}
+
     def data_fingerprint(self) -> str:
-        """Hash of every field that changes the generated rows."""
-        keep = self.model_dump(mode="json", exclude={"run", "ray", "models", "overwrite"})
+        """Hash of :meth:`data_record`."""
+        keep = self.data_record()
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

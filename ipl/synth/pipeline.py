@@ -70,7 +70,7 @@ def _prepare_dir(cfg: SynthConfig, raw_dir: Path) -> bool:
         if recorded.get("fingerprint") != fingerprint:
             if not cfg.overwrite:
                 old = recorded.get("config", {})
-                new = cfg.model_dump(mode="json", exclude={"run", "ray", "models", "overwrite"})
+                new = cfg.data_record()
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ConfigError(
                     f"{raw_dir} was generated with different settings (differ in: {', '.join(diff)}); "
@@ -83,7 +83,7 @@ def _prepare_dir(cfg: SynthConfig, raw_dir: Path) -> bool:
     raw_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         cfg_file,
-        {"fingerprint": fingerprint, "config": cfg.model_dump(mode="json", exclude={"run", "ray", "models", "overwrite"})},
+        {"fingerprint": fingerprint, "config": cfg.data_record()},
     )
     return False
 
