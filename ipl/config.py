@@ -88,7 +88,8 @@ class RayConfig(Strict):
     object_store_mb: Optional[int] = Field(
         None, ge=64, description="Object store size of a locally started Ray, in MiB (null: Ray's default)."
     )
-    progress: bool = Field(True, description="Show Ray Data progress bars.")
+    progress: bool = Field(True, description="Ray Data progress: bars on a terminal, a progress log every 10 s "
+                           "otherwise (false: none).")
     dashboard: bool = Field(True, description="Start the dashboard with a local Ray (Ray Train's state API and "
                             "operators use it).")
 

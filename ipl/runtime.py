@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,8 @@ def ensure_ray(cfg: RayConfig):
         kwargs["include_dashboard"] = cfg.dashboard
     ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()
+    # on by default; where stdout is not a terminal Ray Data logs the progress every 10 s instead of bars
+    ctx.enable_progress_bars = cfg.progress
     ctx.print_on_execution_start = False
     return ray
 

@@ -158,7 +158,8 @@ def read_dir(path: Path, columns: Optional[list[str]] = None):
     files = sorted(str(p) for p in path.rglob("*.parquet"))
     if not files:
         return None
-    return ray.data.read_parquet(files, columns=columns)
+    ds = ray.data.read_parquet(files)
+    return ds.select_columns(columns) if columns else ds
 
 
 def iter_rows(path: Path, columns: list[str]):

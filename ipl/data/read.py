@@ -71,7 +71,7 @@ def read_listings(cfg: InputConfig, run_dir: Path, exclude: tuple = ()):
         names0 = pq.read_schema(files[0]).names
         rename0 = {src: dst for dst, src in cfg.columns.items()}
         wanted = [n for n in names0 if rename0.get(n, n) not in exclude]
-        ds = ray.data.read_parquet(files, columns=wanted)
+        ds = ray.data.read_parquet(files).select_columns(wanted)  # projected into the read by Ray's optimizer
     elif cfg.format == "jsonl":
         ds = ray.data.read_json(_files(path, (".jsonl", ".json")))
     else:

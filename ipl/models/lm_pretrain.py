@@ -167,7 +167,7 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
         if progress and (step % 50 == 0 or step == steps):
             rate = step / (time.time() - start)
             progress(f"tiny VLM copy pretraining: step {step}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "

@@ -231,7 +231,7 @@ def train_loop(config: dict) -> None:
                     loss = loss + vision_touch(engine.module, dummy)
             engine.backward(loss)
             engine.step()
-            window["loss"] += float(loss)
+            window["loss"] += loss.detach().item()
             window["micro"] += 1
             if (i + 1) % accum:
                 continue

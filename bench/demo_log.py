@@ -1,0 +1,82 @@
+"""Timestamp a command's output and check it as a newcomer reads it: silent stretches, lines printed
+twice in a row, Python warnings, wall time.
+
+    python bench/demo_log.py --out runs/demo_log.txt -- make demo
+    python bench/demo_log.py --check runs/demo_log.txt        # the report of an earlier log
+
+The log holds ``<seconds since start>\\t<line>``; the report lists every gap longer than ``--gap``
+seconds (with the lines around it), every line equal to the one before, every line that looks
+like a Python warning, and the wall time. Exit 1 when any is found (0: a clean log).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+
+WARNING = re.compile(r"(\w+Warning:|^\s*warnings\.warn\(|\bWARNING\b.*(deprecat|warn))", re.I)
+
+
+def record(cmd: list[str], out: str) -> int:
+    start = time.monotonic()
+    with open(out, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                errors="replace")
+        for line in proc.stdout:
+            fh.write(f"{time.monotonic() - start:.1f}\t{line.rstrip()}\n")
+            fh.flush()
+            sys.stdout.write(line)
+        return proc.wait()
+
+
+def check(path: str, gap: float) -> dict:
+    rows = []
+    for raw in open(path, encoding="utf-8", errors="replace"):
+        t, _, line = raw.rstrip("\n").partition("\t")
+        try:
+            rows.append((float(t), line))
+        except ValueError:
+            continue
+    gaps = [(rows[i - 1], rows[i]) for i in range(1, len(rows)) if rows[i][0] - rows[i - 1][0] > gap]
+    repeats = [rows[i] for i in range(1, len(rows)) if rows[i][1].strip() and rows[i][1] == rows[i - 1][1]]
+    warnings = [r for r in rows if WARNING.search(r[1])]
+    return {"lines": len(rows), "wall_s": rows[-1][0] if rows else 0.0, "gaps": gaps, "repeats": repeats,
+            "warnings": warnings}
+
+
+def report(r: dict, gap: float) -> str:
+    out = [f"{r['lines']} lines, wall time {r['wall_s'] / 60:.1f} min",
+           f"silent stretches > {gap:.0f}s: {len(r['gaps'])}"]
+    out += [f"  {b[0] - a[0]:6.0f}s after {a[0]:.0f}s: {a[1][:100]!r} -> {b[1][:100]!r}" for a, b in r["gaps"]]
+    out.append(f"lines printed twice in a row: {len(r['repeats'])}")
+    out += [f"  at {t:.0f}s: {line[:120]!r}" for t, line in r["repeats"][:20]]
+    out.append(f"warnings: {len(r['warnings'])}")
+    out += [f"  at {t:.0f}s: {line[:160]!r}" for t, line in r["warnings"][:20]]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo_log.txt", help="where the timestamped log goes")
+    ap.add_argument("--check", metavar="LOG", help="only report on an existing log")
+    ap.add_argument("--gap", type=float, default=30.0, help="longest silence allowed, seconds")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run")
+    args = ap.parse_args(argv)
+    path = args.check or args.out
+    code = 0
+    if not args.check:
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            ap.error("give a command after --, or --check LOG")
+        code = record(cmd, path)
+    r = check(path, args.gap)
+    print("\n" + report(r, args.gap))
+    if code:
+        return code
+    return 1 if (r["gaps"] or r["repeats"] or r["warnings"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
