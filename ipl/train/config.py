@@ -54,6 +54,9 @@ class DataConfig(Strict):
                             "data-size curve (ipl curve).")
     max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
+    preserve_order: bool = Field(True, description="Ray Data keeps the blocks' order into the workers (with the "
+                                 "seeded shuffle buffer a re-run reads the rows in the same order; false: a little "
+                                 "faster ingest, an order that varies between runs).")
     validation_rows: Optional[int] = Field(None, ge=1, description="Validation rows per validation pass, over all "
                                            "workers (null: the whole split).")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/filter task feeding the workers (what "

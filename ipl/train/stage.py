@@ -147,9 +147,12 @@ def fit(cfg: TrainConfig, plan: dict):
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
         worker_runtime_env={"env_vars": env})
+    ingest = ray.train.DataConfig.default_ingest_options()
+    ingest.preserve_order = cfg.data.preserve_order
     trainer = TorchTrainer(
         train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
         scaling_config=scaling, run_config=run_config, datasets=datasets(cfg),
+        dataset_config=ray.train.DataConfig(execution_options=ingest),
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"))
     return trainer.fit()
 
