@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("ipl").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        os.environ["IPL_VERBOSE"] = "1"  # Ray's own driver logs too (ipl.runtime.ensure_ray)
 
 
 def run_stage(stage: str, argv: Sequence[str]) -> int:
@@ -101,7 +104,7 @@ def run_stage(stage: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"ipl {stage}", description=STAGES[stage].help)
     parser.add_argument("--config", help=f"YAML config (default: {default_config_path(stage)})")
     parser.add_argument("--print-config", action="store_true", help="validate, print the resolved config, exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and Ray's own driver logs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted for nesting")
     if stage == "demo":
         parser.add_argument("--serve", action="store_true", help="keep the application running after the demo")

@@ -16,6 +16,13 @@ from typing import Any
 from ipl.config import RayConfig
 
 log = logging.getLogger("ipl")
+# Ray Data's progress where stdout is not a terminal (a log file, CI): one block every 15 s instead of its 10 s
+os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
+
+
+def verbose() -> bool:
+    """``ipl --verbose`` (or IPL_VERBOSE=1): Ray's own driver logs are shown, not only written to its files."""
+    return os.environ.get("IPL_VERBOSE", "") not in ("", "0")
 
 
 def ensure_ray(cfg: RayConfig):
@@ -24,7 +31,10 @@ def ensure_ray(cfg: RayConfig):
 
     if ray.is_initialized():
         return ray
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+    # Ray's driver-side INFO/WARNING lines (start-up, token set-up) go to its log files under
+    # /tmp/ray/session_latest/logs unless --verbose; errors and the workers' output still show
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True,
+                              "logging_level": logging.INFO if verbose() else logging.ERROR}
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         kwargs["address"] = address
