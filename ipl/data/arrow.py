@@ -40,5 +40,15 @@ def _column(name: str, values) -> pa.Array:
     return pa.array([None if is_null(v) else v for v in values])
 
 
+def plain_lists(batch: dict) -> dict:
+    """The batch with its list columns as Python lists of lists: Ray turns an Arrow ``list<string>``
+    column into numpy arrays per row and cannot turn those back into Arrow (it pickles the column,
+    with a warning); plain lists convert to a proper list type. Every dict-returning stage that
+    passes such a column on ends with this."""
+    for name in LIST_COLUMNS & set(batch):
+        batch[name] = [None if v is None or (isinstance(v, float) and v != v) else list(v) for v in batch[name]]
+    return batch
+
+
 def to_table(batch: dict) -> pa.Table:
     return pa.table({name: _column(name, values) for name, values in batch.items()})

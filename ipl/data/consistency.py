@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ipl.data.arrow import plain_lists
 from ipl.data.contract import nulls_to_none, require_columns
 from ipl.models.clip import load_clip
 from ipl.models.clip_train import caption
@@ -54,4 +55,4 @@ class ClipConsistency:
         out = dict(batch)
         out["clip_score"] = scores
         out["error"] = errors
-        return out
+        return plain_lists(out)

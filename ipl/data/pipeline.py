@@ -31,7 +31,7 @@ import numpy as np
 
 from ipl.catalog.library import build_library
 from ipl.catalog.templates import TemplateStats, load_levels, load_templates, mine_templates, write_templates
-from ipl.data.arrow import to_table
+from ipl.data.arrow import plain_lists, to_table
 from ipl.data.clean import TextFilters
 from ipl.data.config import PrepareConfig
 from ipl.data.consistency import ClipConsistency
@@ -74,7 +74,7 @@ def decide(batch: dict, dups: dict, fractions: dict, seed: int) -> dict:
         status.append("kept" if reasons[i] is None else "dropped")
     out = dict(batch)
     out["status"], out["drop_reason"], out["drop_detail"], out["error"] = status, reasons, details, errors
-    return out
+    return plain_lists(out)
 
 
 def obj_array(values) -> np.ndarray:
@@ -87,7 +87,7 @@ def obj_array(values) -> np.ndarray:
 
 def where(batch: dict, column: str, values: tuple) -> dict:
     keep = np.array([v in values for v in batch[column]], dtype=bool)
-    return {k: (v if isinstance(v, np.ndarray) else obj_array(v))[keep] for k, v in batch.items()}
+    return plain_lists({k: (v if isinstance(v, np.ndarray) else obj_array(v))[keep] for k, v in batch.items()})
 
 
 def candidates(batch: dict) -> dict:
@@ -118,11 +118,18 @@ def apply_clip(batch: dict, threshold: float) -> dict:
             status[i], reasons[i], details[i] = "dropped", "image_text_mismatch", f"{score:.3f}"
     out = dict(batch)
     out["status"], out["drop_reason"], out["drop_detail"] = status, reasons, details
-    return out
+    return plain_lists(out)
+
+
+class TypedExtractAttributes(ExtractAttributes):
+    """The extraction stage with its output's list columns as plain lists (:func:`plain_lists`)."""
+
+    def __call__(self, batch: dict) -> dict:
+        return plain_lists(super().__call__(batch))
 
 
 def drop_columns(batch: dict, names: tuple) -> dict:
-    return {k: v for k, v in batch.items() if k not in names}
+    return plain_lists({k: v for k, v in batch.items() if k not in names})
 
 
 # ---------------------------------------------------------------- helpers
@@ -252,7 +259,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
                             num_gpus=cc.num_gpus or None)
         p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": threshold}, batch_size=cc.batch_size)
     llm = cfg.llm
-    p2 = p2.map_batches(ExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
+    p2 = p2.map_batches(TypedExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
                                                                  "library": library},
                         batch_size=llm.batch_size if llm.backend != "none" else cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=llm.concurrency), num_cpus=llm.num_cpus,

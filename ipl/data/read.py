@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-import numpy as np
 from pydantic import Field
 
 from ipl.config import ConfigError, Strict
@@ -137,8 +136,10 @@ def load_photo_paths(paths) -> list[bytes]:
 def ensure_photo_bytes(batch: dict) -> dict:
     """Give every row a ``photos`` column of bytes (from ``photo_paths`` when needed); a photo
     that cannot be read marks the row's ``error`` instead of failing the batch."""
+    from ipl.data.arrow import plain_lists
+
     if "photos" in batch or "photo_paths" not in batch:
-        return batch
+        return plain_lists(batch)
     n = len(batch["photo_paths"])
     errors = nulls_to_none(batch.get("error", [None] * n))
     photos = []
@@ -149,6 +150,6 @@ def ensure_photo_bytes(batch: dict) -> dict:
             photos.append([])
             errors[i] = errors[i] or f"unreadable photo path: {type(exc).__name__}: {exc}"
     out = dict(batch)
-    out["photos"] = np.array(photos + [None], dtype=object)[:-1]
+    out["photos"] = photos
     out["error"] = errors
-    return out
+    return plain_lists(out)

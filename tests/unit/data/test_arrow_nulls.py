@@ -15,3 +15,27 @@ def test_a_column_of_arrays_is_written_as_lists():
     sigs[0], sigs[1] = np.array([1, 2]), np.array([3, 4])
     t = to_table({"minhash": sigs, "listing_id": np.array(["a", None], dtype=object)})
     assert t.column("minhash").to_pylist() == [[1, 2], [3, 4]] and t.column("listing_id").to_pylist() == ["a", None]
+
+
+def test_list_columns_leave_a_stage_with_a_proper_arrow_type():
+    """Ray hands an Arrow list<string> column to a numpy-format stage as numpy arrays per row and cannot
+    convert those back (it pickles the column with a warning); plain_lists gives list<string> again."""
+    import pyarrow as pa
+    from ray.data._internal.arrow_block import ArrowBlockAccessor
+    from ray.data._internal.tensor_extensions.arrow import convert_to_pyarrow_array
+
+    from ipl.data.arrow import plain_lists
+    from ipl.data.pipeline import decide, drop_columns, where
+
+    table = pa.table({"listing_id": ["a", "b", "c"], "status": ["kept", "kept", "dropped"],
+                      "category": ["phone"] * 3, "drop_reason": [None, None, "pii"], "drop_detail": [None] * 3,
+                      "error": pa.array([None, None, None], type=pa.string()),
+                      "risk_flags": pa.array([["x"], [], None], type=pa.list_(pa.string())),
+                      "pii": pa.array([[], [], ["phone"]], type=pa.list_(pa.string()))})
+    batch = ArrowBlockAccessor(table).to_numpy()
+    pickled = convert_to_pyarrow_array(batch["risk_flags"], "risk_flags").type
+    assert not pa.types.is_list(pickled)  # what Ray does without it
+    for out in (plain_lists(dict(batch)), where(dict(batch), "status", ("kept",)),
+                drop_columns(dict(batch), ("status",)), decide(dict(batch), {}, {}, 0)):
+        for col in ("risk_flags", "pii"):
+            assert pa.types.is_list(convert_to_pyarrow_array(out[col], col).type), (col, out[col])
