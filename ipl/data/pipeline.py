@@ -256,7 +256,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
         p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
         p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip}, batch_size=cc.batch_size,
                             compute=ray.data.ActorPoolStrategy(size=cc.concurrency), num_cpus=cc.num_cpus,
-                            num_gpus=cc.num_gpus or None)
+                            num_gpus=cc.num_gpus or None, memory=cc.memory_mb * 2**20 if cc.memory_mb else None)
         p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": threshold}, batch_size=cc.batch_size)
     llm = cfg.llm
     p2 = p2.map_batches(TypedExtractAttributes, fn_constructor_kwargs={"library_cfg": cfg.library, "llm_cfg": llm,
