@@ -25,6 +25,22 @@ def verbose() -> bool:
     return os.environ.get("IPL_VERBOSE", "") not in ("", "0")
 
 
+RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's documented logging switch (RAY_DATA_LOGGING_CONFIG) pointed at ipl's config:
+    warnings and progress on the console, the rest in ray-data.log. Ray Data reads it when it
+    configures its logger; it is applied again here in case ray.data was imported first."""
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
+    try:
+        from ray.data._internal.logging import configure_logging
+
+        configure_logging()
+    except Exception as exc:  # a Ray without this internal: keep its default logging
+        log.debug("Ray Data logging left as is: %s", exc)
+
+
 def ensure_ray(cfg: RayConfig):
     """Initialise Ray once per process according to ``cfg``; returns the ray module."""
     import ray
@@ -45,6 +61,8 @@ def ensure_ray(cfg: RayConfig):
             kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
         kwargs["include_dashboard"] = cfg.dashboard
     ray.init(**kwargs)
+    if not verbose():  # Ray Data's per-dataset INFO lines to its log file; its progress stays on the console
+        quiet_ray_data()
     ctx = ray.data.DataContext.get_current()
     # on by default; where stdout is not a terminal Ray Data logs the progress every 10 s instead of bars
     ctx.enable_progress_bars = cfg.progress
