@@ -23,6 +23,8 @@ from typing import Callable, Optional, Sequence
 from ipl.config import REPO_ROOT, ConfigError, dump_config, load_config
 
 log = logging.getLogger("ipl")
+# before anything imports huggingface_hub: no per-file bars for models that load in milliseconds
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @dataclass(frozen=True)

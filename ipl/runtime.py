@@ -18,6 +18,9 @@ from ipl.config import RayConfig
 log = logging.getLogger("ipl")
 # Ray Data's progress where stdout is not a terminal (a log file, CI): one block every 15 s instead of its 10 s
 os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
+# Hugging Face's per-file bars ("Loading weights", "Writing model shards") for models that load in
+# milliseconds: noise in every worker's log (the workers inherit the variable)
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def verbose() -> bool:

@@ -116,6 +116,9 @@ def validate(engine, shard, collator, cfg, device, dtype) -> float:
 
 
 def train_loop(config: dict) -> None:
+    # DeepSpeed's import probes torch's C++ extension toolchain, which warns "No CUDA runtime is found" on
+    # every CPU worker: expected here, so not shown (errors still are)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import deepspeed
     import ray.train
     import ray.train.torch
