@@ -44,6 +44,17 @@ def quiet_ray_data() -> None:
         log.debug("Ray Data logging left as is: %s", exc)
 
 
+def train_logging() -> tuple:
+    """(Ray Train ``LoggingConfig``, worker env vars): Ray Train's INFO lines (worker group start,
+    every report's metrics dict) go to its log files unless --verbose, and a worker's print is
+    written once (Ray Train's print patch tees it to stdout *and* its logger inside Ray workers,
+    so every progress line appeared twice)."""
+    import ray.train
+
+    return (ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
+            {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"})
+
+
 def ensure_ray(cfg: RayConfig):
     """Initialise Ray once per process according to ``cfg``; returns the ray module."""
     import ray

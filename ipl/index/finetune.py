@@ -110,6 +110,9 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         from ipl.train.capacity import check_capacity
 
         check_capacity(sc, ray.nodes(), data_cpus=READ_CPUS)
+    from ipl.runtime import train_logging
+
+    logging_config, quiet_env = train_logging()
     trainer = TorchTrainer(
         finetune_loop,
         train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,
@@ -124,7 +127,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         run_config=ray.train.RunConfig(
             name="clip", storage_path=str((cfg.run.dir / "index-train").resolve()),
             failure_config=ray.train.FailureConfig(max_failures=1),
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}}),
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), **quiet_env}},
+            logging_config=logging_config),
         datasets={"listings": ds},
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"))
     result = trainer.fit()

@@ -139,14 +139,17 @@ def fit(cfg: TrainConfig, plan: dict):
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
         placement_strategy=cfg.scaling.placement_strategy, accelerator_type=cfg.scaling.accelerator_type)
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    from ipl.runtime import train_logging
+
+    logging_config, quiet_env = train_logging()
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **quiet_env}
     if not cfg.scaling.use_gpu:
         env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(cfg.scaling.torch_threads)})
     run_config = ray.train.RunConfig(
         name=TRAINER_NAME, storage_path=cfg.storage_path,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
-        worker_runtime_env={"env_vars": env})
+        worker_runtime_env={"env_vars": env}, logging_config=logging_config)
     ingest = ray.train.DataConfig.default_ingest_options()
     ingest.preserve_order = cfg.data.preserve_order
     trainer = TorchTrainer(
