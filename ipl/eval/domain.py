@@ -198,10 +198,18 @@ def run(cfg) -> dict:
         return {"skipped": f"no model at {missing} (run `ipl synth` and `ipl train`)"}
     if not flat:
         return {"skipped": f"no validation instructions in {cfg.instructions_dir} and no Mercari listings"}
+    from ipl.runtime import Progress
+
     answers = {}
+    chunk = max(1, 4 * cfg.generation.batch_size)  # a progress line per chunk
     for name, path in models.items():
         worker = vlm_actor(cfg, path)
-        answers[name], _ = ray.get(worker.generate.remote(flat, d.max_new_tokens, cfg.generation.batch_size))
+        progress, answers[name] = Progress(f"domain benchmark, {name} model", len(flat), every=10.0), []
+        for start in range(0, len(flat), chunk):
+            got, _ = ray.get(worker.generate.remote(flat[start:start + chunk], d.max_new_tokens,
+                                                    cfg.generation.batch_size))
+            answers[name] += got
+            progress.update(len(answers[name]), force=start + chunk >= len(flat))
         ray.kill(worker)
     tasks = {}
     for t in d.tasks:
