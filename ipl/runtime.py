@@ -21,6 +21,13 @@ os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
 # Hugging Face's per-file bars ("Loading weights", "Writing model shards") for models that load in
 # milliseconds: noise in every worker's log (the workers inherit the variable)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Two warnings raised inside third-party code about its own use of a deprecated API (Ray Train's default
+# ingest options; DeepSpeed's all_gather_into_tensor): nothing ipl can change, shown on every run and in every
+# Ray worker. Filtered by the exact module that warns in the workers Ray starts (PYTHONWARNINGS).
+THIRD_PARTY_WARNINGS = ("ignore::DeprecationWarning:ray.data._internal.execution.interfaces.execution_options",
+                        "ignore::FutureWarning:torch.distributed.c10d_logger")
+os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys(
+    [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w] + list(THIRD_PARTY_WARNINGS)))
 
 
 def verbose() -> bool:

@@ -34,7 +34,7 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], epochs: int = 60, lr:
     if len(classes) < 2:
         raise ValueError(f"category head needs at least 2 categories, the data has {classes}")
     torch.manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    x = torch.from_numpy(np.array(vectors, dtype=np.float32))  # a writable copy (Ray hands read-only arrays)
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[c] for c in labels])
     head = torch.nn.Linear(x.shape[1], len(classes))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -169,6 +170,7 @@ def contrastive_train(
     losses = []
     perm = torch.randperm(n, generator=gen)
     cursor = 0
+    started = last_log = time.monotonic()
     for step in range(steps):
         if cursor + batch_size > n:
             perm, cursor = torch.randperm(n, generator=gen), 0
@@ -194,8 +196,11 @@ def contrastive_train(
         losses.append(loss.item())
         if step_hook:
             step_hook(step, losses[-1])
-        if log_every and (step + 1) % log_every == 0:
-            log.info("clip contrastive step %d/%d loss %.3f", step + 1, steps, np.mean(losses[-log_every:]))
+        if log_every and ((step + 1) % log_every == 0 or time.monotonic() - last_log > 15):
+            last_log = time.monotonic()
+            rate = (step + 1) / max(1e-9, last_log - started)
+            log.info("clip contrastive step %d/%d loss %.3f (%.1f steps/s, ETA %.0fs)", step + 1, steps,
+                     np.mean(losses[-log_every:]), rate, (steps - step - 1) / rate)
     model.eval()
     return losses
 

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from ipl.config import ConfigError
@@ -150,7 +151,9 @@ def fit(cfg: TrainConfig, plan: dict):
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
         worker_runtime_env={"env_vars": env}, logging_config=logging_config)
-    ingest = ray.train.DataConfig.default_ingest_options()
+    with warnings.catch_warnings():  # Ray's own default sets a field it has deprecated (RayDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ingest = ray.train.DataConfig.default_ingest_options()
     ingest.preserve_order = cfg.data.preserve_order
     trainer = TorchTrainer(
         train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
