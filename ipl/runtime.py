@@ -62,6 +62,19 @@ def train_logging() -> tuple:
             {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"})
 
 
+def quiet_train_worker() -> None:
+    """Inside a Ray Train worker: Ray Train 2.60 logs every ``report()`` (the whole metrics dict) through
+    a logger named after its source *file* (``logging.getLogger(__file__)``), so its LoggingConfig level
+    does not reach it; that one logger is set to WARNING here unless --verbose."""
+    if verbose():
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(logging.WARNING)
+
+
 def ensure_ray(cfg: RayConfig):
     """Initialise Ray once per process according to ``cfg``; returns the ray module."""
     import ray

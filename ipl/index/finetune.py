@@ -47,6 +47,9 @@ def finetune_loop(config: dict) -> None:
 
     from ipl.models.clip import load_clip, save_clip_dir
     from ipl.models.clip_train import contrastive_train, prepare_data
+    from ipl.runtime import quiet_train_worker
+
+    quiet_train_worker()
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()

@@ -119,6 +119,9 @@ def train_loop(config: dict) -> None:
     # DeepSpeed's import probes torch's C++ extension toolchain, which warns "No CUDA runtime is found" on
     # every CPU worker: expected here, so not shown (errors still are)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from ipl.runtime import quiet_train_worker
+
+    quiet_train_worker()
     import deepspeed
     import ray.train
     import ray.train.torch
