@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -60,6 +61,22 @@ def train_logging() -> tuple:
 
     return (ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
             {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"})
+
+
+@contextlib.contextmanager
+def no_data_progress():
+    """Ray Data progress off while a Ray Train job streams its datasets: they run inside Ray's split
+    coordinator actor, where Ray Data draws tqdm bars into the actor's stdout (forwarded to the
+    console as escape codes), and the training loop prints its own progress."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.enable_progress_bars
+    ctx.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = before
 
 
 def quiet_train_worker() -> None:

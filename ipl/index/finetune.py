@@ -113,7 +113,7 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         from ipl.train.capacity import check_capacity
 
         check_capacity(sc, ray.nodes(), data_cpus=READ_CPUS)
-    from ipl.runtime import train_logging
+    from ipl.runtime import no_data_progress, train_logging
 
     logging_config, quiet_env = train_logging()
     trainer = TorchTrainer(
@@ -134,7 +134,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
             logging_config=logging_config),
         datasets={"listings": ds},
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"))
-    result = trainer.fit()
+    with no_data_progress():
+        result = trainer.fit()
     if result.error or result.checkpoint is None:
         raise RuntimeError(f"encoder fine-tuning failed: {result.error}")
     tmp = out.with_name(f".{out.name}.tmp")

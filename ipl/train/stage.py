@@ -140,7 +140,7 @@ def fit(cfg: TrainConfig, plan: dict):
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
         placement_strategy=cfg.scaling.placement_strategy, accelerator_type=cfg.scaling.accelerator_type)
-    from ipl.runtime import train_logging
+    from ipl.runtime import no_data_progress, train_logging
 
     logging_config, quiet_env = train_logging()
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **quiet_env}
@@ -155,12 +155,13 @@ def fit(cfg: TrainConfig, plan: dict):
         warnings.simplefilter("ignore", DeprecationWarning)
         ingest = ray.train.DataConfig.default_ingest_options()
     ingest.preserve_order = cfg.data.preserve_order
-    trainer = TorchTrainer(
-        train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
-        scaling_config=scaling, run_config=run_config, datasets=datasets(cfg),
-        dataset_config=ray.train.DataConfig(execution_options=ingest),
-        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"))
-    return trainer.fit()
+    with no_data_progress():
+        trainer = TorchTrainer(
+            train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
+            scaling_config=scaling, run_config=run_config, datasets=datasets(cfg),
+            dataset_config=ray.train.DataConfig(execution_options=ingest),
+            torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"))
+        return trainer.fit()
 
 
 def export(result, out_dir: Path) -> None:
