@@ -297,7 +297,9 @@ def run(cfg: EvalConfig) -> dict:
     out["mercari"] = mercari(cfg) if cfg.realdata.mercari_config else {"skipped": "realdata.mercari_config is null"}
     clip = load_clip(cfg.serve_config().clip_dir)
     head = index_colour_head(cfg)
+    log.info("real data: fashion photos through the run's CLIP and colour head")
     out["fashion"] = fashion(cfg, clip, head) if cfg.realdata.fashion_photos else {"skipped": "fashion_photos=0"}
+    log.info("real data: fashion photos described and captioned by the VLM")
     out["fashion_descriptions"] = (fashion_descriptions(cfg) if cfg.realdata.fashion_descriptions
                                    else {"skipped": "fashion_descriptions=0"})
     out["fashion_captions"] = (fashion_captions(cfg) if cfg.realdata.fashion_captions
@@ -311,10 +313,12 @@ def run(cfg: EvalConfig) -> dict:
             out["compare"][name] = {"clip": str(path), "skipped": f"{where}: no such CLIP directory (the demo "
                                     "builds models/clip-tiny with synth.models.compare_tiny_clip: true)"}
             continue
+        log.info("real data: the same figures for the %s encoder", name)
         other = load_clip(where)
         out["compare"][name] = {"clip": str(where), "fingerprint": other.fingerprint,
                                 "fashion": fashion(cfg, other, head) if cfg.realdata.fashion_photos else {},
                                 "abo": same_product_ranking(other, abo) if abo.is_dir() else {}}
+    log.info("real data: real photos through the Serve graph's evidence, and the photo-safety screen")
     out["ood"] = out_of_domain(cfg, root)
     out["safety"] = safety_screen(cfg, root)
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import tempfile
 from pathlib import Path
 
@@ -59,9 +60,15 @@ def finetune_loop(config: dict) -> None:
     clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()))
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
-    def features(done: int, total: int) -> None:
-        if rank == 0 and (done == total or done % 1024 < 64):
-            print(f"clip fine-tune: locked towers' features {done}/{total} photos", flush=True)
+    started, shown = time.monotonic(), [0.0]
+
+    def features(done: int, total: int) -> None:  # at least every 15 s, with rate and ETA
+        now = time.monotonic()
+        if rank == 0 and (done == total or now - shown[0] >= 15):
+            shown[0] = now
+            rate = done / max(1e-9, now - started)
+            print(f"clip fine-tune: locked towers' features {done}/{total} photos ({rate:.0f}/s, ETA "
+                  f"{(total - done) / max(rate, 1e-9):.0f}s)", flush=True)
 
     data = prepare_data(clip, rows, max_photos=config["max_photos"], progress=features)
 
