@@ -108,8 +108,11 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         raise FileNotFoundError(f"base CLIP {cfg.base_clip} not found: run `ipl synth` (tiny model) or set "
                                 "encoder.path (+ encoder.weights)")
     sc = cfg.encoder.scaling
-    ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=READ_CPUS).select_columns(
-        ["listing_id", "sku_id", "category", "title", "photos"])
+    from ipl.runtime import no_data_progress, train_logging
+
+    with no_data_progress():  # a dataset keeps the context it was made with (Ray Train streams it in an actor)
+        ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=READ_CPUS).select_columns(
+            ["listing_id", "sku_id", "category", "title", "photos"])
     model_cfg = None
     if not Path(cfg.base_clip).is_dir():
         import open_clip
@@ -120,8 +123,6 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         from ipl.train.capacity import check_capacity
 
         check_capacity(sc, ray.nodes(), data_cpus=READ_CPUS)
-    from ipl.runtime import no_data_progress, train_logging
-
     logging_config, quiet_env = train_logging()
     trainer = TorchTrainer(
         finetune_loop,
