@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 
 from ipl.config import REPO_ROOT, RayConfig, RunConfig, Strict, load_config
 from ipl.eval.config import CONDITIONS
+from ipl.eval.report import _f
 from ipl.runtime import read_json, write_json_atomic
 
 log = logging.getLogger("ipl.curve")
@@ -106,10 +107,6 @@ def share_result(f: float, train_summary: dict, result: dict, row: str) -> dict:
             "domain_average": (dom.get("average") or {}).get("finetuned"),
             "domain_base_average": (dom.get("average") or {}).get("base"),
             "table7": {k: table.get(k) for k in ROW_KEYS}, "descriptions": table.get("descriptions")}
-
-
-def _f(x) -> str:
-    return "—" if x is None else f"{x:.3f}"
 
 
 def curve_lines(rows: list[dict], row: str) -> list[str]:
