@@ -152,6 +152,9 @@ class GenerateConfig(Strict):
                                       "the offline memory check (python -m ipl.cluster; null: counted from the "
                                       "model directory when it is present, else the check names what is missing).")
     max_new_tokens: int = Field(96, ge=1, description="Tokens generated at most.")
+    ignore_eos: bool = Field(False, description="Decode every request to max_new_tokens, past the model's end of "
+                             "text (benchmarks and tests that need a fixed length; vLLM's ignore_eos). Never in "
+                             "production: the seller gets the text cut at max_chars.")
     max_chars: int = Field(600, ge=20, description="Characters of description at most; a capped description is cut "
                            "at its last sentence boundary.")
     timeout_s: float = Field(60.0, gt=0, description="Generation time limit; past it the seller is told to write the "

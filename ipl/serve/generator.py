@@ -264,7 +264,8 @@ class TransformersBackend:
                 self.vlm.model.generate(
                     **enc, max_new_tokens=max(j.max_new_tokens for j in jobs), do_sample=False, streamer=_Rows(),
                     stopping_criteria=StoppingCriteriaList([_RowStop()]),
-                    logits_processor=LogitsProcessorList([guard]) if guard else None)
+                    logits_processor=LogitsProcessorList([guard]) if guard else None,
+                    **({"suppress_tokens": sorted(eos)} if self.cfg.ignore_eos else {}))
         except Exception as exc:  # noqa: BLE001 - reported to each caller as a stream error
             log.exception("generation failed")
             for b, job in enumerate(jobs):

@@ -128,7 +128,7 @@ def chat_messages(messages: list[dict], images: Sequence) -> list[dict]:
 
 def chat_request(model: str, messages: list[dict], images: Sequence, max_tokens: int, stream: bool = True,
                  bad_words: Sequence[str] = (), allowed_token_ids: Optional[Sequence[int]] = None,
-                 top_logprobs: int = 0) -> dict:
+                 top_logprobs: int = 0, ignore_eos: bool = False) -> dict:
     """The body of a greedy chat completion (vLLM's extra sampling fields included)."""
     body: dict[str, Any] = {"model": model, "messages": chat_messages(messages, images), "max_tokens": max_tokens,
                             "temperature": 0.0, "stream": stream}
@@ -140,6 +140,8 @@ def chat_request(model: str, messages: list[dict], images: Sequence, max_tokens:
         body["allowed_token_ids"] = list(allowed_token_ids)
     if top_logprobs:
         body["logprobs"], body["top_logprobs"] = True, top_logprobs
+    if ignore_eos:
+        body["ignore_eos"] = True  # vLLM's sampling extra: decode to max_tokens
     return body
 
 
@@ -203,7 +205,8 @@ class ServeLLMBackend:  # pragma: no cover - the handle needs a running LLMServe
 
     async def stream(self, messages: list[dict], images: list, max_new_tokens: int,
                      cancel: threading.Event, blocked: Sequence[str] = ()) -> AsyncIterator[dict]:
-        body = chat_request(self.cfg.served_model_name, messages, images, max_new_tokens, True, blocked)
+        body = chat_request(self.cfg.served_model_name, messages, images, max_new_tokens, True, blocked,
+                            ignore_eos=self.cfg.ignore_eos)
         response = self.handle.options(stream=True).chat.remote(self._request(body))
         finish, usage = "stop", {"tokens": 0, "prompt_tokens": 0}
         try:

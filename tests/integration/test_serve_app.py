@@ -765,7 +765,7 @@ def test_extraction_failure_and_generation_timeout(server, examples, served_run)
 def test_no_retrieval_hit_and_client_disconnect_cancels_generation(server, examples):
     server.deploy("retrieval.similar_min_score=1.0", "retrieval.identical_threshold=1.0",
                   "generate.max_new_tokens=1800", "generate.max_chars=100000", "generate.timeout_s=600",
-                  "safety.monitor_holdback_chars=0")
+                  "generate.ignore_eos=true", "safety.monitor_holdback_chars=0")  # never ends on its own first
     stats = lambda: requests.get(server.url + "/v1/stats", timeout=10).json()["generator"]  # noqa: E731
     before = stats()
     r = draft(server.url, examples[0]["photos"][:1], stream=True)

@@ -102,3 +102,30 @@ def test_each_row_has_its_own_guard(backends):
     (guarded, _), (unguarded, _) = asyncio.run(together())
     assert words[0] not in "".join(guarded)
     assert "".join(unguarded) == free  # the other row of the same batch is not guarded
+
+
+def test_ignore_eos_decodes_past_the_end_of_text(tiny_vlm, tmp_path):
+    """A model whose greedy first token is its end of text: it stops at once, unless
+    ``generate.ignore_eos`` holds the end back (then every row runs to its own limit)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(tiny_vlm.model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()  # every logit 0: greedy picks token 0
+    eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [0] + list(eos if isinstance(eos, (list, tuple)) else [eos])
+    model.save_pretrained(tmp_path)
+    tiny_vlm.processor.save_pretrained(tmp_path)
+    ends = TransformersBackend(tmp_path, GenerateConfig(max_batch=2))
+    _, final = asyncio.run(collect(ends, PROMPTS[0], 0, 9))
+    assert final["finish_reason"] == "stop" and final["tokens"] == 1
+    runs_on = TransformersBackend(tmp_path, GenerateConfig(max_batch=2, batch_wait_ms=200, ignore_eos=True))
+
+    async def together():
+        return await asyncio.gather(collect(runs_on, PROMPTS[0], 0, 9), collect(runs_on, PROMPTS[1], 1, 5))
+
+    (_, long), (_, short) = asyncio.run(together())
+    assert (long["finish_reason"], long["tokens"]) == ("length", 9)
+    assert (short["finish_reason"], short["tokens"]) == ("length", 5)

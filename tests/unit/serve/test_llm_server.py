@@ -91,7 +91,8 @@ def test_a_request_is_greedy_and_carries_the_guard():
     one = chat_request("ipl-vlm", [{"role": "user", "content": "x"}], [], 1, False, allowed_token_ids=[5, 3],
                        top_logprobs=2)
     assert one["allowed_token_ids"] == [5, 3] and one["logprobs"] and one["top_logprobs"] == 2
-    assert "bad_words" not in one and "stream_options" not in one
+    assert "bad_words" not in one and "stream_options" not in one and "ignore_eos" not in one
+    assert chat_request("ipl-vlm", [], [], 8, ignore_eos=True)["ignore_eos"] is True
 
 
 def test_the_llm_servers_stream_is_read_back():
