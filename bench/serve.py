@@ -141,6 +141,20 @@ def http_draft(url, photo, language="en"):
             "perception_ms": meta["timings"]["perception_ms"] if meta else None}
 
 
+def wait_healthy(url, timeout=180):
+    """After a redeploy: /healthz answers 200 (the new replicas are up)."""
+    time.sleep(2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/healthz", timeout=5).status == 200:
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the redeployed application did not become healthy")
+
+
 def load(url, photos, concurrency, n, language="en"):
     start = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -169,6 +183,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "serve.json"))
     ap.add_argument("--guard", action="store_true", help="only the guard + verification cost (in-process A/B)")
+    ap.add_argument("--skip-unbatched", action="store_true", help="skip the side-by-side run at the top concurrency "
+                    "with the cross-request photo batching off (safety/retrieval.batch_photos=1)")
     ap.add_argument("extra", nargs="*", help="extra key=value overrides of the Serve config")
     args = ap.parse_args()
     overrides = [f"run.name={args.run}", f"http.port={args.port}", "pipeline.max_inflight=64",
@@ -204,8 +220,29 @@ def main() -> None:
             rows, wall = load(url, photos, c, max(args.requests, 2 * c))
             results.append(summary(f"Serve graph, concurrency {c}", rows, wall))
             print(f"done: concurrency {c}", flush=True)
+        stats = json.loads(urllib.request.urlopen(url + "/v1/stats", timeout=30).read())
+        batching = {name: stats.get(name, {}).get("batching") for name in ("safety", "perception")}
+        print(f"cross-request photo batching so far: {json.dumps(batching)}", flush=True)
+        if not args.skip_unbatched:  # the same top load with each request's photos alone in the model calls
+            from ipl.serve.app import build
+
+            top = max(args.concurrency)
+            alone = load_serve_config(REPO / "serve_configs" / "local.yaml",
+                                      [*overrides, "safety.batch_photos=1", "retrieval.batch_photos=1"])
+            serve.run(build(alone), name=alone.name, route_prefix=alone.route_prefix, blocking=False)
+            wait_healthy(url)
+            for _ in range(2):
+                http_draft(url, photos[0])
+            rows, wall = load(url, photos, top, max(args.requests, 2 * top))
+            unbatched = summary(f"Serve graph, concurrency {top}, photo batching off", rows, wall)
+            serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
+            wait_healthy(url)
+            for _ in range(2):
+                http_draft(url, photos[0])
         rows, wall = load(url, photos, 1, args.requests, "zh")
         results.append(summary("Serve graph, Chinese, concurrency 1", rows, wall))
+        if not args.skip_unbatched:
+            results.insert(len(results) - 1, unbatched)
     finally:
         serve.shutdown()
     print(f"\nmachine: {os.cpu_count()} cores, no GPU; run {args.run}; generate.max_new_tokens="
@@ -221,6 +258,11 @@ def main() -> None:
     for r in results[2:-1]:
         print(f"{r['what']} throughput / Serve graph at concurrency 1: {r['throughput_rps'] / c1['throughput_rps']:.2f}x "
               f"(/ in-process: {r['throughput_rps'] / base['throughput_rps']:.2f}x)")
+    if not args.skip_unbatched:
+        on = next(r for r in results if r["what"] == f"Serve graph, concurrency {max(args.concurrency)}")
+        print(f"photo batching at concurrency {max(args.concurrency)}: {on['throughput_rps']:.2f} req/s on vs "
+              f"{unbatched['throughput_rps']:.2f} off ({on['throughput_rps'] / unbatched['throughput_rps']:.2f}x), "
+              f"p95 {on['p95_s']:.2f} vs {unbatched['p95_s']:.2f} s")
     zh = results[-1]
     print(f"Chinese drafts: time to first description text / total time, p50: {zh['first_text_share_p50']:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,9 @@ class SafetyConfig(Strict):
                                   "(Yahoo's guidance: below 0.2 safe, above 0.8 unsafe).")
     nsfw_model: Optional[str] = Field(None, description="Open-NSFW ONNX file (null: the one the package ships).")
     nsfw_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per SafetyGate replica.")
+    batch_photos: int = Field(16, ge=1, description="Photos of concurrent requests screened in one model call at "
+                              "most (Open-NSFW and the safety CLIP; ipl.serve.batching: no waiting, the requests "
+                              "that queued while a call ran share the next; 1: each request alone).")
     blocklist_dir: Optional[str] = Field(None, description="Folder of known prohibited photos: a photo this close to "
                                          "one of them is refused.")
     blocklist_threshold: float = Field(0.95, ge=-1, le=1, description="Cosine similarity to a blocklisted photo "
@@ -82,6 +85,8 @@ class RetrievalConfig(Strict):
                                                  "identical-product threshold (null: the index's; none when its "
                                                  "tier is disabled).")
     nprobe: Optional[int] = Field(None, ge=1, description="IVF lists searched (null: the index's setting).")
+    batch_photos: int = Field(32, ge=1, description="Photos of concurrent requests embedded by Perception's CLIP in "
+                              "one call at most (ipl.serve.batching; 1: each request alone).")
     refresh_s: float = Field(30.0, ge=0, description="Seconds between checks for a newer index version (0: never).")
     faiss_gpu: bool = Field(True, description="Search a GPU copy of each shard when the replica has a GPU and FAISS's "
                             "GPU build is installed (the gpu extra); else the CPU index.")

@@ -37,15 +37,12 @@ from ipl.catalog.templates import load_templates
 from ipl.index.category import softmax
 from ipl.photos import counts, counts_since, decode_photo
 from ipl.serve.config import ServeConfig
+from ipl.serve.batching import Cancelled, Coalescer
 from ipl.serve.errors import ApiError
 from ipl.serve.intake import check_photo_count, clean_image, strict_pillow
 
 log = logging.getLogger("ipl.serve")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-
-
-class Cancelled(Exception):
-    """The caller gave up on this work (a stage timeout or a client gone)."""
 
 
 async def in_thread(fn, *args):
@@ -70,6 +67,15 @@ def _embed(clip, photos: Sequence) -> np.ndarray:
     return clip.encode_images([decode_photo(p) for p in photos]).numpy()
 
 
+def _batched(call: Coalescer, items: list, cancel: Optional[threading.Event], stats: dict) -> np.ndarray:
+    """``call(items)`` shared with the replica's other requests; a caller cancelled while queued is counted."""
+    try:
+        return call(items, cancel)
+    except Cancelled:
+        stats["cancelled"] += 1
+        raise
+
+
 def _mean(vectors: np.ndarray) -> np.ndarray:
     v = vectors.mean(axis=0)
     return v / max(float(np.linalg.norm(v)), 1e-12)
@@ -90,6 +96,8 @@ class SafetyGate:
         self.text = self.clip.encode_texts(prompts).numpy() if self.n_prohibited else None
         self.blocklist, self.blocklist_names = self._load_blocklist()
         self.nsfw = load_nsfw(self.cfg) if self.cfg.nsfw else None
+        self._nsfw = Coalescer(self.nsfw.score_images, self.cfg.batch_photos, "nsfw") if self.nsfw else None
+        self._encode = Coalescer(lambda ims: self.clip.encode_images(ims).numpy(), self.cfg.batch_photos, "safety-clip")
         self.stats = {"requests": 0, "photos": 0, "cancelled": 0}
         self._base = counts()  # decodes of the blocklist at start-up are not a request's
 
@@ -107,20 +115,22 @@ class SafetyGate:
         return vecs, [f.name for f in files]
 
     def get_stats(self) -> dict:
-        return {**self.stats, **counts_since(self._base)}
+        batching = {"nsfw": dict(self._nsfw.stats)} if self._nsfw else {}
+        return {**self.stats, **counts_since(self._base), "batching": {**batching, "clip": dict(self._encode.stats)}}
 
-    def screen(self, images: list) -> Optional[np.ndarray]:
+    def screen(self, images: list, cancel: Optional[threading.Event] = None) -> Optional[np.ndarray]:
         """Raise prohibited_content when a photo is explicit, or matches a prohibited concept or a
-        blocklisted photo; the CLIP embeddings the screen computed (None when it needed none)."""
-        if self.nsfw is not None:
-            scores = self.nsfw.score_images(images)
+        blocklisted photo; the CLIP embeddings the screen computed (None when it needed none). The
+        model calls are shared with the replica's concurrent requests (``safety.batch_photos``)."""
+        if self._nsfw is not None:
+            scores = _batched(self._nsfw, images, cancel, self.stats)
             i = int(np.argmax(scores))
             if scores[i] >= self.cfg.nsfw_threshold:
                 raise ApiError("prohibited_content", f"photo {i + 1} looks like explicit content (Open-NSFW score "
                                f"{scores[i]:.2f}, threshold {self.cfg.nsfw_threshold:g})")
         if self.text is None and self.blocklist is None:
             return None
-        vecs = self.clip.encode_images(images).numpy()
+        vecs = _batched(self._encode, images, cancel, self.stats)
         if self.blocklist is not None:
             sims = vecs @ self.blocklist.T
             i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
@@ -145,7 +155,7 @@ class SafetyGate:
             images.append(clean_image(p, self.cfg, i + 1))
         self.stats["photos"] += len(images)
         _checkpoint(cancel, self.stats)
-        vectors = self.screen(images)
+        vectors = self.screen(images, cancel)
         return {"images": [np.asarray(im, dtype=np.uint8) for im in images], "vectors": vectors,
                 "fingerprint": self.clip.fingerprint if vectors is not None else None}
 
@@ -183,17 +193,19 @@ class Perception:
             raise RuntimeError(f"no usable index at {cfg.index_root}: {self.holder.last_error}")
         self.holder.start(self.cfg.refresh_s)
         self.stats = {"requests": 0, "photos": 0, "reused_vectors": 0, "cancelled": 0}
+        self._encode = Coalescer(lambda ims: self.clip.encode_images(ims).numpy(), self.cfg.batch_photos, "clip")
         self._base = counts()
 
     def get_stats(self) -> dict:
-        return {**self.stats, **counts_since(self._base), "index_refreshes": dict(self.holder.refreshes)}
+        return {**self.stats, **counts_since(self._base), "index_refreshes": dict(self.holder.refreshes),
+                "batching": {"clip": dict(self._encode.stats)}}
 
     def _vectors(self, images: list, vectors, fingerprint: Optional[str], cancel) -> np.ndarray:
         if vectors is not None and fingerprint == self.clip.fingerprint and len(vectors) == len(images):
             self.stats["reused_vectors"] += len(images)
             return np.asarray(vectors, dtype=np.float32)
         _checkpoint(cancel, self.stats)
-        return _embed(self.clip, images)
+        return _batched(self._encode, [decode_photo(p) for p in images], cancel, self.stats)
 
     def _perceive(self, images: Sequence, category: Optional[str], vectors, fingerprint: Optional[str], k: int,
                   cancel: Optional[threading.Event] = None) -> dict:

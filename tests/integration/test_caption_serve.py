@@ -34,7 +34,8 @@ def captioned_run(prepared_marketplace, tmp_path_factory):
     vlm = writing_vlm(root / "t" / "models" / "vlm-base", tmp_path_factory.mktemp("lively-vlm"))
     cfg = load_config(IndexConfig, None, [
         f"run.root={root}", "run.name=c", f"listings={root}/t/clean/listings", f"encoder.path={root}/t/models/clip-base",
-        "encoder.steps=10", "encoder.batch_size=32", "encoder.scaling.cpus_per_worker=0.5", "embed.batch_size=64",
+        # the base encoder as it is (no fine-tuning job): captions, not the encoder, are under test here
+        "encoder.finetune=false", "embed.batch_size=64",
         "faiss.type=Flat", "faiss.shards=2", "category.epochs=30", "eval.holdout_fraction=0.15",
         f"evidence.templates={root}/t/templates.yaml",
         "caption.enabled=true", f"caption.vlm={vlm}", "caption.max_new_tokens=8",
@@ -93,7 +94,7 @@ def test_the_draft_reply_carries_the_caption_its_verdict_and_every_vote(captione
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     scfg = load_serve_config("serve_configs/local.yaml", [
-        f"run.root={root}", "run.name=c", f"models.vlm={vlm}",
+        f"run.root={root}", "run.name=c", f"models.vlm={vlm}", f"models.clip={root}/t/models/clip-base",
         f"models.templates={root}/t/templates.yaml", f"http.port={port}", "generate.max_new_tokens=16",
         "safety.prohibited=[]", "deployments.generator.autoscaling=null", "deployments.generator.num_replicas=1",
         "deployments.generator.num_cpus=0.2", "retrieval.refresh_s=0", "retrieval.category_min_score=0.0",
