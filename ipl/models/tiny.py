@@ -23,7 +23,7 @@ from ipl.models.clip import Clip, build_tiny_clip, load_clip, save_clip_dir
 from ipl.models.config import TinyModelsConfig
 from ipl.models.tokenizer import train_tokenizer
 from ipl.models.vlm import build_tiny_vlm
-from ipl.runtime import read_json, write_json_atomic
+from ipl.runtime import Progress, read_json, write_json_atomic
 
 log = logging.getLogger("ipl.models")
 
@@ -139,9 +139,12 @@ def pretrain_clip(cfg: TinyModelsConfig, clip: Clip, rows: list[dict], out_dir: 
                                        retrieval_accuracy)
 
     held = max(1, len(rows) // 10)
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 1024 < 64:
-            log.info("base CLIP features: %d/%d photos", done, total)
+    meter: dict = {}
+
+    def progress(done: int, total: int) -> None:  # every 10 s with rate and ETA, and at the end
+        if "p" not in meter:
+            meter["p"] = Progress("base CLIP features (photos)", total, every=10.0)
+        meter["p"].update(done, force=done == total)
 
     train = prepare_data(clip, rows[held:], progress=progress)
     test_rows = [r for r in rows[:held] if r["photos"]]
