@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -175,11 +176,13 @@ def fashion_descriptions(cfg: EvalConfig) -> dict:
         return {"skipped": "no fashion photos or no VLM"}
     from ipl.generate.prompts import description_prompt
 
+    t = time.monotonic()
     worker = vlm_actor(cfg)
     items = [{"prompt": description_prompt(None, None, None, "en"), "language": "en",
               "photos": [(root / "fashion" / r["image"]).read_bytes()]} for r in rows]
     texts, _ = ray.get(worker.generate.remote(items, cfg.generation.max_new_tokens, cfg.generation.batch_size))
     ray.kill(worker)
+    log.info("real data: %d fashion photos described in %.0fs", len(rows), time.monotonic() - t)
     matcher = AttributeMatcher(cfg.metrics.synonyms)
     brand = sum(matcher.states(r["brandName"], t) for r, t in zip(rows, texts)) / len(rows)
     colour = sum(matcher.states(r["baseColour"], t) for r, t in zip(rows, texts)) / len(rows)
@@ -204,9 +207,11 @@ def fashion_captions(cfg: EvalConfig) -> dict:
     prompt = caption_prompt(None, ["Color"], "en")
     items = [{"caption": True, "prompt": prompt, "language": "en",
               "photos": [(root / "fashion" / r["image"]).read_bytes()]} for r in rows]
+    t = time.monotonic()
     worker = vlm_actor(cfg)
     texts, _ = ray.get(worker.generate.remote(items, 48, cfg.generation.batch_size))
     ray.kill(worker)
+    log.info("real data: %d fashion photos captioned in %.0fs", len(rows), time.monotonic() - t)
     texts = [clean_caption(t) for t in texts]
     matcher = AttributeMatcher(cfg.metrics.synonyms)
     colours = sorted({r["baseColour"] for r in rows if r.get("baseColour")})
