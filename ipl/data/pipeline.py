@@ -52,7 +52,7 @@ SCORE_BINS = np.round(np.linspace(-1, 1, 41), 2)
 
 # ---------------------------------------------------------------- batch functions
 def text_filter_batch(batch: dict, cfg) -> dict:
-    return TextFilters(cfg)(batch)
+    return plain_lists(TextFilters(cfg)(batch))  # the photos column passes through: a list type, never pickled
 
 
 def decide(batch: dict, dups: dict, fractions: dict, seed: int) -> dict:

@@ -195,7 +195,7 @@ def run(cfg: TrainConfig) -> dict:
     plan = make_plan(cfg)
     write_json_atomic(cfg.train_dir / "_config.json", {"key": cfg.key(), "inputs": input_fingerprints(cfg), "plan": plan,
                                                        "config": cfg.model_dump(mode="json")})
-    log.warning("training: %d rows, %d steps (%d per epoch, global batch %d) on %d workers",
+    log.info("training: %d rows, %d steps (%d per epoch, global batch %d) on %d workers",
                 plan["train_rows"], plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"],
                 cfg.scaling.num_workers)
     ray = ensure_ray(cfg.ray)

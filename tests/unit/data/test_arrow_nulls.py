@@ -25,17 +25,24 @@ def test_list_columns_leave_a_stage_with_a_proper_arrow_type():
     from ray.data._internal.tensor_extensions.arrow import convert_to_pyarrow_array
 
     from ipl.data.arrow import plain_lists
-    from ipl.data.pipeline import decide, drop_columns, where
+    from ipl.data.clean import CleanConfig
+    from ipl.data.pipeline import decide, drop_columns, text_filter_batch, where
 
+    text = "Personal used Huawei Mate 10 Pro, 128GB, Blue. Condition as shown in the pictures."
     table = pa.table({"listing_id": ["a", "b", "c"], "status": ["kept", "kept", "dropped"],
                       "category": ["phone"] * 3, "drop_reason": [None, None, "pii"], "drop_detail": [None] * 3,
+                      "description": [text] * 3, "quality_score": [0.9] * 3,
                       "error": pa.array([None, None, None], type=pa.string()),
                       "risk_flags": pa.array([["x"], [], None], type=pa.list_(pa.string())),
-                      "pii": pa.array([[], [], ["phone"]], type=pa.list_(pa.string()))})
+                      "pii": pa.array([[], [], ["phone"]], type=pa.list_(pa.string())),
+                      "photos": pa.array([[b"\xff\xd8a"], [b"\xff\xd8b", b"c"], []], type=pa.list_(pa.binary()))})
     batch = ArrowBlockAccessor(table).to_numpy()
-    pickled = convert_to_pyarrow_array(batch["risk_flags"], "risk_flags").type
-    assert not pa.types.is_list(pickled)  # what Ray does without it
+    for col in ("risk_flags", "photos"):
+        pickled = convert_to_pyarrow_array(batch[col], col).type
+        assert not pa.types.is_list(pickled)  # what Ray does without it
+    filtered = text_filter_batch(dict(batch), CleanConfig())  # the prepare's first stage passes photos on
     for out in (plain_lists(dict(batch)), where(dict(batch), "status", ("kept",)),
-                drop_columns(dict(batch), ("status",)), decide(dict(batch), {}, {}, 0)):
-        for col in ("risk_flags", "pii"):
+                drop_columns(dict(batch), ("status",)), decide(dict(batch), {}, {}, 0), filtered):
+        for col in ("risk_flags", "pii", "photos"):
             assert pa.types.is_list(convert_to_pyarrow_array(out[col], col).type), (col, out[col])
+    assert convert_to_pyarrow_array(filtered["photos"], "photos").to_pylist()[1] == [b"\xff\xd8b", b"c"]
