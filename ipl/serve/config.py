@@ -311,6 +311,15 @@ class HttpConfig(Strict):
         "balancer; HeadOnly when several Ray nodes share one host and port).")
 
 
+class LogsConfig(Strict):
+    """Ray Serve's own logging (``ray.serve.schema.LoggingConfig``) for the controller, the proxies and every
+    replica: what they print (streamed to the driver's console) and write to Serve's log files."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Serve's log level (ipl --verbose: INFO whatever is set here).")
+    access_log: bool = Field(True, description="One line per HTTP request from every replica (ipl --verbose: on).")
+
+
 # deployment -> (config sections it reads, models entries it reads)
 SCOPES = {
     "SafetyGate": ({"safety"}, {"safety_clip", "clip", "templates"}),
@@ -339,6 +348,7 @@ class ServeConfig(Strict):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="Adoption feedback (draft_id, "
                                      "the feedback endpoint, ipl feedback report).")
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Ray Serve options.")
+    logs: LogsConfig = Field(default_factory=LogsConfig, description="Ray Serve's own logs (level, access log).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP of ipl serve.")
     once: bool = Field(False, description="ipl serve: start, answer one draft for `once_photo`, print it, stop.")
     sample_draft: bool = Field(False, description="ipl serve: send one draft for `once_photo` after starting, then "

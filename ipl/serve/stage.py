@@ -119,6 +119,20 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
     return events
 
 
+def serve_logging(cfg: ServeConfig):
+    """Serve's LoggingConfig from ``cfg.logs`` (``ipl --verbose``: INFO with the access log); the
+    driver's own ``ray.serve`` messages follow the same level."""
+    import logging
+
+    from ray.serve.schema import LoggingConfig
+
+    from ipl.runtime import verbose
+
+    level, access = ("INFO", True) if verbose() else (cfg.logs.level, cfg.logs.access_log)
+    logging.getLogger("ray.serve").setLevel(level)
+    return LoggingConfig(log_level=level, enable_access_log=access)
+
+
 def start(cfg: ServeConfig):
     """Start Serve on (local) Ray with ``cfg.http`` and run the application; returns its base URL."""
     from ray import serve
@@ -128,10 +142,11 @@ def start(cfg: ServeConfig):
 
     app = build(cfg)  # checks config + artifacts before Ray starts anything
     ensure_ray(cfg.ray)
-    serve.start(proxy_location=cfg.http.proxy_location,
+    logs = serve_logging(cfg)
+    serve.start(proxy_location=cfg.http.proxy_location, logging_config=logs,
                 http_options={"host": cfg.http.host, "port": cfg.http.port,
                               "request_timeout_s": cfg.http.request_timeout_s})
-    serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
+    serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix, blocking=False, logging_config=logs)
     host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
     return f"http://{host}:{cfg.http.port}{cfg.route_prefix.rstrip('/')}"
 

@@ -86,3 +86,21 @@ def test_merged_and_removed_keys_say_what_to_do_instead():
         load_serve_config(None, ["pipeline.concurrent=true"])
     with pytest.raises(ConfigError, match="sized by the model's image policy"):
         load_serve_config(None, ["generate.image_side=640"])
+
+
+def test_serve_logging_follows_the_config_and_verbose_brings_it_back(monkeypatch):
+    import logging
+
+    from ipl.serve.stage import serve_logging
+
+    monkeypatch.delenv("IPL_VERBOSE", raising=False)
+    quiet = ServeConfig(logs={"level": "WARNING", "access_log": False})
+    logs = serve_logging(quiet)
+    assert (logs.log_level, logs.enable_access_log) == ("WARNING", False)
+    assert logging.getLogger("ray.serve").level == logging.WARNING
+    assert (serve_logging(ServeConfig()).log_level, serve_logging(ServeConfig()).enable_access_log) == ("INFO", True)
+    monkeypatch.setenv("IPL_VERBOSE", "1")
+    logs = serve_logging(quiet)
+    assert (logs.log_level, logs.enable_access_log) == ("INFO", True)
+    with pytest.raises(Exception, match="level"):
+        ServeConfig(logs={"level": "LOUD"})
