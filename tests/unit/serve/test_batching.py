@@ -24,6 +24,14 @@ class Gated:
         return np.asarray(items) * 10
 
 
+def running(fn: Gated) -> None:
+    """The first call has started (and waits for ``release``)."""
+    deadline = time.monotonic() + 10
+    while not fn.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fn.calls
+
+
 def queued(c: Coalescer, n: int) -> None:
     deadline = time.monotonic() + 10
     while c._queue.qsize() < n and time.monotonic() < deadline:
@@ -36,8 +44,7 @@ def test_callers_that_queue_while_a_call_runs_share_the_next_one():
     c = Coalescer(fn, max_items=8, name="t")
     with ThreadPoolExecutor(6) as pool:
         first = pool.submit(c, [1])
-        while not fn.calls:
-            time.sleep(0.005)
+        running(fn)
         rest = [pool.submit(c, [10 * i, 10 * i + 1]) for i in range(1, 5)]  # 8 items, queued behind the first
         queued(c, 4)
         fn.release.set()
@@ -54,8 +61,7 @@ def test_a_call_never_exceeds_max_items_and_a_big_caller_runs_alone():
     c = Coalescer(fn, max_items=3, name="t")
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(c, [0])
-        while not fn.calls:
-            time.sleep(0.005)
+        running(fn)
         a, b, big = pool.submit(c, [1, 2]), None, None
         queued(c, 1)
         b = pool.submit(c, [3, 4])
@@ -73,8 +79,7 @@ def test_a_cancelled_caller_is_dropped_and_a_failure_reaches_every_caller_of_tha
     gone = threading.Event()
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(c, [1])
-        while not fn.calls:
-            time.sleep(0.005)
+        running(fn)
         dropped = pool.submit(c, [2], gone)
         bad = [pool.submit(c, [3]), pool.submit(c, [4])]
         queued(c, 3)
