@@ -115,6 +115,23 @@ def validate(engine, shard, collator, cfg, device, dtype) -> float:
     return total / tokens if tokens else float("nan")
 
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_shm_comm_op() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce op.
+
+    On a CPU accelerator DeepSpeed's communication backend builds ``deepspeed_shm_comm`` with
+    ninja when it starts (33 s of both cores on a fresh machine, every worker waiting on it),
+    and uses it only for ``inference_all_reduce`` (tensor-parallel inference). Training's
+    gradient all-reduce goes through torch.distributed (gloo) either way. Marking the op
+    incompatible in DeepSpeed's own per-process table (``deepspeed.ops.__compatible_ops__``,
+    which ``build_shm_op`` consults) makes the backend skip it. GPU runs never build it."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+
+
 def train_loop(config: dict) -> None:
     # DeepSpeed's import probes torch's C++ extension toolchain, which warns "No CUDA runtime is found" on
     # every CPU worker: expected here, so not shown (errors still are)
@@ -138,6 +155,7 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     if not cfg.scaling.use_gpu:
         torch.set_num_threads(cfg.scaling.torch_threads)
+        skip_shm_comm_op()
     precision = cfg.resolve_precision(_gpu_class())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 

@@ -25,3 +25,14 @@ def test_text_only_batches_still_give_the_merger_a_zero_gradient(tiny_vlm, make_
     loss.backward()
     assert all(p.grad is not None and torch.count_nonzero(p.grad) == 0 for p in merger)
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
+
+
+def test_cpu_workers_skip_deepspeeds_shm_comm_op():
+    """DeepSpeed's CPU backend would JIT-compile its shared-memory all-reduce (about 30 s on a fresh
+    2-core machine) although training never uses it: the worker marks it incompatible first."""
+    from deepspeed.comm.torch import build_shm_op
+
+    from ipl.train.loop import skip_shm_comm_op
+
+    skip_shm_comm_op()
+    assert build_shm_op() is None
