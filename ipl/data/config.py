@@ -38,8 +38,8 @@ class ConsistencyConfig(Strict):
     concurrency: int = Field(1, ge=1, description="Actors (model replicas).")
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per actor (leave room for the tasks after it).")
     num_gpus: float = Field(0, ge=0, description="GPUs per actor.")
-    memory_mb: Optional[int] = Field(2048, ge=1, description="Memory reserved per actor for Ray's scheduling (the "
-                                     "packaged CLIP and a batch of photos take ~1.5 GiB; null: none reserved).")
+    memory_mb: Optional[int] = Field(2304, ge=1, description="Memory reserved per actor for Ray's scheduling (the "
+                                     "packaged CLIP and a batch of photos take up to ~1.7 GiB; null: none reserved).")
 
 
 class EvalConfig(Strict):

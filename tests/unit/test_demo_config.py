@@ -5,6 +5,14 @@ from ipl.index.config import IndexConfig
 from ipl.train.config import TrainConfig
 
 
+def test_demo_prepares_like_prepare_local():
+    from ipl.data.config import PrepareConfig
+
+    demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("prepare")
+    local = load_config(PrepareConfig, "jobs/configs/prepare_local.yaml")
+    assert demo.model_dump(exclude={"run", "ray"}) == local.model_dump(exclude={"run", "ray"})
+
+
 def test_demo_trains_like_train_local():
     demo = load_config(DemoConfig, "jobs/configs/demo_local.yaml").stage("train")
     local = load_config(TrainConfig, "jobs/configs/train_local.yaml")
