@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 from ipl.eval.config import EvalConfig
 from ipl.generate.prompts import description_prompt
@@ -32,6 +35,20 @@ log = logging.getLogger("ipl.eval")
 
 
 CAPTION_ROWS = ("image+category+reference+caption", "image+category+reference+cqe")
+
+
+def _digest(photos) -> str:
+    """One key for a list of photos (bytes or pixel arrays), by content."""
+    h = hashlib.sha1()
+    for p in photos:
+        if isinstance(p, (bytes, bytearray, memoryview)):
+            h.update(bytes(p))
+        else:
+            a = np.ascontiguousarray(p)
+            h.update(repr((a.shape, a.dtype.str)).encode())
+            h.update(a.tobytes())
+        h.update(b"|")
+    return h.hexdigest()
 
 
 class EvalStages(LocalStages):
@@ -49,6 +66,31 @@ class EvalStages(LocalStages):
         self.exclude: dict = {}
         self.last_hits: list[dict] = []
         self.current_caption: Optional[tuple] = None
+        self._memo: Optional[dict] = None  # on from start_example: one held-out listing's results
+        self.memo_hits = 0
+
+    def start_example(self, exclude: Optional[dict] = None, caption: Optional[tuple] = None) -> None:
+        """A new held-out listing: its exclusion and caption; forget the last listing's results.
+
+        One listing goes through the graph's preparation up to four times (the system, the
+        unguarded comparison, the captioned and the confirmed rows) with the same photos: the
+        safety screen and the perception (embedding, retrieval, category, photo colour) run once
+        per listing and category asked, and the other calls get a copy of that result."""
+        self.exclude = exclude or {}
+        self.current_caption = caption
+        self._memo = {}
+
+    async def _once(self, key, make):
+        if self._memo is None:
+            return await make()
+        if key in self._memo:
+            self.memo_hits += 1
+        else:
+            self._memo[key] = await make()
+        return copy.deepcopy(self._memo[key])
+
+    async def check(self, photos):
+        return await self._once(("check", _digest(photos)), lambda: self.safety.check(photos))
 
     async def caption(self, photos, category, keys, language, max_new_tokens):
         text, answer = self.current_caption or ("", None)
@@ -60,8 +102,9 @@ class EvalStages(LocalStages):
         return {**found, "text_hits": hits}
 
     async def perceive(self, images, category=None, vectors=None, fingerprint=None):
-        found = await self.perception.perceive(images, category, vectors, fingerprint,
-                                               self.k * 4 if self.exclude else self.k)
+        found = await self._once(("perceive", _digest(images), category, fingerprint),
+                                 lambda: self.perception.perceive(images, category, vectors, fingerprint,
+                                                                  self.k * 4 if self.exclude else self.k))
         hits = [h for h in found["hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
         self.last_hits = hits
         return {**found, "hits": hits}
@@ -131,8 +174,7 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
             if records and len(records) % 50 == 0:
                 log.info("retrieval + evidence: %d/%d listings (%.1f/s)", len(records), total,
                          len(records) / max(time.monotonic() - t0, 1e-6))
-            stages.exclude = ex.get("exclude") or {}
-            stages.current_caption = captions.get(ex["listing_id"]) if captions else None
+            stages.start_example(ex.get("exclude"), captions.get(ex["listing_id"]) if captions else None)
             language = ex.get("language") or "en"
             truth = ex["attributes"] or {}
             try:

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from rouge_score import rouge_scorer, tokenizers
 
 # CJK ideographs, kana, hangul, CJK punctuation/full-width forms
@@ -97,14 +98,22 @@ class Similarity:
                                     f"(no modules.json or config.json)")
         self.path = path
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self._seen: dict[str, np.ndarray] = {}  # text -> embedding: an evaluation scores the same
+        # references under every ablation row, and rows often write the same text
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised embeddings of ``texts``, each distinct text encoded once per instance."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._seen]
+        if new:
+            self._seen.update(zip(new, self.model.encode(new, normalize_embeddings=True, convert_to_numpy=True)))
+        return np.stack([self._seen[t] for t in texts])
 
     def pairwise(self, a: Sequence[str], b: Sequence[str]) -> list[float]:
         """Cosine of ``a[i]`` and ``b[i]`` for each i."""
         _pairs(a, b)
         if not a:
             return []
-        ea = self.model.encode(list(a), normalize_embeddings=True, convert_to_numpy=True)
-        eb = self.model.encode(list(b), normalize_embeddings=True, convert_to_numpy=True)
+        ea, eb = self.embed(list(a)), self.embed(list(b))
         return [float(x) for x in (ea * eb).sum(axis=1)]
 
     def mean(self, a: Sequence[str], b: Sequence[str]) -> float:

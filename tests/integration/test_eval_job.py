@@ -170,3 +170,32 @@ def test_rerun_reuses_generations_and_fresh_regenerates(evaluated):
     longer = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"max_new_tokens": 13}), **off})
     evaluate(longer)
     assert len(cache.read_text().splitlines()) == 2 * len(lines)
+
+
+def test_each_held_out_listing_is_screened_and_perceived_once(eval_cfg):
+    """A listing's ablation rows come from up to four preparations of the same photos: the safety
+    screen runs once per listing and the perception once per category asked, and the records are
+    the same as with every preparation run in full."""
+    import asyncio
+
+    from ipl.eval.ablation import _prepare, build_graph
+    from ipl.eval.sets import load_sets
+
+    cfg = eval_cfg
+    scfg = cfg.serve_config()
+    sets, _ = load_sets(cfg.listings_dir, scfg.index_root, cfg.instructions_dir, 2, 2, cfg.sets.language)
+    n = sum(len(v) for v in sets.values())
+    stages, pipelines, levels = build_graph(cfg)
+    records = asyncio.run(_prepare(pipelines, stages, sets, cfg, levels))
+    assert len(records) == n and stages.safety.stats["requests"] == n
+    assert stages.memo_hits >= 2 * n and stages.perception.stats["requests"] <= 2 * n
+
+    def full(exclude=None, caption=None):  # every preparation from scratch
+        stages.exclude, stages.current_caption, stages._memo = exclude or {}, caption, None
+
+    stages.start_example = full
+    again = asyncio.run(_prepare(pipelines, stages, sets, cfg, levels))
+    assert stages.safety.stats["requests"] > 2 * n
+    drop = {"photos"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in records]

@@ -73,6 +73,19 @@ def test_sim_orders_paraphrase_above_unrelated(sim):
     assert para > 0.6 > 0.3 > other
 
 
+def test_sim_encodes_each_distinct_text_once_with_the_same_scores(sim):
+    a = ["selling my blue iPhone 13", "a wooden garden chair", "selling my blue iPhone 13"]
+    b = ["blue iPhone 13 for sale", "blue iPhone 13 for sale", "garden chair, oak"]
+    fresh = Similarity(str(sim.path))
+    calls = []
+    encode = fresh.model.encode
+    fresh.model.encode = lambda texts, **kw: calls.append(list(texts)) or encode(texts, **kw)
+    first = fresh.pairwise(a, b)
+    assert fresh.pairwise(a, b) == first and sorted(sum(calls, [])) == sorted(set(a) | set(b))
+    direct = (encode(a, normalize_embeddings=True) * encode(b, normalize_embeddings=True)).sum(axis=1)
+    assert first == pytest.approx([float(x) for x in direct], abs=1e-5)
+
+
 def test_text_scores_bundle(sim):
     out = text_scores([HYP], [REF], sim)
     assert set(out) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "sim"}
