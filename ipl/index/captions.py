@@ -68,7 +68,13 @@ def build_text_index(clip, staged: Path, batch_size: int = 256) -> dict:
     if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
         raise RuntimeError("text index: the image index ids are not 0..n-1; the rows would not line up")
     texts = [str(t or "") for t in table.column("description").to_pylist()]
-    vectors = np.ascontiguousarray(clip.encode_texts(texts, batch_size=batch_size).numpy(), dtype=np.float32)
+    from ipl.runtime import Progress
+
+    progress, parts = Progress("text index: listing descriptions", len(texts), every=10.0), []
+    for i in range(0, len(texts), batch_size):
+        parts.append(clip.encode_texts(texts[i: i + batch_size], batch_size=batch_size).numpy())
+        progress.update(min(i + batch_size, len(texts)))
+    vectors = np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros((0, clip.dim)), dtype=np.float32)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     faiss.write_index(index, str(staged / TEXT_INDEX))

@@ -269,10 +269,13 @@ def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predic
         t = time.monotonic()
         out["text_index"] = {**build_text_index(clip, staged), "build_s": round(time.monotonic() - t, 1)}
         text_index = faiss.read_index(str(staged / out["text_index"]["file"]))
+        log.info("text index: %d listing descriptions in %.1fs", out["text_index"]["ntotal"], out["text_index"]["build_s"])
+    t = time.monotonic()
     predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] \
         if predictor is not None and len(vecs) else [(None, 0.0)] * len(vecs)
     evaluation, tiers = evaluate_captions(cfg, clip, index, text_index, vecs, meta, predicted, known, levels)
     result["caption"], result["caption_tiers"] = evaluation, tiers
+    log.info("caption evaluation on the held-out queries and the caption tiers in %.1fs", time.monotonic() - t)
     out["caption"] = {"judges": list(cfg.caption.cqe.judges), "encoder_threshold": evaluation.get("encoder_threshold"),
                       "fusion_k": cfg.caption.fusion_k, "text_weight": cfg.caption.text_weight,
                       "prompt_version": PROMPT_VERSION}
