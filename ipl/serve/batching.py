@@ -51,8 +51,8 @@ class Coalescer:
         self._lock = threading.Lock()
         self._queue: "queue.Queue[_Job]" = queue.Queue()
         self._carry: Optional[_Job] = None
-        if max_items > 1:
-            threading.Thread(target=self._loop, name=f"ipl-batch-{name}", daemon=True).start()
+        self._worker: Optional[threading.Thread] = None  # started by the first call (a model never called,
+        # such as a safety CLIP with no concept or blocklist to screen against, costs no thread)
 
     def __call__(self, items: Sequence, cancel: Optional[threading.Event] = None) -> np.ndarray:
         items = list(items)
@@ -62,6 +62,10 @@ class Coalescer:
             out = self.fn(items)
             self._count(len(items), 1)
             return out
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._loop, name=f"ipl-batch-{self.name}", daemon=True)
+                self._worker.start()
         job = _Job(items, cancel)
         self._queue.put(job)
         job.done.wait()

@@ -102,3 +102,14 @@ def test_max_items_one_runs_each_caller_alone_in_its_thread():
     assert c.stats["batches"] == 1 and c.stats["shared"] == 0
     with pytest.raises(ValueError, match="max_items"):
         Coalescer(lambda items: items, 0, "t")
+
+
+def test_the_worker_thread_starts_with_the_first_call():
+    def threads():
+        return [t for t in threading.enumerate() if t.name == "ipl-batch-lazy"]
+
+    before = len(threads())
+    c = Coalescer(lambda items: np.asarray([len(x) for x in items]), 4, "lazy")
+    assert len(threads()) == before  # a model never asked costs no thread
+    assert c(["ab", "c"]).tolist() == [2, 1] and len(threads()) == before + 1
+    assert c(["abc"]).tolist() == [3] and len(threads()) == before + 1  # one worker for every later call
