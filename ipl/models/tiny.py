@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import pyarrow.parquet as pq
-import torch
 
 from ipl.models.clip import Clip, build_tiny_clip, load_clip, save_clip_dir
 from ipl.models.config import TinyModelsConfig
@@ -70,7 +69,6 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     if old.get("key") == key:  # the tokenizer and the VLM are up to date: only the CLIP changed
         log.info("tokenizer and VLM in %s are up to date, reusing them", models_dir)
         info = {k: old[k] for k in ("key", "tokenizer", "vlm")}
-        clips = build_clips(cfg, models_dir, clip_corpus)
     else:
         log.info("training the byte-level BPE tokenizer on the synthetic corpus")
         tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows, vocabulary() if vocabulary else ()),
@@ -78,76 +76,22 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
         tokenizer.save_pretrained(models_dir / "tokenizer")
         log.info("building the tiny Qwen2-VL")
         vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
+        vlm_pretrain = {}
+        if cfg.vlm_pretrain_steps:
+            vlm_pretrain = pretrain_vlm(cfg, vlm)
         info = {"key": key, "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
                 "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters()),
-                        "pretrain": {}}}
-        pending = start_vlm_pretraining(cfg, vlm)
-        threads = torch.get_num_threads()
-        if getattr(pending, "remote", False):
-            torch.set_num_threads(1)  # the other core is the pretraining task's
-        try:  # the CLIPs are built while the VLM pretrains (a Ray task on the other core)
-            clips = build_clips(cfg, models_dir, clip_corpus)
-        except Exception:
-            try:  # a CLIP failure keeps the VLM once its pretraining is done
-                info["vlm"]["pretrain"] = pending()
-                write_json_atomic(record, info)
-            except Exception:
-                log.exception("the tiny VLM's copy pretraining failed too")
-            raise
-        finally:
-            torch.set_num_threads(threads)
-        info["vlm"]["pretrain"] = pending()
+                        "pretrain": vlm_pretrain}}
+        write_json_atomic(record, info)  # a CLIP failure below keeps the VLM
+    info["clip_key"] = clip_key
+    info["clip"] = build_base_clip(cfg, models_dir / "clip-base", clip_corpus)
     info.pop("compare_clip", None)
-    info.update({"clip_key": clip_key, **clips})
-    write_json_atomic(record, info)
-    return info
-
-
-def build_clips(cfg: TinyModelsConfig, models_dir: Path, clip_corpus) -> dict:
-    """``clip-base`` and (``compare_tiny_clip``) ``clip-tiny``: ``{"clip": ..., "compare_clip": ...}``."""
-    out = {"clip": build_base_clip(cfg, models_dir / "clip-base", clip_corpus)}
     if cfg.compare_tiny_clip and cfg.clip_model != "tiny":
         log.info("building the tiny ViT CLIP for comparison (models/clip-tiny)")
-        out["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
-                                              clip_corpus)
-    return out
-
-
-def start_vlm_pretraining(cfg: TinyModelsConfig, vlm) -> Callable[[], dict]:
-    """Start the tiny VLM's copy pretraining; returns the call that waits for its numbers.
-
-    With Ray up (``ipl synth`` started it for the synthetic data) it runs as a 1-CPU Ray task
-    (one torch thread) while this process builds the CLIPs on the other core: two one-thread
-    jobs side by side finish sooner on 2 cores than the same two one after the other with two
-    threads each (the tiny models' small matrices use a second thread at about 1.5x). Without
-    Ray, or with no pretraining configured, it runs here first."""
-    if not cfg.vlm_pretrain_steps:
-        return dict
-    import ray
-
-    if not ray.is_initialized():
-        out = pretrain_vlm(cfg, vlm)
-        return lambda: out
-    ref = ray.remote(num_cpus=1)(_pretrain_saved_vlm).options(name="tiny-vlm-copy-pretraining").remote(
-        cfg.model_dump(mode="json"), str(vlm.path))
-    log.info("tiny VLM copy pretraining runs as a Ray task while the CLIPs are built")
-
-    def wait() -> dict:
-        return ray.get(ref)
-
-    wait.remote = True
-    return wait
-
-
-def _pretrain_saved_vlm(cfg: dict, path: str) -> dict:
-    """Ray task: load the saved tiny VLM, copy-pretrain it, save it back; its lines go to the driver."""
-    import torch
-
-    from ipl.models.vlm import load_vlm
-
-    torch.set_num_threads(1)
-    return pretrain_vlm(TinyModelsConfig.model_validate(cfg), load_vlm(path),
-                        say=lambda msg, *args: print(msg % args if args else msg, flush=True))
+        info["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
+                                               clip_corpus)
+    write_json_atomic(record, info)
+    return info
 
 
 def build_base_clip(cfg: TinyModelsConfig, out: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:
@@ -174,17 +118,17 @@ def build_base_clip(cfg: TinyModelsConfig, out: Path, clip_corpus: Optional[Call
             "fingerprint": clip.fingerprint, "dim": clip.dim, "pretrain": pretrain}
 
 
-def pretrain_vlm(cfg: TinyModelsConfig, vlm, say: Callable = log.info) -> dict:
+def pretrain_vlm(cfg: TinyModelsConfig, vlm) -> dict:
     """Give the tiny VLM a real base model's copy skill (see ``ipl.models.lm_pretrain``), save it."""
     from ipl.models.lm_pretrain import pretrain_copy
 
-    say("pretraining the tiny VLM to restate facts from its prompt: %d steps x %d",
-        cfg.vlm_pretrain_steps, cfg.vlm_pretrain_batch_size)
+    log.info("pretraining the tiny VLM to restate facts from its prompt: %d steps x %d",
+             cfg.vlm_pretrain_steps, cfg.vlm_pretrain_batch_size)
     out = pretrain_copy(vlm.model, vlm.tokenizer, cfg.vlm_pretrain_steps, cfg.vlm_pretrain_batch_size,
-                        cfg.vlm_pretrain_lr, seed=cfg.seed, progress=say)
+                        cfg.vlm_pretrain_lr, seed=cfg.seed, progress=log.info)
     vlm.model.save_pretrained(vlm.path)
-    say("tiny VLM copy recall on fresh facts: %.2f -> %.2f (%.0fs)",
-        out["copy_recall_before"], out["copy_recall_after"], out["seconds"])
+    log.info("tiny VLM copy recall on fresh facts: %.2f -> %.2f (%.0fs)",
+             out["copy_recall_before"], out["copy_recall_after"], out["seconds"])
     return out
 
 

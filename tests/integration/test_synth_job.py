@@ -85,9 +85,6 @@ def test_job_entrypoint_builds_tiny_models(tmp_path):
     from ipl.models.vlm import load_vlm
 
     assert re.search(r"copy pretraining 30 steps: recall of fresh facts 0\.\d\d -> [01]\.\d\d", out.stdout)
-    # the VLM pretrained as a 1-CPU Ray task while this process built the CLIP; its lines reach the driver
-    assert "tiny VLM copy pretraining runs as a Ray task" in out.stderr
-    assert "tiny VLM copy pretraining: step 30/30" in out.stdout + out.stderr
     build = json.loads((models / "_build.json").read_text())["vlm"]["pretrain"]
     assert build["steps"] == 30 and build["loss_last"] < build["loss_first"]
     vlm = load_vlm(models / "vlm-base")
