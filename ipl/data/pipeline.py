@@ -41,6 +41,7 @@ from ipl.data.export import export_llamafactory
 from ipl.data.instructions import MakeInstructions, unit_hash
 from ipl.data.read import ensure_photo_bytes, input_path, read_listings
 from ipl.extract.stage import ExtractAttributes
+from ipl.config import ConfigError
 from ipl.runtime import ensure_ray, read_json, write_json_atomic
 
 log = logging.getLogger("ipl.prepare")
@@ -467,9 +468,27 @@ def consistency_clip_key(cfg: PrepareConfig) -> str:
         return ""  # the run has no photos or no CLIP yet: the check is skipped or fails with its own error
 
 
+def check_actor_cpus(cfg: PrepareConfig, cluster_cpus: float) -> None:
+    """The second pass's actor pools (the image-text check, the extraction) hold their CPUs for the
+    whole pass, and Ray Data's read and map tasks need 1 CPU each: with less than 1 CPU left the
+    pass waits forever for a CPU (seen with two 0.5-CPU check actors beside the 0.5-CPU extractor
+    on 2 CPUs). Refused up front, naming the keys; a cluster reporting no CPUs yet (an
+    autoscaling head) is not checked."""
+    pools = [("llm", cfg.llm.concurrency, cfg.llm.num_cpus)]
+    if cfg.consistency.enabled:
+        pools.insert(0, ("consistency", cfg.consistency.concurrency, cfg.consistency.num_cpus))
+    held = sum(n * c for _, n, c in pools)
+    if cluster_cpus and cluster_cpus - held < 1:
+        detail = " + ".join(f"{name}.concurrency {n} x {name}.num_cpus {c:g}" for name, n, c in pools)
+        raise ConfigError(f"prepare: the actor pools hold {held:g} of the cluster's {cluster_cpus:g} CPUs ({detail}), "
+                          "leaving less than the 1 CPU a Ray Data read or map task needs: the pass would never "
+                          "finish; lower those num_cpus or concurrency values (or add CPUs)")
+
+
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Run every part that is not up to date; returns {clean, templates, instructions}."""
-    ensure_ray(cfg.ray)
+    ray = ensure_ray(cfg.ray)
+    check_actor_cpus(cfg, float(ray.cluster_resources().get("CPU", 0)))
     run_dir = cfg.run.dir
     data_key = input_fingerprint(cfg)
     clean_key = (PIPELINE_VERSION + cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval")
