@@ -40,6 +40,9 @@ class ConsistencyConfig(Strict):
     num_gpus: float = Field(0, ge=0, description="GPUs per actor.")
     memory_mb: Optional[int] = Field(2304, ge=1, description="Memory reserved per actor for Ray's scheduling (the "
                                      "packaged CLIP and a batch of photos take up to ~1.7 GiB; null: none reserved).")
+    feature_cache: bool = Field(False, description="Keep the locked image trunk's features per photo in "
+                                "<run>/cache/image-features for ipl index (ipl.models.feature_cache; a CLIP whose "
+                                "image tower is not a timm trunk + head runs whole and keeps nothing).")
 
 
 class EvalConfig(Strict):

@@ -3,9 +3,13 @@
 ``ClipConsistency(clip_source)`` holds the model (one per actor); ``__call__`` decodes each
 row's photos, embeds them and the listing's caption ("<category>: <title or text>") and
 adds ``clip_score``: the mean cosine of the photos with the caption. Rows whose photos cannot
-be decoded get an ``error`` (quarantine) instead of a score.
+be decoded get an ``error`` (quarantine) instead of a score. With ``feature_cache`` (a
+directory) the image trunk's features are kept there for ``ipl index``
+(:mod:`ipl.models.feature_cache`).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,9 +22,11 @@ from ipl.photos import decode_photo
 
 
 class ClipConsistency:
-    def __init__(self, clip_source: str, max_photos: int = 3):
+    def __init__(self, clip_source: str, max_photos: int = 3, feature_cache: Optional[str] = None):
         torch.set_num_threads(1)
         self.clip = load_clip(clip_source)
+        if feature_cache:  # the locked trunk's features, kept for ipl index (ipl.models.feature_cache)
+            self.clip.use_feature_cache(feature_cache)
         self.max_photos = max_photos
 
     def __call__(self, batch: dict) -> dict:

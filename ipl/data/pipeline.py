@@ -42,6 +42,7 @@ from ipl.data.instructions import MakeInstructions, unit_hash
 from ipl.data.read import ensure_photo_bytes, input_path, read_listings
 from ipl.extract.stage import ExtractAttributes
 from ipl.config import ConfigError
+from ipl.models.feature_cache import RUN_CACHE as FEATURE_CACHE
 from ipl.runtime import ensure_ray, read_json, write_json_atomic
 
 log = logging.getLogger("ipl.prepare")
@@ -255,7 +256,9 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
         clip = cc.clip or str(run_dir / "models" / "clip-base")
         threshold = consistency_threshold(cc, clip)
         p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
-        p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip}, batch_size=cc.batch_size,
+        cache = str((run_dir / FEATURE_CACHE).resolve()) if cc.feature_cache else None
+        p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip, "feature_cache": cache},
+                            batch_size=cc.batch_size,
                             compute=ray.data.ActorPoolStrategy(size=cc.concurrency), num_cpus=cc.num_cpus,
                             num_gpus=cc.num_gpus or None, memory=cc.memory_mb * 2**20 if cc.memory_mb else None)
         p2 = p2.map_batches(apply_clip, fn_kwargs={"threshold": threshold}, batch_size=cc.batch_size)

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from ipl.caption.stage import CaptionConfig
 from ipl.config import RayConfig, RunConfig, Strict
+from ipl.models.feature_cache import RUN_CACHE as FEATURE_CACHE
 from ipl.train.config import ScalingConfig
 
 INDEX_TYPES = ("Flat", "IVF-Flat", "IVF-PQ", "HNSW")
@@ -128,6 +129,10 @@ class IndexConfig(Strict):
     listings: Optional[str] = Field(None, description="Cleaned listings (null: <run>/clean/listings).")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Image encoder.")
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding stage.")
+    feature_cache: bool = Field(False, description="Read and keep the locked image trunk's features per photo in "
+                                "<run>/cache/image-features (ipl.models.feature_cache; ipl prepare's "
+                                "consistency.feature_cache fills it): the fine-tuning and the embeddings then run "
+                                "only the projection for a photo seen before. Results are the same either way.")
     faiss: FaissConfig = Field(default_factory=FaissConfig, description="Index.")
     identical_threshold: Optional[float] = Field(None, ge=-1, le=1, description="Cosine similarity from which a hit "
                                                  "is the identical product (null: calibrated on the held-out).")
@@ -155,6 +160,10 @@ class IndexConfig(Strict):
     @property
     def base_clip(self) -> str:
         return self.encoder.path or str(self.run.dir / "models" / "clip-base")
+
+    @property
+    def feature_cache_dir(self) -> Optional[str]:
+        return str((self.run.dir / FEATURE_CACHE).resolve()) if self.feature_cache else None
 
     @property
     def clip_dir(self) -> Path:

@@ -38,12 +38,14 @@ def arrow_to_vectors(column) -> np.ndarray:
 
 class ListingEmbedder:
     def __init__(self, clip_source: str, weights: str | None = None, photos_per_listing: int = 3,
-                 threads: int = 1, num_gpus: float = 0, device: str = "auto"):
+                 threads: int = 1, num_gpus: float = 0, device: str = "auto", feature_cache: str | None = None):
         from ipl.devices import placement_device
 
         torch.set_num_threads(max(1, threads))
         device = placement_device(device, num_gpus)  # resolved in the actor: its GPU, if it reserved one
         self.clip = load_clip(clip_source, weights, device=device)
+        if feature_cache:  # the locked trunk's features ipl prepare or the fine-tuning kept
+            self.clip.use_feature_cache(feature_cache)
         self.n = photos_per_listing
         self.device = device
 

@@ -58,6 +58,8 @@ def finetune_loop(config: dict) -> None:
     torch.manual_seed(config["seed"])  # identical initial replicas
     # on the worker's device (its GPU under use_gpu): NCCL all-reduces CUDA tensors only
     clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()))
+    if config.get("feature_cache"):  # the locked trunk's features ipl prepare kept (ipl.models.feature_cache)
+        clip.use_feature_cache(config["feature_cache"])
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
     started, shown = time.monotonic(), [0.0]
@@ -67,8 +69,9 @@ def finetune_loop(config: dict) -> None:
         if rank == 0 and (done == total or now - shown[0] >= 15):
             shown[0] = now
             rate = done / max(1e-9, now - started)
+            cached = f", {clip.feature_cache.hits} from the feature cache" if clip.feature_cache is not None else ""
             print(f"clip fine-tune: locked towers' features {done}/{total} photos ({rate:.0f}/s, ETA "
-                  f"{(total - done) / max(rate, 1e-9):.0f}s)", flush=True)
+                  f"{(total - done) / max(rate, 1e-9):.0f}s{cached})", flush=True)
 
     data = prepare_data(clip, rows, max_photos=config["max_photos"], progress=features)
 
@@ -81,7 +84,8 @@ def finetune_loop(config: dict) -> None:
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
         image_weight=config["image_weight"], similarity_weight=config["similarity_weight"], step_hook=progress)
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
-               "photos": int(len(data.groups)), "steps": len(losses), "locked_towers": bool(data.features)}
+               "photos": int(len(data.groups)), "steps": len(losses), "locked_towers": bool(data.features),
+               "feature_cache_hits": clip.feature_cache.hits if clip.feature_cache is not None else 0}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(config["base"]) / "open_clip_config.json"
@@ -130,7 +134,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
                            "weights": cfg.encoder.weights, "holdout": holdout, "steps": cfg.encoder.steps,
                            "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
                            "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight,
-                           "similarity_weight": cfg.encoder.similarity_weight, "threads": threads, "model_cfg": model_cfg},
+                           "similarity_weight": cfg.encoder.similarity_weight, "threads": threads, "model_cfg": model_cfg,
+                           "feature_cache": cfg.feature_cache_dir},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu else {})},
@@ -151,7 +156,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
     with result.checkpoint.as_directory() as d:
         shutil.copytree(d, tmp)
     record = {"key": key, "base": cfg.base_clip, **{k: result.metrics[k] for k in ("loss_first", "loss_last",
-                                                                                  "photos", "steps")}}
+                                                                                  "photos", "steps")},
+              "feature_cache_hits_rank0": int(result.metrics.get("feature_cache_hits", 0))}
     write_json_atomic(tmp / KEY_FILE, record)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

@@ -106,7 +106,7 @@ def embed(cfg: IndexConfig, clip_dir: str, weights, out_dir: Path) -> None:
     ds = ds.repartition(target_num_rows_per_block=e.block_rows)
     ds = ds.map_batches(ListingEmbedder, fn_constructor_kwargs={
         "clip_source": clip_dir, "weights": weights, "photos_per_listing": e.photos_per_listing,
-        "threads": max(1, int(e.num_cpus)), "num_gpus": e.num_gpus},
+        "threads": max(1, int(e.num_cpus)), "num_gpus": e.num_gpus, "feature_cache": cfg.feature_cache_dir},
         batch_size=e.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=e.concurrency),
         num_cpus=e.num_cpus, num_gpus=e.num_gpus or None)
     ds.write_parquet(str(out_dir.resolve()))

@@ -49,6 +49,19 @@ class Clip:
     fingerprint: str
     source: str
     channels_last: bool = False  # a convolutional image tower runs faster on the CPU in this layout
+    feature_cache: Any = None  # an ipl.models.feature_cache.FeatureCache of the image trunk's features
+
+    def use_feature_cache(self, root: str | Path) -> bool:
+        """Keep the image trunk's features under ``root`` (:mod:`ipl.models.feature_cache`), for
+        an image tower split into a trunk and a head (open_clip's timm towers); returns whether
+        the cache is on (False for any other tower: it runs whole, as before)."""
+        visual = getattr(self.model, "visual", None)
+        if getattr(visual, "trunk", None) is None or getattr(visual, "head", None) is None:
+            return False
+        from ipl.models.feature_cache import FeatureCache, trunk_key
+
+        self.feature_cache = FeatureCache(root, trunk_key(visual.trunk, self.preprocess))
+        return True
 
     @property
     def logit_scale(self) -> float:
@@ -68,10 +81,58 @@ class Clip:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
+    def trunk_features(self, images: list, batch_size: int = 64, progress=None) -> torch.Tensor:
+        """The image trunk's features of PIL images (float32, on the CPU): read from the feature
+        cache when one is on, the rest computed in batches on the model's device (and cached).
+        ``progress(done, total)`` is called after each computed batch."""
+        trunk, device, cache = self.model.visual.trunk, self.device, self.feature_cache
+        keys = None
+        found: list = [None] * len(images)
+        if cache is not None:
+            from ipl.models.feature_cache import photo_key
+
+            keys = [photo_key(im) for im in images]
+            found = cache.get(keys)
+        todo = [i for i, f in enumerate(found) if f is None]
+        computed = []
+        for j in range(0, len(todo), batch_size):
+            x = torch.stack([self.preprocess(images[i]) for i in todo[j : j + batch_size]]).to(device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            computed.append(trunk(x).float().cpu())
+            if progress:
+                progress(len(images) - len(todo) + min(j + batch_size, len(todo)), len(images))
+        if progress and not todo:
+            progress(len(images), len(images))
+        new = torch.cat(computed) if computed else None
+        if cache is not None and new is not None:
+            cache.put([keys[i] for i in todo], new.numpy())
+        if new is not None and len(todo) == len(images):
+            return new
+        if not images:
+            return torch.empty(0, 0)
+        dim = len(new[0]) if new is not None else len(next(f for f in found if f is not None))
+        out = torch.empty(len(images), dim)
+        for k, i in enumerate(todo):
+            out[i] = new[k]
+        for i, f in enumerate(found):
+            if f is not None:
+                out[i] = torch.from_numpy(f)
+        return out
+
+    @torch.no_grad()
     def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
-        """L2-normalised image embeddings of PIL images, computed on the model's device, on the CPU."""
+        """L2-normalised image embeddings of PIL images, computed on the model's device, on the CPU
+        (through the trunk's feature cache when one is on: only the head runs for a cached photo)."""
         out, device = [], self.device
         count("encoded", len(images))
+        if self.feature_cache is not None:
+            head = self.model.visual.head
+            dtype = next(iter(head.parameters()), torch.empty(0)).dtype  # the head's own precision
+            for i in range(0, len(images), batch_size):
+                feats = self.trunk_features(images[i : i + batch_size], batch_size).to(device, dtype)
+                out.append(torch.nn.functional.normalize(head(feats).float(), dim=-1).cpu())
+            return torch.cat(out) if out else torch.empty(0, self.dim)
         for i in range(0, len(images), batch_size):
             x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
             if self.channels_last:

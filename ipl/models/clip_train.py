@@ -56,30 +56,33 @@ def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2, batch_si
     """Decode photos and tokenize captions once; rows need photos, category, title, sku_id.
 
     For a locked-tower model the result holds the towers' features instead (computed here, in
-    batches, on the model's device; ``progress(done, total)`` is called after each batch)."""
-    pixels, texts, groups, ids = [], [], [], {}
+    batches, on the model's device, through the CLIP's feature cache when one is on; photos are
+    decoded a batch at a time; ``progress(done, total)`` is called after each batch)."""
+    photos, texts, groups, ids = [], [], [], {}
     for row in rows:
         text = caption(row["category"], row["title"])
         gid = ids.setdefault(row["sku_id"], len(ids))
         for jpeg in row["photos"][:max_photos]:
-            pixels.append(clip.preprocess(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+            photos.append(jpeg)
             texts.append(text)
             groups.append(gid)
-    if not pixels:
+    if not photos:
         raise ValueError("no photos to train the CLIP on")
+
+    def decode(jpeg):
+        return Image.open(io.BytesIO(jpeg)).convert("RGB")
+
     split = lit_split(clip.model)
     if split is None:
-        return ContrastiveData(torch.stack(pixels), clip.tokenizer(texts), torch.tensor(groups))
+        pixels = torch.stack([clip.preprocess(decode(p)) for p in photos])
+        return ContrastiveData(pixels, clip.tokenizer(texts), torch.tensor(groups))
     img, txt, device = [], [], clip.device
     unique = list(dict.fromkeys(texts))  # photos of one listing share its caption
     with torch.inference_mode():
-        for i in range(0, len(pixels), batch_size):
-            x = torch.stack(pixels[i : i + batch_size]).to(device)
-            if clip.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            img.append(split.image_features(x).float().cpu())
+        for i in range(0, len(photos), batch_size):
+            img.append(clip.trunk_features([decode(p) for p in photos[i : i + batch_size]], batch_size))
             if progress:
-                progress(min(i + batch_size, len(pixels)), len(pixels))
+                progress(min(i + batch_size, len(photos)), len(photos))
         for i in range(0, len(unique), 256):
             txt.append(split.text_features(clip.tokenizer(unique[i : i + 256]).to(device)).float().cpu())
     text_feats = torch.cat(txt)
