@@ -15,12 +15,12 @@ import pyarrow as pa
 import torch
 
 from ipl.data.contract import require_columns
-from ipl.index.colour import HUES, SATS, VALS, photos_features
+from ipl.index.colour import FEATURE_DIM, photos_features
 from ipl.models.clip import load_clip
 from ipl.photos import decode_photo
 
 
-COLOUR_DIM = HUES * SATS * VALS
+COLOUR_DIM = FEATURE_DIM
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ipl.index.config import IndexConfig
 from ipl.index.calibration import evidence_queries, key_levels, train_colour, vocabulary
+from ipl.index.colour import FEATURES as COLOUR_FEATURES
 from ipl.index.embed import arrow_to_vectors, load_embeddings
 from ipl.index.faiss_index import INNER_PRODUCT, factory_string
 from ipl.index.manifest import (MANIFEST, current_version, next_version, publish, read_manifest, rollback,
@@ -79,7 +80,7 @@ def build_key(cfg: IndexConfig, fingerprint: str) -> str:
     blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
                        "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
-                       "evidence": cfg.evidence.model_dump(), "version": 2,
+                       "evidence": cfg.evidence.model_dump(), "version": 2, "colour_features": COLOUR_FEATURES,
                        **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ipl.index.category import train_head
-from ipl.index.colour import ColourPredictor, colour_features, photos_features, save_colour_head
+from ipl.index.colour import (FEATURE_DIM, GREYS, ColourPredictor, colour_features, photos_features,
+                              save_colour_head)
 
 COLOURS = {"Red": (200, 30, 30), "Blue": (30, 60, 200), "Green": (40, 160, 60), "Black": (20, 20, 20)}
 
@@ -25,7 +26,7 @@ def photo(rgb, rng):
 def test_features_are_unit_length_and_follow_the_item_not_the_background():
     rng = np.random.default_rng(0)
     red, red2, blue = (colour_features(photo(COLOURS[c], rng)) for c in ("Red", "Red", "Blue"))
-    assert abs(float(np.linalg.norm(red)) - 1) < 1e-5 and red.shape == (108,)
+    assert abs(float(np.linalg.norm(red)) - 1) < 1e-5 and red.shape == (FEATURE_DIM,)
     assert red @ red2 > red @ blue
     assert abs(float(np.linalg.norm(photos_features([photo(COLOURS["Red"], rng)] * 2))) - 1) < 1e-5
 
@@ -84,3 +85,38 @@ def test_a_white_item_on_white_is_the_item_not_what_surrounds_it():
     white.save(wbuf, format="PNG")
     f, w = colour_features(buf.getvalue()), colour_features(wbuf.getvalue())
     assert np.argmax(f) == np.argmax(w) and f @ w > 0.7
+
+
+def _flat(rgb, size=64):
+    return Image.new("RGB", (size, size), rgb)
+
+
+def test_greys_fall_in_lightness_bins_and_colours_outside_them():
+    """Black, grey and white differ by lightness alone; a coloured item leaves the grey bins."""
+    black, grey, white = (colour_features(_flat(c)) for c in ((25, 25, 27), (120, 120, 124), (240, 240, 238)))
+    for f in (black, grey, white):
+        assert f[:GREYS].sum() > 0.99 * f.sum()
+    assert np.argmax(black[:GREYS]) < np.argmax(grey[:GREYS]) < np.argmax(white[:GREYS])
+    red = colour_features(_flat((200, 35, 40)))
+    assert red[:GREYS].sum() < 0.01 * red.sum()
+
+
+def test_pink_and_red_are_told_apart_and_shading_keeps_a_colour_close():
+    """Pink and red stay apart, and a darker fold of the red stays nearer to the red than to the
+    pink (with hard HSV bins the fold shared no bin with either: cosine 0 to both)."""
+    red, pink = colour_features(_flat((200, 35, 40))), colour_features(_flat((225, 60, 140)))
+    assert red @ pink < 0.5
+    shaded = colour_features(_flat((160, 28, 32)))  # the red at 0.8 of its light
+    assert shaded @ red > shaded @ pink
+
+
+def test_a_head_fitted_on_other_features_is_not_loaded(tmp_path):
+    from ipl.index.category import save_head
+    from ipl.index.colour import HEAD_FILE, LABELS_FILE
+
+    old = {"classes": ["Black", "Red"], "weight": np.zeros((2, 108), np.float32), "bias": np.zeros(2, np.float32)}
+    save_head(old, tmp_path, None, HEAD_FILE, LABELS_FILE, key="Color")  # no features tag: the HSV head
+    assert ColourPredictor.load(tmp_path) is None
+    new = {**old, "weight": np.zeros((2, FEATURE_DIM), np.float32)}
+    save_colour_head(new, tmp_path, "Color")
+    assert ColourPredictor.load(tmp_path).classes == ["Black", "Red"]
