@@ -24,9 +24,7 @@ from ipl.photos import decode_photo
 class ClipConsistency:
     def __init__(self, clip_source: str, max_photos: int = 3, feature_cache: Optional[str] = None):
         torch.set_num_threads(1)
-        self.clip = load_clip(clip_source)
-        if feature_cache:  # the locked trunk's features, kept for ipl index (ipl.models.feature_cache)
-            self.clip.use_feature_cache(feature_cache)
+        self.clip = load_clip(clip_source, feature_cache=feature_cache)  # the trunk's features, kept for ipl index
         self.max_photos = max_photos
 
     def __call__(self, batch: dict) -> dict:

@@ -12,7 +12,7 @@ the middle of a listing photo), square-rooted so it has unit L2 norm:
   that falls near a bin edge does not flip to another bin under a little shading.
 
 The first version was a hard-binned HSV histogram (12 hues x 3 saturations x 3 values). HSV
-is not perceptual: 30-degree hue bins put pink and red in one bin, and a white shirt's grey
+is not perceptual: 30-degree hue bins can put a pink and a red in one bin, and a white shirt's grey
 folds and a print's colours weighed like the item's own colour. On the same demo run
 (docs/retrieval.md) both read the synthetic held-out listings equally well (0.985); on the
 real catalogue photos the HSV head read 0.51 of the colours, this one 0.63.
@@ -192,7 +192,7 @@ class ColourPredictor:
         head = load_head(Path(head_dir), HEAD_FILE, LABELS_FILE)
         if head is None:
             return None
-        if head.get("features", "hsv-12h3s3v") != FEATURES or head["weight"].shape[1] != FEATURE_DIM:
+        if head.get("features") != FEATURES or head["weight"].shape[1] != FEATURE_DIM:
             log.warning("%s: the photo-colour head was fitted on %s features, these are %s: not used (rebuild the "
                         "index to fit it again)", head_dir, head.get("features", "older"), FEATURES)
             return None

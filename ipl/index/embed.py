@@ -43,9 +43,7 @@ class ListingEmbedder:
 
         torch.set_num_threads(max(1, threads))
         device = placement_device(device, num_gpus)  # resolved in the actor: its GPU, if it reserved one
-        self.clip = load_clip(clip_source, weights, device=device)
-        if feature_cache:  # the locked trunk's features ipl prepare or the fine-tuning kept
-            self.clip.use_feature_cache(feature_cache)
+        self.clip = load_clip(clip_source, weights, device=device, feature_cache=feature_cache)
         self.n = photos_per_listing
         self.device = device
 

@@ -57,9 +57,8 @@ def finetune_loop(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])  # identical initial replicas
     # on the worker's device (its GPU under use_gpu): NCCL all-reduces CUDA tensors only
-    clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()))
-    if config.get("feature_cache"):  # the locked trunk's features ipl prepare kept (ipl.models.feature_cache)
-        clip.use_feature_cache(config["feature_cache"])
+    clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()),
+                     feature_cache=config.get("feature_cache"))  # the trunk's features ipl prepare kept
     holdout = set(config["holdout"])
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
     started, shown = time.monotonic(), [0.0]

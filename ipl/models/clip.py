@@ -80,45 +80,31 @@ class Clip:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _pixels(self, images: list) -> torch.Tensor:
+        """A batch of preprocessed PIL images on the model's device (channels-last for a conv tower)."""
+        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     @torch.no_grad()
-    def trunk_features(self, images: list, batch_size: int = 64, progress=None) -> torch.Tensor:
+    def trunk_features(self, images: list, batch_size: int = 64) -> torch.Tensor:
         """The image trunk's features of PIL images (float32, on the CPU): read from the feature
-        cache when one is on, the rest computed in batches on the model's device (and cached).
-        ``progress(done, total)`` is called after each computed batch."""
-        trunk, device, cache = self.model.visual.trunk, self.device, self.feature_cache
-        keys = None
-        found: list = [None] * len(images)
+        cache when one is on, the rest computed in batches on the model's device (and cached)."""
+        trunk, cache = self.model.visual.trunk, self.feature_cache
+        keys, feats = None, [None] * len(images)
         if cache is not None:
             from ipl.models.feature_cache import photo_key
 
             keys = [photo_key(im) for im in images]
-            found = cache.get(keys)
-        todo = [i for i, f in enumerate(found) if f is None]
-        computed = []
+            feats = [None if f is None else torch.from_numpy(f) for f in cache.get(keys)]
+        todo = [i for i, f in enumerate(feats) if f is None]
         for j in range(0, len(todo), batch_size):
-            x = torch.stack([self.preprocess(images[i]) for i in todo[j : j + batch_size]]).to(device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            computed.append(trunk(x).float().cpu())
-            if progress:
-                progress(len(images) - len(todo) + min(j + batch_size, len(todo)), len(images))
-        if progress and not todo:
-            progress(len(images), len(images))
-        new = torch.cat(computed) if computed else None
-        if cache is not None and new is not None:
-            cache.put([keys[i] for i in todo], new.numpy())
-        if new is not None and len(todo) == len(images):
-            return new
-        if not images:
-            return torch.empty(0, 0)
-        dim = len(new[0]) if new is not None else len(next(f for f in found if f is not None))
-        out = torch.empty(len(images), dim)
-        for k, i in enumerate(todo):
-            out[i] = new[k]
-        for i, f in enumerate(found):
-            if f is not None:
-                out[i] = torch.from_numpy(f)
-        return out
+            batch = todo[j : j + batch_size]
+            new = trunk(self._pixels([images[i] for i in batch])).float().cpu()
+            if cache is not None:
+                cache.put([keys[i] for i in batch], new.numpy())
+            for i, f in zip(batch, new):
+                feats[i] = f
+        return torch.stack(feats) if feats else torch.empty(0, 0)
 
     @torch.no_grad()
     def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
@@ -132,12 +118,10 @@ class Clip:
             for i in range(0, len(images), batch_size):
                 feats = self.trunk_features(images[i : i + batch_size], batch_size).to(device, dtype)
                 out.append(torch.nn.functional.normalize(head(feats).float(), dim=-1).cpu())
-            return torch.cat(out) if out else torch.empty(0, self.dim)
-        for i in range(0, len(images), batch_size):
-            x = torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]).to(device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu())
+        else:
+            for i in range(0, len(images), batch_size):
+                x = self._pixels(images[i : i + batch_size])
+                out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
     @torch.no_grad()
@@ -208,8 +192,11 @@ def build_tiny_clip(cfg: TinyClipConfig, out_dir: str | Path, seed: int = 0) -> 
     return load_clip(out_dir)
 
 
-def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: str = "cpu") -> Clip:
-    """Load a CLIP from a local directory, or from an architecture name plus a weights file."""
+def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: str = "cpu",
+              feature_cache: Optional[str | Path] = None) -> Clip:
+    """Load a CLIP from a local directory, or from an architecture name plus a weights file.
+
+    ``feature_cache``: a directory for the image trunk's features (:meth:`Clip.use_feature_cache`)."""
     import open_clip
 
     src = Path(str(source))
@@ -251,7 +238,10 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
     if channels_last:
         model.visual.trunk.to(memory_format=torch.channels_last)
     model.eval()
-    return Clip(model, preprocess, tokenizer, digest[:16], str(source), channels_last)
+    clip = Clip(model, preprocess, tokenizer, digest[:16], str(source), channels_last)
+    if feature_cache:
+        clip.use_feature_cache(feature_cache)
+    return clip
 
 
 def clip_fingerprint(source: str | Path, weights: Optional[str | Path] = None) -> str:
