@@ -400,7 +400,9 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
     batches = [items[i: i + gc.batch_size] for i in range(0, len(items), gc.batch_size)]
     pending: dict = {}
     free = list(workers) * 2  # two batches queued per actor keeps it busy
-    started, finished = time.monotonic(), 0
+    from ipl.runtime import Progress
+
+    finished, progress = 0, Progress("generated descriptions", len(items), every=10.0)  # a line every 10 s
     with open(path, "a", encoding="utf-8") as out:
         while batches or pending:
             while batches and free:
@@ -415,9 +417,7 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
             out.flush()
             free.append(w)
             finished += len(batch)
-            rate = finished / max(time.monotonic() - started, 1e-6)
-            log.info("generated %d/%d descriptions (%.2f/s, about %.0fs left)", finished, len(items), rate,
-                     (len(items) - finished) / rate if rate else 0)
+            progress.update(finished, force=finished == len(items))
     for w in workers:
         ray.kill(w)
     return done

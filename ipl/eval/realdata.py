@@ -152,8 +152,10 @@ def index_colour_head(cfg: EvalConfig) -> Optional[dict]:
     if head is None:
         return None
     manifest = read_json(version / MANIFEST)  # resolve_version_dir found it
+    from ipl.evidence.assess import tier_for
+
     tiers = ((manifest.get("evidence") or {}).get("tiers") or {})
-    return {"predictor": head, "tier": tiers.get("photo:sku")}
+    return {"predictor": head, "tier": tier_for(tiers, "photo", "sku", head.key)}
 
 
 def _vlm_photos(cfg: EvalConfig, n: int) -> tuple[Path, list[dict], object]:

@@ -23,6 +23,8 @@ top approach 1; listings far below the top count little. Bases and the levels th
 * ``seller``: confirmed values, confidence 1;
 * listing-level keys (condition, accessories) are never taken from references.
 
+A value's tier is its key's own (``<basis>:<level>:<key>``) when the calibration fitted one
+(enough held-out candidates of that key), else its level's (``<basis>:<level>``): :func:`tier_for`.
 A value is ``stated`` when its tier is enabled and the raw score reaches the tier's
 threshold; otherwise the key is ``to_confirm`` with its candidates. ``abstain=False`` states
 every key's best candidate regardless (the evaluation's unguarded comparison rows).
@@ -44,6 +46,21 @@ DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
 
 def tier_name(basis: str, level: str) -> str:
     return f"{basis}:{level}"
+
+
+def key_tier_name(basis: str, level: str, key: str) -> str:
+    """A key's own tier (keys are case-insensitive): ``similar:product:brand``."""
+    return f"{basis}:{level}:{str(key).strip().lower()}"
+
+
+def tier_for(tiers: Mapping, basis: str, level: str, key: Optional[str] = None) -> Optional[dict]:
+    """The tier that judges ``key``'s values from ``basis``: the key's own when the calibration
+    fitted one (enabled or not: a key measured short of the target states nothing), else its level's."""
+    if key is not None:
+        own = tiers.get(key_tier_name(basis, level, key))
+        if own is not None:
+            return own
+    return tiers.get(tier_name(basis, level))
 
 
 def basis_hits(hits: Sequence[dict], basis: str) -> list[dict]:
@@ -81,17 +98,17 @@ def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapp
     top = max((float(h.get("score", 0.0)) for h in hits), default=0.0)
     out = []
     for basis in BASES[level]:
-        tier = tiers.get(tier_name(basis, level))
+        tier = tier_for(tiers, basis, level, key)
         for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
             out.append({**c, "basis": basis, "confidence": round(confidence(tier, c["raw"]), 4),
                         "passes": (basis, level) in STATEABLE and passes(tier, c["raw"])})
-    tier = tiers.get(tier_name("photo", level))
+    tier = tier_for(tiers, "photo", level, key)
     for p in photo or ():
         out.append({"value": p["value"], "raw": p["score"], "sources": [], "basis": "photo",
                     "confidence": round(confidence(tier, p["score"]), 4),
                     "passes": ("photo", level) in STATEABLE and passes(tier, p["score"])})
     if caption and level != "listing":
-        tier = tiers.get(tier_name("caption", level))
+        tier = tier_for(tiers, "caption", level, key)
         out.append({"value": caption["value"], "raw": caption["score"], "sources": [], "basis": "caption",
                     "confidence": round(confidence(tier, caption["score"]), 4),
                     "passes": ("caption", level) in STATEABLE and passes(tier, caption["score"])})

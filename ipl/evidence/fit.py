@@ -18,6 +18,13 @@ where only similar listings exist). From those queries:
 * ``in_domain.min_similarity``: a low quantile of the queries' best similarity; photos below
   it are unlike anything in the index and get no product-level value.
 
+Each value tier is also fitted per key (``<basis>:<level>:<key>``, e.g. ``similar:product:brand``)
+when the held-out queries give that key at least ``key_min_candidates`` candidates: keys of one
+level are not equally easy (a brand agrees across a maker's look-alike models, a model does not),
+and a pooled tier states the harder key at the easier key's precision. Serving reads a key's own
+tier when there is one (enabled or not: a key measured and found short of the target states
+nothing) and its level's tier otherwise (:func:`ipl.evidence.assess.tier_for`).
+
 The result is the manifest's ``evidence`` section; ``disabled`` lists every tier that could
 not reach the target precision, with its reason inside the tier.
 """
@@ -28,12 +35,13 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ipl.catalog.levels import KeyLevels
-from ipl.evidence.assess import DEFAULT_ALPHA, DEFAULT_TAU, basis_hits, scored_values, tier_name
+from ipl.evidence.assess import DEFAULT_ALPHA, DEFAULT_TAU, basis_hits, key_tier_name, scored_values, tier_name
 from ipl.evidence.calibrate import fit_tier
 from ipl.extract.matcher import value_key
 
 VALUE_TIERS = (("identical", "product"), ("identical", "sku"), ("similar", "product"), ("similar", "sku"),
                ("photo", "sku"))
+DEFAULT_KEY_MIN_CANDIDATES = 100
 
 
 def mark_identical(hits: Sequence[dict], tier: Mapping) -> list[dict]:
@@ -42,16 +50,27 @@ def mark_identical(hits: Sequence[dict], tier: Mapping) -> list[dict]:
 
 
 def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_support: int, k: int,
-              tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA, ood_quantile: float = 0.01) -> dict:
+              tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA, ood_quantile: float = 0.01,
+              key_min_candidates: int = DEFAULT_KEY_MIN_CANDIDATES) -> dict:
     """``queries``: each ``{"hits": [...], "truth": {key: value}, "sku_id", "category",
     "predicted": (category, score)}`` with hits (best first) carrying ``listing_id, sku_id,
-    category, score, values``; both conditions of a listing are separate queries."""
+    category, score, values``; both conditions of a listing are separate queries.
+    ``key_min_candidates``: held-out candidates a key needs for a tier of its own (0: none)."""
     top_sim = [float(q["hits"][0]["score"]) for q in queries if q["hits"]]
     top_sku = [q["hits"][0].get("sku_id") == q["sku_id"] for q in queries if q["hits"]]
     identical = fit_tier(top_sim, top_sku, target, min_support, "top-1 hits")
     category = fit_tier([q["predicted"][1] for q in queries], [q["predicted"][0] == q["category"] for q in queries],
                         target, min_support, "category predictions")
     samples: dict[str, tuple[list, list]] = {tier_name(b, lv): ([], []) for b, lv in VALUE_TIERS}
+    by_key: dict[str, tuple[str, list, list]] = {}  # <basis>:<level>:<key> -> (its level's tier, samples)
+
+    def add(basis: str, level: str, key: str, score: float, right: bool) -> None:
+        xs, ys = samples.setdefault(tier_name(basis, level), ([], []))
+        xs.append(score)
+        ys.append(right)
+        _, kx, ky = by_key.setdefault(key_tier_name(basis, level, key), (tier_name(basis, level), [], []))
+        kx.append(score)
+        ky.append(right)
     for q in queries:
         cat, score = q["predicted"]
         if not category.get("enabled") or score < category["threshold"]:
@@ -65,23 +84,27 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
             if level == "listing" or not str(true).strip():
                 continue
             for basis in ("identical", "similar"):
-                xs, ys = samples[tier_name(basis, level)]
                 for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
-                    xs.append(c["raw"])
-                    ys.append(value_key(c["value"]) == value_key(true))
+                    add(basis, level, key, c["raw"], value_key(c["value"]) == value_key(true))
             for p in (q.get("photo") or {}).get(key, ()) if level == "sku" else ():
-                samples["photo:sku"][0].append(p["score"])
-                samples["photo:sku"][1].append(value_key(p["value"]) == value_key(true))
+                add("photo", level, key, p["score"], value_key(p["value"]) == value_key(true))
     tiers = {"identical": identical, "category": category}
     for name, (xs, ys) in samples.items():
         if name == "photo:sku" and not xs:
             continue  # no photo classifier
         tiers[name] = fit_tier(xs, ys, target, min_support, f"{name} candidates")
-    tiers["similar:sku"] = {**tiers["similar:sku"], "enabled": False, "policy": "never stated: another SKU's value "
-                            "is not this item's (offered to the seller as a candidate)"}
+    for name, (level_tier, xs, ys) in sorted(by_key.items()):  # each after its level's tier
+        if key_min_candidates and len(xs) >= key_min_candidates and level_tier in tiers:
+            tiers[name] = {**fit_tier(xs, ys, target, min_support, f"{name} candidates"), "key_tier": level_tier}
+    order = list(tiers)
+    tiers = {n: tiers[n] for n in sorted(order, key=lambda n: (order.index(tiers[n].get("key_tier") or n),
+                                                                bool(tiers[n].get("key_tier"))))}
+    never = "never stated: another SKU's value is not this item's (offered to the seller as a candidate)"
+    for name in [n for n in tiers if n == "similar:sku" or n.startswith("similar:sku:")]:
+        tiers[name] = {**tiers[name], "enabled": False, "policy": never}
     floor = float(np.quantile(top_sim, ood_quantile)) if top_sim else None
     return {"target_precision": target, "min_support": min_support, "k": k, "tau": tau, "alpha": alpha,
-            "queries": len(queries), "tiers": tiers,
+            "key_min_candidates": key_min_candidates, "queries": len(queries), "tiers": tiers,
             "in_domain": {"min_similarity": None if floor is None else round(floor, 6), "quantile": ood_quantile},
             "disabled": sorted(n for n, t in tiers.items() if not t.get("enabled") and "policy" not in t)}
 
@@ -91,6 +114,7 @@ def describe(evidence: Mapping) -> list[str]:
     lines = [f"  evidence calibration on {evidence.get('queries', 0)} held-out queries (target precision "
              f"{evidence.get('target_precision')}):"]
     for name, t in (evidence.get("tiers") or {}).items():
+        name = f"  {name}" if t.get("key_tier") else name  # a key's own tier, under its level's
         if t.get("enabled"):
             lines.append(f"    {name:<17} threshold {t['threshold']:.3f}: precision {t['precision']:.2f} on "
                          f"{t['coverage']:.0%} of {t['n']}")

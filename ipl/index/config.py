@@ -111,6 +111,10 @@ class EvidenceConfig(Strict):
     tau: float = Field(0.05, gt=0, description="Similarity temperature of the agreement weights.")
     alpha: float = Field(1.0, ge=0, description="Pseudo-count of the agreement score (one listing alone scores at "
                          "most 1/(1+alpha)).")
+    key_min_candidates: int = Field(100, ge=0, description="A key gets value tiers of its own (e.g. "
+                                    "similar:product:brand beside similar:product) when the held-out queries give at "
+                                    "least this many candidates of it; rarer keys share their level's tier (0: level "
+                                    "tiers only).")
     ood_quantile: float = Field(0.01, ge=0, lt=1, description="In-domain floor: this quantile of the held-out "
                                 "queries' best similarity; photos below it state no product-level value.")
     colour_key: Optional[str] = Field("Color", description="Attribute the photo-colour head predicts (trained on the "

@@ -245,7 +245,8 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
         out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
     e = cfg.evidence
     out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k, photo), levels,
-                                e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile)
+                                e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile,
+                                e.key_min_candidates)
     if zero_shot is not None:
         pred = np.array([p[0]["category"] for p in zero_shot.predict(vectors, 1)])
         out["category_top1_zero_shot"] = float((pred == cat).mean())

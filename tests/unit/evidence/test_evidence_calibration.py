@@ -71,3 +71,40 @@ def test_calibrate_fits_every_tier_from_held_out_queries():
         q["predicted"] = ("laptop", 0.9)
     ev = calibrate(queries, KeyLevels(), 0.95, 20, k=8)
     assert "category" in ev["disabled"] and "similar:product" in ev["disabled"]
+
+
+def test_each_key_gets_its_own_tier_when_the_held_out_queries_give_it_enough_candidates():
+    """Brand always agrees with the truth; Model (same scores) is a look-alike's one time in 16:
+    pooled, the level's tier (0.97) passes both, stating models at 0.94; per key, the model is
+    measured short of the target and states nothing, the brand still does. A rare key (Storage, under
+    ``key_min_candidates``) gets no tier of its own and is judged by its level's."""
+    from ipl.evidence.assess import assess, tier_for
+
+    queries = []
+    for i in range(80):
+        model = "iPhone 12" if i % 16 else "iPhone 13"  # a look-alike model agrees at the same score
+        hits = [_hit(f"a{i}{j}", f"s{i}", 0.95 - 0.002 * j, Brand="Apple", Model=model, Color="Blue")
+                for j in range(6)]
+        truth = {"Brand": "Apple", "Model": "iPhone 12", "Color": "Blue"}
+        if i < 10:
+            truth["Storage"] = "64GB"
+            for h in hits:
+                h["values"]["Storage"] = "64GB"
+        queries.append({"sku_id": "none", "category": "phone", "truth": truth, "predicted": ("phone", 0.9),
+                        "hits": hits})
+    pooled = calibrate(queries, KeyLevels(), 0.95, 20, k=8, key_min_candidates=0)
+    assert pooled["tiers"]["similar:product"]["enabled"] and "similar:product:model" not in pooled["tiers"]
+    out = {a["key"]: a for a in assess(["Brand", "Model"], KeyLevels(), queries[1]["hits"], pooled)}
+    assert out["Model"]["status"] == "stated"  # at the pooled 155/160: the models alone are 75/80
+    ev = calibrate(queries, KeyLevels(), 0.95, 20, k=8, key_min_candidates=50)
+    tiers = ev["tiers"]
+    assert tiers["similar:product"]["enabled"]  # the level's own tier is still fitted (and reported)
+    assert tiers["similar:product:brand"]["enabled"] and tiers["similar:product:brand"]["key_tier"] == "similar:product"
+    assert not tiers["similar:product:model"]["enabled"] and "similar:product:model" in ev["disabled"]
+    assert "similar:sku:storage" not in tiers  # 10 candidates < 50: the level's tier judges it
+    assert tier_for(tiers, "similar", "sku", "Storage") is tiers["similar:sku"]
+    assert tier_for(tiers, "similar", "product", "BRAND") is tiers["similar:product:brand"]  # keys ignore case
+    names = list(tiers)  # a key's tier comes right after its level's (the `ipl index` listing)
+    assert names.index("similar:product:brand") == names.index("similar:product") + 1
+    out = {a["key"]: a for a in assess(["Brand", "Model"], KeyLevels(), queries[1]["hits"], ev)}
+    assert out["Brand"]["status"] == "stated" and out["Model"]["status"] == "to_confirm"
