@@ -123,9 +123,40 @@ def candidates_of(hits: Sequence[dict], keys: Sequence[str], category: Optional[
     return {key: [c["value"] for c in scored_values(same, key, tau, alpha)[:top_n]] for key in keys}
 
 
+def stated_without_caption(hits: Sequence[dict], keys: Sequence[str], category: Optional[str], levels,
+                           evidence: Optional[dict], photo: Optional[dict], k: int) -> set[str]:
+    """The keys the other evidence (retrieval, photo classifiers) states for a held-out query, as
+    serving would without a caption: the calibrated tiers of ``evidence`` (none: nothing)."""
+    from ipl.evidence.assess import assess
+    from ipl.evidence.fit import mark_identical
+
+    if not evidence:
+        return set()
+    same = mark_identical([h for h in hits if h.get("category") == category][:k],
+                          (evidence.get("tiers") or {}).get("identical") or {})
+    return {a["key"] for a in assess(keys, levels, same, evidence, photo=photo) if a["status"] == "stated"}
+
+
+def caption_gain(values: Sequence[dict], tiers: dict, queries: int) -> dict:
+    """What kept captions add to the other evidence on the held-out queries: values a caption tier
+    states for a key no other basis stated (``right`` of them true). Serving skips the VLM call when
+    this share of queries is under ``caption.min_gain`` (:mod:`ipl.serve.pipeline`)."""
+    from ipl.evidence.assess import tier_for
+    from ipl.evidence.calibrate import passes
+
+    new = [v for v in values if v["keep"] and not v["covered"]
+           and passes(tier_for(tiers, "caption", v["level"], v["key"]), v["share"])]
+    right = sum(v["right"] for v in new)
+    return {"queries": queries, "values": len(new), "right": right,
+            "precision": round(right / len(new), 4) if new else None,
+            "share": round(right / queries, 4) if queries else 0.0}
+
+
 def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict, predicted: list, vocab: dict,
-                      levels) -> tuple[dict, dict]:
-    """(the ``caption`` evaluation, the ``caption:*`` tiers) over the held-out listings."""
+                      levels, evidence: Optional[dict] = None, photo: Optional[list] = None) -> tuple[dict, dict]:
+    """(the ``caption`` evaluation, the ``caption:*`` tiers) over the held-out listings; with the
+    other bases' calibration (``evidence``) and photo-classifier outputs (``photo``, one per
+    held-out listing), also the captions' ``gain`` over that evidence (:func:`caption_gain`)."""
     from ipl.caption.cqe import CaptionCase, EncoderJudge, EvidenceJudge, LLMJudge, caption_values, vote
     from ipl.caption.fusion import reciprocal_rank_fusion
     from ipl.caption.prompts import parse_yes_no
@@ -157,6 +188,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     raw_hits = hits_with_values(index, image_vecs, k * 4)
     t_scores, t_ids = text_search(text_index, cap_vecs, k * 4) if text_index is not None else (None, None)
     cases, samples = [], {tier_name("caption", lv): ([], []) for lv in ("product", "sku")}
+    values = []  # every value a caption states, with whether the other evidence already stated its key
     retrieval = {"image": [], "fused": [], "fused_all": [], "identical_image": [], "identical_fused": []}
     for j, i in enumerate(have):
         cat = meta["category"][i]
@@ -179,11 +211,16 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
             cases.append({"caption": caps[j], "truth": truth, "vocabulary": cat_vocab, "keep": verdict.keep,
                           "yes": verdict.yes, "condition": condition})
             share = verdict.yes / len(verdict.votes)
+            covered = stated_without_caption(cond_hits, keys, predicted[i][0], levels, evidence,
+                                             photo[i] if photo else None, k) if stated else set()
             for key, value in stated.items():
                 level = levels.level(key)
                 if level in ("product", "sku") and truth.get(key):
+                    right = matcher.same(value, str(truth[key]))
                     samples[tier_name("caption", level)][0].append(share)
-                    samples[tier_name("caption", level)][1].append(matcher.same(value, str(truth[key])))
+                    samples[tier_name("caption", level)][1].append(right)
+                    values.append({"key": key, "level": level, "share": share, "right": right,
+                                   "keep": verdict.keep, "covered": key in covered})
             if condition == "as_is" and t_ids is not None:
                 image_rank = [h["id"] for h in hits] if hits and "id" in hits[0] else []
                 text_rank = [int(x) for x in t_ids[j] if x >= 0]
@@ -214,5 +251,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
                             "fusion": {"k": c.fusion_k, "text_weight": c.text_weight, "text_source": "description"}}
     tiers = {name: fit_tier(xs, ys, e.target_precision, e.min_support, f"{name} values (share of judges keeping the "
                             "caption)") for name, (xs, ys) in samples.items()}
+    if evidence is not None:
+        out["gain"] = caption_gain(values, tiers, len(cases))
     return out, tiers
 

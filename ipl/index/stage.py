@@ -254,7 +254,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
 
 
 def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predictor, known, levels,
-                 result: dict) -> dict:
+                 result: dict, photo: Optional[list] = None) -> dict:
     """Offline captions, the text index and the held-out caption evaluation (``caption.enabled``):
     the manifest entries; ``result`` gets ``caption`` (the evaluation) and ``caption_tiers``."""
     import faiss
@@ -275,7 +275,8 @@ def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predic
     t = time.monotonic()
     predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] \
         if predictor is not None and len(vecs) else [(None, 0.0)] * len(vecs)
-    evaluation, tiers = evaluate_captions(cfg, clip, index, text_index, vecs, meta, predicted, known, levels)
+    evaluation, tiers = evaluate_captions(cfg, clip, index, text_index, vecs, meta, predicted, known, levels,
+                                          result.get("evidence") or {}, photo)
     result["caption"], result["caption_tiers"] = evaluation, tiers
     log.info("caption evaluation on the held-out queries and the caption tiers in %.1fs", time.monotonic() - t)
     out["caption"] = {"judges": list(cfg.caption.cqe.judges), "encoder_threshold": evaluation.get("encoder_threshold"),
@@ -388,7 +389,8 @@ def build(cfg: IndexConfig) -> dict:
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
         known = vocabulary(emb_dir, hold, levels)
         if cfg.caption.enabled:
-            manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result))
+            manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result,
+                                         photo))
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
         if cfg.eval.same_product_dir:
@@ -399,6 +401,8 @@ def build(cfg: IndexConfig) -> dict:
             evidence["tiers"] = {**evidence.get("tiers", {}), **extra}
             evidence["disabled"] = sorted({*evidence.get("disabled", []),
                                            *(n for n, t in extra.items() if not t.get("enabled"))})
+            if (result.get("caption") or {}).get("gain") is not None:  # what captions add to the other bases
+                evidence["caption_gain"] = result["caption"]["gain"]
         tier = (evidence.get("tiers") or {}).get("identical") or {}
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
             (tier.get("threshold") if tier.get("enabled") else None)
@@ -458,10 +462,14 @@ def report(s: dict) -> str:
     cap = ev.get("caption") or {}
     if cap.get("all"):
         off = s.get("captions") or {}
-        lines.append(f"  captions: {off.get('captioned', 0)} new, {off.get('reused', 0)} reused "
-                     f"({off.get('listings_per_s')} listings/s); held-out ({cap['held_out']}): precision all "
+        rate = f" ({off['listings_per_s']} listings/s)" if off.get("listings_per_s") is not None else ""
+        lines.append(f"  captions: {off.get('captioned', 0)} new, {off.get('reused', 0)} reused{rate}; held-out ({cap['held_out']}): precision all "
                      f"{_f(cap['all']['precision'])} / kept {_f(cap['kept']['precision'])}, CQE agreement with the "
                      f"oracle {_f(cap['cqe']['agreement'])} (kept {cap['cqe']['kept']} of {cap['cqe']['captions']})")
+        g = cap.get("gain")
+        if g:
+            lines.append(f"  captions' gain over the other evidence: {g['right']} right of {g['values']} values no "
+                         f"other basis states, on {g['queries']} held-out queries (share {g['share']:.3f})")
         r = cap.get("retrieval")
         if r:
             lines.append(f"  caption fusion: similar (SPU) top-1 image {r['similar_top1_image']:.2f} -> fused "

@@ -265,8 +265,13 @@ class CaptionServeConfig(Strict):
     prompt_cue: bool = Field(True, description="Give a kept caption to the description prompt (<caption> tags).")
     evidence: bool = Field(True, description="A kept caption's values join the evidence (basis caption).")
     skip_uncalibrated: bool = Field(True, description="Do not caption when the index enabled no caption:* tier "
-                                    "(its captions did not reach the target precision): the VLM call would cost "
-                                    "latency and could state nothing. The reply's caption then says why.")
+                                    "(its captions did not reach the target precision), or when its held-out "
+                                    "queries showed the captions adding less than min_gain (the manifest's "
+                                    "evidence.caption_gain): the VLM call would cost latency and state nothing new. "
+                                    "The reply's caption then says why.")
+    min_gain: float = Field(0.01, ge=0, le=1, description="Share of the index's held-out queries where a kept "
+                            "caption stated a right value that no other basis stated, under which captions are "
+                            "skipped (with skip_uncalibrated; 0: caption whenever a caption tier is enabled).")
 
 
 class PipelineConfig(Strict):

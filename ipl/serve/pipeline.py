@@ -96,6 +96,18 @@ def price_suggestion(hits: list[dict], facts: dict, levels: KeyLevels) -> Option
             "listings": len(prices), "basis": "same product: " + ", ".join(f"{k}={facts[k]}" for k in product)}
 
 
+def caption_skip(tiers: dict, gain: Optional[dict], min_gain: float) -> Optional[str]:
+    """Why a draft should not caption its photos (None: caption): no ``caption:*`` tier of the index
+    reaches the target precision, or the index measured the kept captions adding a right value no
+    other basis states on fewer than ``min_gain`` of its held-out queries."""
+    if not any(t.get("enabled") for n, t in tiers.items() if n.startswith("caption:")):
+        return "no caption tier of this index reaches the target precision"
+    if gain is not None and float(gain.get("share") or 0.0) < min_gain:
+        return (f"the index's captions added a right value no other evidence states on {gain.get('share', 0):.1%} "
+                f"of its held-out queries (caption.min_gain {min_gain:g})")
+    return None
+
+
 def category_gate(configured: Optional[float], calibration: dict) -> Optional[float]:
     """The score from which the predicted category is used: configured, else the index's calibrated
     category tier; None (never) when that tier is disabled or missing."""
@@ -189,10 +201,9 @@ class DraftPipeline:
         vocabulary = await self._vocabulary(category, found) if category else {}
         caption = None
         tiers = calibration.get("tiers") or {}
-        caption_tier = any(t.get("enabled") for n, t in tiers.items() if n.startswith("caption:"))
-        if self.cfg.caption.enabled and category and self.cfg.caption.skip_uncalibrated and not caption_tier:
-            caption = {"text": None, "keep": False, "skipped": "no caption tier of this index reaches the target "
-                       "precision (caption.skip_uncalibrated)"}
+        skip = caption_skip(tiers, calibration.get("caption_gain"), self.cfg.caption.min_gain)
+        if self.cfg.caption.enabled and category and self.cfg.caption.skip_uncalibrated and skip:
+            caption = {"text": None, "keep": False, "skipped": f"{skip} (caption.skip_uncalibrated)"}
         elif self.cfg.caption.enabled and category:
             t = time.monotonic()
             caption = await self._caption(photos, category, template, vocabulary, evidence_hits, found, calibration,

@@ -120,10 +120,12 @@ def test_the_draft_reply_carries_the_caption_its_verdict_and_every_vote(captione
         assert cap["image_caption_cosine"] is not None  # the encoder judge had the photos' embedding
         assert "caption_ms" in reply["timings"]
         # a value only a caption states is a fact only through an enabled caption tier
+        from ipl.evidence.assess import tier_for
+
         tiers = summary["evidence"]["tiers"]
         for a in reply["attributes"]:
             if a["basis"] == "caption":
-                assert a["status"] == "stated" and tiers[f"caption:{a['level']}"]["enabled"]
+                assert a["status"] == "stated" and tier_for(tiers, "caption", a["level"], a["key"])["enabled"]
         json.dumps(reply)  # JSON-ready
         if not any(t["enabled"] for n, t in tiers.items() if n.startswith("caption:")):
             # the default: an index whose captions reached no tier is not captioned at all (no VLM call)
