@@ -170,8 +170,9 @@ class GenerateConfig(Strict):
     max_batch: int = Field(8, ge=1, description="transformers backend: concurrent requests decoded together in one "
                            "batch at most (1: one at a time). Keep deployments.generator.max_ongoing_requests at "
                            "least this, or batches never fill.")
-    stream_interval_ms: float = Field(20.0, ge=0, description="transformers backend: text decoded within this "
-                                      "interval is sent on as one stream item (0: every token as it comes).")
+    stream_interval_ms: float = Field(20.0, ge=0, description="transformers backend: after the first text (sent at "
+                                      "once), text decoded within this interval is sent on as one stream item (0: "
+                                      "every token as it comes).")
     batch_wait_ms: float = Field(5.0, ge=0, description="transformers backend: how long a free model waits for more "
                                  "requests to join the batch it is about to start.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

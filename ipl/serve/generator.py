@@ -77,6 +77,38 @@ def fit_context(tokenizer, build, images: list, max_tokens: int) -> tuple[list[d
     return messages, images
 
 
+async def coalesced(queue: asyncio.Queue, interval: float) -> AsyncIterator[dict]:
+    """The items of ``queue`` until the last one (a dict without ``text``), text joined so that one
+    item leaves at most every ``interval`` seconds: each streamed item is a message through Ray
+    and the proxy, and one per token costs more than the token. The first text leaves at once
+    (what was decoded already comes with it), so the time to the first text pays no interval."""
+    loop = asyncio.get_running_loop()
+    sent: Optional[float] = None
+    while True:
+        item = await queue.get()
+        if "text" not in item:
+            yield item
+            return
+        deadline, last = (loop.time() if sent is None else sent + interval), None
+        while last is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0 and queue.empty():
+                break
+            try:
+                nxt = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
+            except asyncio.TimeoutError:
+                break
+            if "text" in nxt:
+                item = {"text": item["text"] + nxt["text"]}
+            else:
+                last = nxt
+        yield item
+        sent = loop.time()
+        if last is not None:
+            yield last
+            return
+
+
 class _Job:
     """One request waiting for (or in) a batch: its inputs, its cancel flag and its event queue."""
 
@@ -147,31 +179,8 @@ class TransformersBackend:
         queue: asyncio.Queue = asyncio.Queue()
         self._pending.put(_Job(messages, images, max_new_tokens, cancel, list(blocked), asyncio.get_running_loop(),
                                queue))
-        loop = asyncio.get_running_loop()
-        interval = self.cfg.stream_interval_ms / 1000
-        while True:
-            item = await queue.get()
-            if "text" in item:  # what is decoded within stream_interval_ms leaves as one item (each
-                # streamed item is a message through Ray; one per token costs more than the token)
-                deadline, last = loop.time() + interval, None
-                while last is None:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0 and queue.empty():
-                        break
-                    try:
-                        nxt = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                    if "text" in nxt:
-                        item = {"text": item["text"] + nxt["text"]}
-                    else:
-                        last = nxt
-                yield item
-                if last is None:
-                    continue
-                item = last
+        async for item in coalesced(queue, self.cfg.stream_interval_ms / 1000):
             yield item
-            return
 
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
