@@ -7,7 +7,10 @@ template mining orders. Sources (combinable, see :class:`LibraryConfig`):
   platform's SPU library): keys from each category's template, values from its brands,
   models, colours and variant/listing values;
 * ``column``: known values of one key learned from a structured column of the listings
-  themselves (e.g. Mercari's ``brand_name``), kept when seen ``min_count`` times;
+  themselves (e.g. Mercari's ``brand_name``), kept when seen ``min_count`` times and, with
+  ``min_precision``, when the gazetteer's extraction of the value from those same listings'
+  texts agrees with their column at least that often (a brand that is also a common word,
+  such as PINK, Vintage or Express, is mostly the word, not the brand);
 * ``builtin``: generic patterns any category can use: Color (a colour word list),
   Storage (``64GB``, ``1TB``), Size (``size M``, ``EU 42``, ``US 9.5``).
 """
@@ -45,6 +48,10 @@ class LibrarySource(Strict):
     key: Optional[str] = Field(None, description="column: the attribute key the values belong to (e.g. Brand).")
     min_count: int = Field(2, ge=1, description="column: keep values seen at least this often.")
     per_category: bool = Field(True, description="column: learn values per category (else for every category).")
+    min_precision: float = Field(0.0, ge=0, le=1, description="column: drop a learned value when the gazetteer, "
+                                 "extracting it from the texts of the rows it is learned from (those with a value in "
+                                 "the column; judged on 3 or more extractions), agrees with their column less often "
+                                 "than this (0: keep every value). Needs the rows' text.")
 
 
 class LibraryConfig(Strict):
@@ -62,6 +69,7 @@ class AttributeLibrary:
     keys: dict[str, list[str]] = field(default_factory=dict)  # category -> ordered candidate keys
     values: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # category -> key -> values
     patterns: dict[str, str] = field(default_factory=dict)  # key -> regex (any category)
+    learned: list[dict] = field(default_factory=list)  # what each column source learned and dropped
 
     def add(self, category: str, key: str, values: Iterable[str] = ()) -> None:
         ks = self.keys.setdefault(category, [])
@@ -96,19 +104,34 @@ def from_catalogue(lib: AttributeLibrary, path: Optional[str]) -> None:
             lib.add(c.name, key, [v for val in vals for v in (val.en, val.zh)])
 
 
-def from_column(lib: AttributeLibrary, src: LibrarySource, rows: Iterable[dict]) -> None:
+def from_column(lib: AttributeLibrary, src: LibrarySource, rows: Iterable[dict], check=None) -> dict:
+    """Add the column's values; returns what was learned and, with ``min_precision``, what ``check``
+    (``ipl.extract.gazetteer.value_precision_filter``: extraction lives above this package) dropped."""
+    rows = list(rows)
     counts: Counter = Counter()
     for r in rows:
         value = r.get(src.column)
         if value and str(value).strip():
             counts[(r.get("category") if src.per_category else GENERIC, str(value).strip())] += 1
+    learned = AttributeLibrary()
     for (category, value), n in counts.items():
         if n >= src.min_count:
-            lib.add(category or GENERIC, src.key, [value])
+            learned.add(category or GENERIC, src.key, [value])
+    dropped = {}
+    if src.min_precision > 0:
+        if check is None:
+            raise ValueError(f"library source column={src.column}: min_precision needs the gazetteer's check "
+                             "(build the library with ipl.extract.gazetteer.build_checked_library)")
+        dropped = check(learned, src, rows)
+    for category, keys in learned.values.items():
+        lib.add(category, src.key, keys.get(src.key, ()))
+    return {"key": src.key, "column": src.column, "values": sum(len(k.get(src.key, ())) for k in learned.values.values()),
+            "dropped": dropped}
 
 
-def build_library(cfg: LibraryConfig, rows: Optional[list[dict]] = None) -> AttributeLibrary:
-    """Combine the configured sources; ``column`` sources read ``rows`` (dicts with the column)."""
+def build_library(cfg: LibraryConfig, rows: Optional[list[dict]] = None, check=None) -> AttributeLibrary:
+    """Combine the configured sources; ``column`` sources read ``rows`` (dicts with the column, and
+    ``text`` for ``min_precision``). What each column source learned is in ``lib.learned``."""
     lib = AttributeLibrary()
     for src in cfg.sources:
         if src.type == "catalogue":
@@ -118,7 +141,7 @@ def build_library(cfg: LibraryConfig, rows: Optional[list[dict]] = None) -> Attr
                 raise ValueError("a 'column' library source needs both column and key")
             if rows is None:
                 raise ValueError(f"the library source column={src.column} needs the listings to learn from")
-            from_column(lib, src, rows)
+            lib.learned.append(from_column(lib, src, rows, check))
         else:
             lib.add(GENERIC, "Color", COLORS)
             for key, pattern in PATTERNS.items():

@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from ipl.catalog.library import build_library
+from ipl.extract.gazetteer import build_checked_library
 from ipl.catalog.templates import TemplateStats, load_levels, load_templates, mine_templates, write_templates
 from ipl.data.arrow import plain_lists, to_table
 from ipl.data.clean import TextFilters
@@ -239,9 +239,10 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
     library_rows = None
     if any(s.type == "column" for s in cfg.library.sources):
         cols = ["listing_id", "category"] + sorted({s.column for s in cfg.library.sources if s.column})
+        cols += ["text"] if any(s.min_precision > 0 for s in cfg.library.sources) else []  # the learned values' check
         library_rows = [r for r in text.select_columns(cols).take_all()
                         if not (cfg.eval.ground_truth and unit_hash("eval", r["listing_id"]) < cfg.eval.fraction)]
-    library = build_library(cfg.library, library_rows)
+    library = build_checked_library(cfg.library, library_rows)
 
     # pass 2: survivors with photos
     full, _ = read_listings(cfg.input, run_dir)
@@ -277,6 +278,7 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
         shutil.rmtree(tmp / d, ignore_errors=True)
 
     summary = summarize_clean(cfg, tmp, rows_in, pii, fractions, dups, has_photos, checked, key, threshold)
+    summary["library"] = library.learned  # values learned from columns, and those the gazetteer's check dropped
     write_json_atomic(tmp / "summary.json", summary)
     final = run_dir / "clean"
     if final.exists():
@@ -334,7 +336,9 @@ def evaluate_extraction(rows: list[dict], ground_truth: dict[str, str]) -> dict:
 
     Over rows whose ground-truth value appears in the text (what extraction can find):
     precision = correct / predicted, recall = correct / rows. Also the rows where the value
-    is absent from the text, for context."""
+    is absent from the text yet a value was extracted (a wrong value, or an alias the matcher
+    cannot see), and ``precision_all``: correct over every prediction on a row with a
+    ground-truth value, those included."""
     from ipl.extract.grounding import is_grounded
     from ipl.text.normalize import match_key
 
@@ -355,6 +359,8 @@ def evaluate_extraction(rows: list[dict], ground_truth: dict[str, str]) -> dict:
             "precision": round(len(correct) / len(predicted), 4) if predicted else None,
             "recall": round(len(correct) / len(in_text), 4) if in_text else None,
             "predicted_when_value_not_in_text": len(wrong_when_absent),
+            "precision_all": round(len(correct) / (len(predicted) + len(wrong_when_absent)), 4)
+            if predicted or wrong_when_absent else None,
         }
     return out
 

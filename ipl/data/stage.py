@@ -25,9 +25,17 @@ def report(out: dict) -> str:
     ext = s["extraction"]
     if ext["counts"]:
         lines.append(f"  LLM extraction ({ext['llm_backend']}): " + ", ".join(f"{k}={v}" for k, v in ext["counts"].items()))
+    for src in s.get("library") or []:
+        dropped = src.get("dropped") or {}
+        worst = sorted(dropped.items(), key=lambda kv: kv[1]["agreed"] / kv[1]["extracted"])[:5]
+        lines.append(f"  {src['key']} values learned from {src['column']}: {src['values']}"
+                     + (f", {len(dropped)} dropped (the text's word is rarely this value: "
+                        + ", ".join(f"{v} {d['agreed']}/{d['extracted']}" for v, d in worst) + ")" if dropped else ""))
     for key, m in s.get("eval", {}).items():
         lines.append(f"  {key} extraction vs {m['column']}: precision {m['precision']}, recall {m['recall']} "
-                     f"({m['rows_value_in_text']} eval rows with the value in the text)")
+                     f"({m['rows_value_in_text']} eval rows with the value in the text); precision over every "
+                     f"prediction {m.get('precision_all')} ({m['predicted_when_value_not_in_text']} more rows whose "
+                     f"{m['column']} is not in the text)")
     tpl = out.get("templates", {})
     for cat in sorted(tpl, key=lambda c: -tpl[c]["listings"])[:8]:
         lines.append(f"template {cat} ({tpl[cat]['listings']} listings): " + " + ".join(tpl[cat]["template"]))

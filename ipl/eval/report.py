@@ -226,8 +226,10 @@ def realdata_lines(rd: dict) -> list[str]:
         for key, e in (m.get("extraction") or {}).items():
             lines.append(f"- Mercari {key} extraction vs `{e['column']}` on {e['eval_rows']} listings whose brands "
                          f"were not learned from ({e['rows_with_ground_truth']} with a brand, {e['rows_value_in_text']}"
-                         f" naming it in their text): precision {_f(e['precision'])}, recall {_f(e['recall'])} "
-                         f"(`{m['command']}`).")
+                         f" naming it in their text): precision {_f(e['precision'])}, recall {_f(e['recall'])}; "
+                         f"over every prediction on a listing with a brand (also the "
+                         f"{e.get('predicted_when_value_not_in_text', 0)} whose brand is not in their text) "
+                         f"precision {_f(e.get('precision_all'))} (`{m['command']}`).")
     f = rd.get("fashion") or {}
     if f.get("skipped"):
         lines.append(f"- Fashion photos: skipped ({f['skipped']})")

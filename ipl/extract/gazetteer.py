@@ -4,14 +4,20 @@ Fast and deterministic; used as the CPU extractor and as a check on the LLM. For
 it reports the longest known value found (ties: the earliest), with its character offset
 in the normalised text (template mining uses the offsets). Keys with a regex in the
 library (Storage, Size) are matched by pattern.
+
+:func:`value_precision_filter` is the check of values a library learns from a structured
+column (``min_precision``): what this extractor would extract from those listings' texts,
+against their column.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Optional
 
-from ipl.catalog.library import AttributeLibrary
+from ipl.catalog.library import GENERIC, AttributeLibrary, LibraryConfig, LibrarySource, build_library
 from ipl.extract.grounding import value_pattern
 from ipl.text.normalize import has_cjk, normalize
 
@@ -57,3 +63,38 @@ class Gazetteer:
             if best is not None:
                 found[key] = best
         return found
+
+
+def value_precision_filter(learned: AttributeLibrary, src: LibrarySource, rows: list[dict]) -> dict[str, dict]:
+    """Drop from ``learned`` each value the gazetteer extracts from the rows' texts (rows with a
+    value in the column; at least 3 and ``min_count`` extractions) in agreement with the column
+    less than ``src.min_precision`` of the time; returns the dropped values with their counts."""
+    from ipl.text.normalize import match_key
+
+    if any("text" not in r for r in rows[:1]):
+        raise ValueError(f"library source column={src.column}: min_precision needs the listings' text")
+    gazetteer = Gazetteer(learned)
+    extracted, agreed = Counter(), Counter()
+    for r in rows:
+        truth = r.get(src.column)
+        if not truth or not str(truth).strip():
+            continue  # a row without the column says nothing of whether an extracted value is right
+        category = r.get("category") if src.per_category else GENERIC
+        found = gazetteer.extract(str(r.get("text") or ""), category or GENERIC).get(src.key)
+        if found is None:
+            continue
+        extracted[found.value] += 1
+        agreed[found.value] += match_key(found.value) == match_key(str(truth))
+    dropped = {}
+    for value, n in extracted.items():  # judged on 3+ extractions: one or two say too little
+        if n >= max(3, src.min_count) and agreed[value] / n < src.min_precision:
+            dropped[value] = {"extracted": n, "agreed": agreed[value]}
+            for keys in learned.values.values():
+                keys.get(src.key, set()).discard(value)
+    return dropped
+
+
+def build_checked_library(cfg: LibraryConfig, rows: Optional[list[dict]] = None) -> AttributeLibrary:
+    """:func:`ipl.catalog.library.build_library` with the gazetteer's check of learned values
+    (``min_precision`` of a column source)."""
+    return build_library(cfg, rows, value_precision_filter)

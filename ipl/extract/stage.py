@@ -14,9 +14,9 @@ import json
 from collections import Counter
 from typing import Optional
 
-from ipl.catalog.library import AttributeLibrary, LibraryConfig, build_library
+from ipl.catalog.library import AttributeLibrary, LibraryConfig
 from ipl.data.contract import require_columns
-from ipl.extract.gazetteer import Gazetteer
+from ipl.extract.gazetteer import Gazetteer, build_checked_library
 from ipl.extract.grounding import find_value
 from ipl.extract.llm import LLMConfig, make_extractor
 from ipl.extract.prompt import extraction_messages, parse_reply
@@ -44,7 +44,7 @@ def merge(gaz: dict, llm: dict[str, str], text: str, stats: Counter) -> tuple[di
 class ExtractAttributes:
     def __init__(self, library_cfg: LibraryConfig, llm_cfg: LLMConfig, library_rows: Optional[list[dict]] = None,
                  library: Optional[AttributeLibrary] = None):
-        self.library = library or build_library(library_cfg, library_rows)
+        self.library = library or build_checked_library(library_cfg, library_rows)
         self.gazetteer = Gazetteer(self.library)
         self.llm = make_extractor(llm_cfg)
 

@@ -37,3 +37,31 @@ def test_column_source_and_builtin_patterns():
     assert found["Brand"].value == "Nike" and found["Color"].value.lower() == "black"
     assert found["Size"].value.lower() == "size 8" and found["Storage"].value.lower() == "64gb"
     assert "Brand" not in g.extract("Rare find", "Women")  # seen once < min_count
+
+
+def test_a_learned_value_the_text_rarely_means_is_dropped():
+    """PINK is a brand in the column, but most texts that say "pink" mean the colour: extracted
+    from the learning rows' own texts it agrees with their column 1 time in 4, so min_precision
+    drops it (and reports it); Nike agrees every time and stays; a value extracted once or twice
+    is not judged."""
+    import pytest
+
+    from ipl.extract.gazetteer import build_checked_library
+
+    rows = ([{"category": "Women", "brand_name": "PINK", "text": "VS PINK logo hoodie"}]
+            + [{"category": "Women", "brand_name": "Nike", "text": "Nike tee, pink"}] * 3
+            + [{"category": "Women", "brand_name": "Nike", "text": "Nike shorts"}] * 2
+            + [{"category": "Women", "brand_name": "PINK", "text": "VS sweatpants"}]
+            + [{"category": "Women", "brand_name": "Gap", "text": "pink dress, barely worn"}] * 3
+            + [{"category": "Women", "brand_name": "Zara", "text": "Zara top"}] * 2
+            + [{"category": "Women", "brand_name": "Gap", "text": "Zara-like top"}])
+    src = LibrarySource(type="column", column="brand_name", key="Brand", min_precision=0.5)
+    lib = build_checked_library(LibraryConfig(sources=[src]), rows)
+    assert lib.values_for("Women", "Brand") == {"Nike", "Zara", "Gap"}
+    assert lib.learned[0]["dropped"] == {"PINK": {"extracted": 4, "agreed": 1}}
+    assert "Brand" not in Gazetteer(lib).extract("Rose pink lace dress", "Women")
+    # Zara: 2 of 3 extractions agree (0.67), kept; without the check every value stays
+    plain = build_checked_library(LibraryConfig(sources=[src.model_copy(update={"min_precision": 0.0})]), rows)
+    assert "PINK" in plain.values_for("Women", "Brand") and plain.learned[0]["dropped"] == {}
+    with pytest.raises(ValueError, match="min_precision needs the gazetteer"):
+        build_library(LibraryConfig(sources=[src]), rows)  # the catalog package alone cannot check
