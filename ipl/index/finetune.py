@@ -74,9 +74,15 @@ def finetune_loop(config: dict) -> None:
 
     data = prepare_data(clip, rows, max_photos=config["max_photos"], progress=features)
 
-    def progress(step: int, loss: float) -> None:
-        if rank == 0 and (step + 1) % 25 == 0:
-            print(f"clip fine-tune step {step + 1}/{config['steps']} loss {loss:.3f}", flush=True)
+    t_train, said = time.monotonic(), [time.monotonic()]
+
+    def progress(step: int, loss: float) -> None:  # a line every 10 s (with rate and ETA), and the last step
+        now = time.monotonic()
+        if rank == 0 and (now - said[0] >= 10 or step + 1 == config["steps"]):
+            said[0] = now
+            rate = (step + 1) / max(now - t_train, 1e-9)
+            print(f"clip fine-tune step {step + 1}/{config['steps']} loss {loss:.3f} ({rate:.0f} steps/s, ETA "
+                  f"{(config['steps'] - step - 1) / rate:.0f}s)", flush=True)
 
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),

@@ -203,7 +203,7 @@ class DraftPipeline:
         tiers = calibration.get("tiers") or {}
         skip = caption_skip(tiers, calibration.get("caption_gain"), self.cfg.caption.min_gain)
         if self.cfg.caption.enabled and category and self.cfg.caption.skip_uncalibrated and skip:
-            caption = {"text": None, "keep": False, "skipped": f"{skip} (caption.skip_uncalibrated)"}
+            caption = {"text": None, "keep": False, "skipped": f"{skip}; caption.skip_uncalibrated"}
         elif self.cfg.caption.enabled and category:
             t = time.monotonic()
             caption = await self._caption(photos, category, template, vocabulary, evidence_hits, found, calibration,
