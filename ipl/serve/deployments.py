@@ -268,7 +268,8 @@ class Perception:
                 "last_error": self.holder.last_error,
                 "evidence": {"calibrated": bool(ev), "target_precision": ev.get("target_precision"),
                              "enabled": sorted(n for n, t in (ev.get("tiers") or {}).items() if t.get("enabled")),
-                             "disabled": {n: (ev["tiers"][n].get("reason")) for n in ev.get("disabled", [])}}}
+                             "disabled": {n: (ev["tiers"][n].get("reason")) for n in ev.get("disabled", [])},
+                             "caption_gain": ev.get("caption_gain")}}
 
 
 def _plain(value):

@@ -110,6 +110,7 @@ def test_health_and_seller_page(server):
     ev = health["evidence"]  # the operator sees which evidence tiers state values and which are off, and why
     assert ev["calibrated"] is True and ev["target_precision"] == 0.95
     assert set(ev["enabled"]).isdisjoint(ev["disabled"]) and all(ev["disabled"].values())
+    assert "caption_gain" in ev  # what the index measured captions adding (None: built without captions)
     page = requests.get(server.url + "/", timeout=10)
     assert page.status_code == 200 and "<form" in page.text and "v1/listings/draft" in page.text
     missing = requests.get(server.url + "/v2/nothing", timeout=10)
