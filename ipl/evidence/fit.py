@@ -114,6 +114,8 @@ def describe(evidence: Mapping) -> list[str]:
     lines = [f"  evidence calibration on {evidence.get('queries', 0)} held-out queries (target precision "
              f"{evidence.get('target_precision')}):"]
     for name, t in (evidence.get("tiers") or {}).items():
+        if t.get("key_tier") and "policy" in t:
+            continue  # its level's line already says the policy
         name = f"  {name}" if t.get("key_tier") else name  # a key's own tier, under its level's
         if t.get("enabled"):
             lines.append(f"    {name:<17} threshold {t['threshold']:.3f}: precision {t['precision']:.2f} on "
