@@ -17,7 +17,9 @@ quality evaluation and the ``caption`` evidence tiers, run by ``ipl index`` when
    caption quality for every caption and the kept ones, CQE against the oracle, retrieval
    with and without the caption's text ranking fused in (reciprocal rank fusion), and the
    ``caption:product`` / ``caption:sku`` evidence tiers: is a value a caption states right, as a
-   function of the share of judges that kept the caption.
+   function of the share of judges that kept the caption; and the captions' ``gain``
+   (:func:`caption_gain`): the right values kept captions state for keys that no retrieval or
+   photo basis stated, on which serving decides whether to caption at all (``caption.min_gain``).
 """
 from __future__ import annotations
 
