@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from ipl.config import RayConfig
 
@@ -166,17 +166,20 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 class Progress:
-    """Log progress of long work at most every ``every`` seconds: done/total, rate, ETA."""
+    """Log progress of long work at most every ``every`` seconds: done/total, rate, ETA.
+    ``say``: where the line goes (default: this module's logger; a Ray worker may print)."""
 
-    def __init__(self, what: str, total: int, every: float = 5.0):
-        self.what, self.total, self.every = what, total, every
+    def __init__(self, what: str, total: int, every: float = 5.0, say: Optional[Callable[[str], Any]] = None):
+        self.what, self.total, self.every, self.say = what, total, every, say
         self.start = self.last = time.monotonic()
 
-    def update(self, done: int, force: bool = False) -> None:
+    def update(self, done: int, force: bool = False, note: str = "") -> None:
+        """``note``: appended to the line (e.g. the current loss)."""
         now = time.monotonic()
         if not force and now - self.last < self.every:
             return
         self.last = now
         rate = done / max(1e-9, now - self.start)
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        log.info("%s: %d/%d (%.0f/s, ETA %.0fs)", self.what, done, self.total, rate, eta)
+        line = f"{self.what}: {done}/{self.total} ({rate:.0f}/s, ETA {eta:.0f}s){f' {note}' if note else ''}"
+        (self.say or log.info)(line)

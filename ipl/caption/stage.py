@@ -25,7 +25,7 @@ from pydantic import Field
 
 from ipl.caption.cqe import CQEConfig
 from ipl.config import Strict
-from ipl.runtime import read_json, write_json_atomic
+from ipl.runtime import Progress, read_json, write_json_atomic
 
 log = logging.getLogger("ipl.caption")
 KEY_FILE = "_captions.json"
@@ -193,17 +193,14 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
                          batch_size=cfg.batch_size * 4, compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
                          num_cpus=cfg.num_cpus,
                          num_gpus=cfg.num_gpus or None)
-    n_done, part, said = 0, len(list(out_dir.glob("part-*.parquet"))), t0
+    n_done, part = 0, len(list(out_dir.glob("part-*.parquet")))
+    progress = Progress("captions: listings", len(todo), every=PROGRESS_S, say=say)
     for batch in out.iter_batches(batch_size=cfg.batch_size * 8, batch_format="pyarrow"):
         tmp = out_dir / f".part-{part:05d}.parquet.tmp"
         pq.write_table(batch, tmp)
         os.replace(tmp, out_dir / f"part-{part:05d}.parquet")  # whole files only: a resume reads what is here
         part, n_done = part + 1, n_done + batch.num_rows
-        now = time.monotonic()
-        if now - said >= PROGRESS_S or n_done == len(todo):  # a line every PROGRESS_S, and the last
-            said = now
-            rate = n_done / max(now - t0, 1e-9)
-            say(f"captions: {n_done}/{len(todo)} listings ({rate:.2f}/s, ETA {(len(todo) - n_done) / rate:.0f}s)")
+        progress.update(n_done, force=n_done == len(todo))  # a line every PROGRESS_S, and the last
     seconds = time.monotonic() - t0
     return {"captioned": n_done, "reused": len(done), "total": n_done + len(done), "seconds": round(seconds, 1),
             "listings_per_s": round(n_done / seconds, 3) if seconds > 0 else None, "key": key}

@@ -62,15 +62,14 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
     category = fit_tier([q["predicted"][1] for q in queries], [q["predicted"][0] == q["category"] for q in queries],
                         target, min_support, "category predictions")
     samples: dict[str, tuple[list, list]] = {tier_name(b, lv): ([], []) for b, lv in VALUE_TIERS}
-    by_key: dict[str, tuple[str, list, list]] = {}  # <basis>:<level>:<key> -> (its level's tier, samples)
+    by_key: dict[str, dict[str, tuple[list, list]]] = {}  # level tier -> <basis>:<level>:<key> -> samples
 
     def add(basis: str, level: str, key: str, score: float, right: bool) -> None:
-        xs, ys = samples.setdefault(tier_name(basis, level), ([], []))
-        xs.append(score)
-        ys.append(right)
-        _, kx, ky = by_key.setdefault(key_tier_name(basis, level, key), (tier_name(basis, level), [], []))
-        kx.append(score)
-        ky.append(right)
+        for xs, ys in (samples[tier_name(basis, level)],
+                       by_key.setdefault(tier_name(basis, level), {}).setdefault(key_tier_name(basis, level, key),
+                                                                                 ([], []))):
+            xs.append(score)
+            ys.append(right)
     for q in queries:
         cat, score = q["predicted"]
         if not category.get("enabled") or score < category["threshold"]:
@@ -93,12 +92,9 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
         if name == "photo:sku" and not xs:
             continue  # no photo classifier
         tiers[name] = fit_tier(xs, ys, target, min_support, f"{name} candidates")
-    for name, (level_tier, xs, ys) in sorted(by_key.items()):  # each after its level's tier
-        if key_min_candidates and len(xs) >= key_min_candidates and level_tier in tiers:
-            tiers[name] = {**fit_tier(xs, ys, target, min_support, f"{name} candidates"), "key_tier": level_tier}
-    order = list(tiers)
-    tiers = {n: tiers[n] for n in sorted(order, key=lambda n: (order.index(tiers[n].get("key_tier") or n),
-                                                                bool(tiers[n].get("key_tier"))))}
+        for key_name, (kx, ky) in sorted(by_key.get(name, {}).items()):  # each key's right after its level's
+            if key_min_candidates and len(kx) >= key_min_candidates:
+                tiers[key_name] = {**fit_tier(kx, ky, target, min_support, f"{key_name} candidates"), "key_tier": name}
     never = "never stated: another SKU's value is not this item's (offered to the seller as a candidate)"
     for name in [n for n in tiers if n == "similar:sku" or n.startswith("similar:sku:")]:
         tiers[name] = {**tiers[name], "enabled": False, "policy": never}

@@ -19,7 +19,7 @@ from typing import Optional
 
 from ipl.catalog.library import GENERIC, AttributeLibrary, LibraryConfig, LibrarySource, build_library
 from ipl.extract.grounding import value_pattern
-from ipl.text.normalize import has_cjk, normalize
+from ipl.text.normalize import has_cjk, match_key, normalize
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,7 @@ def value_precision_filter(learned: AttributeLibrary, src: LibrarySource, rows: 
     """Drop from ``learned`` each value the gazetteer extracts from the rows' texts (rows with a
     value in the column; at least 3 and ``min_count`` extractions) in agreement with the column
     less than ``src.min_precision`` of the time; returns the dropped values with their counts."""
-    from ipl.text.normalize import match_key
-
-    if any("text" not in r for r in rows[:1]):
+    if rows and "text" not in rows[0]:
         raise ValueError(f"library source column={src.column}: min_precision needs the listings' text")
     gazetteer = Gazetteer(learned)
     extracted, agreed = Counter(), Counter()

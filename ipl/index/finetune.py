@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ipl.index.config import IndexConfig
-from ipl.runtime import read_json, write_json_atomic
+from ipl.runtime import Progress, read_json, write_json_atomic
 
 log = logging.getLogger("ipl.index")
 KEY_FILE = "_finetune.json"
@@ -74,15 +74,11 @@ def finetune_loop(config: dict) -> None:
 
     data = prepare_data(clip, rows, max_photos=config["max_photos"], progress=features)
 
-    t_train, said = time.monotonic(), [time.monotonic()]
+    steps = Progress("clip fine-tune steps", config["steps"], every=10.0, say=lambda line: print(line, flush=True))
 
     def progress(step: int, loss: float) -> None:  # a line every 10 s (with rate and ETA), and the last step
-        now = time.monotonic()
-        if rank == 0 and (now - said[0] >= 10 or step + 1 == config["steps"]):
-            said[0] = now
-            rate = (step + 1) / max(now - t_train, 1e-9)
-            print(f"clip fine-tune step {step + 1}/{config['steps']} loss {loss:.3f} ({rate:.0f} steps/s, ETA "
-                  f"{(config['steps'] - step - 1) / rate:.0f}s)", flush=True)
+        if rank == 0:
+            steps.update(step + 1, force=step + 1 == config["steps"], note=f"loss {loss:.3f}")
 
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
