@@ -257,6 +257,10 @@ def clean_part(cfg: PrepareConfig, key: str) -> dict:
         clip = cc.clip or str(run_dir / "models" / "clip-base")
         threshold = consistency_threshold(cc, clip)
         p2 = p2.map_batches(ensure_photo_bytes, batch_size=cc.batch_size)
+        # blocks of a few batches, so that every actor of the pool gets work: with the read's
+        # input.block_rows (2,000) blocks, the first actor to start took both blocks of the demo's
+        # 4,000 rows and the second stayed idle (the check took twice as long)
+        p2 = p2.repartition(target_num_rows_per_block=cc.batch_size * 4)
         cache = str((run_dir / FEATURE_CACHE).resolve()) if cc.feature_cache else None
         p2 = p2.map_batches(ClipConsistency, fn_constructor_kwargs={"clip_source": clip, "feature_cache": cache},
                             batch_size=cc.batch_size,
@@ -377,6 +381,20 @@ def templates_part(cfg: PrepareConfig, key: str) -> dict:
     return templates
 
 
+def reference_rows(rows, group_column: str, per_group: int = 4) -> dict[str, list]:
+    """Per group, the (listing_id, extracted attributes) of its ``per_group`` smallest listing ids,
+    sorted: the same references whatever order Ray Data wrote the kept listings' files in (the
+    first four read, as before, changed a tenth of the desc_reference rows between two runs)."""
+    kept: dict[str, list] = defaultdict(list)
+    for r in rows:
+        group, lid = kept[str(r[group_column])], str(r["listing_id"])
+        if len(group) < per_group:
+            group.append((lid, r["extracted"]))
+        elif lid < max(group)[0]:
+            group[group.index(max(group))] = (lid, r["extracted"])
+    return {g: [(lid, json.loads(x)) for lid, x in sorted(v)] for g, v in kept.items()}
+
+
 def instructions_part(cfg: PrepareConfig, key: str) -> dict:
     import ray
 
@@ -385,11 +403,8 @@ def instructions_part(cfg: PrepareConfig, key: str) -> dict:
     levels = load_levels(run_dir / "templates.yaml")
     icfg = cfg.instructions
     listings = run_dir / "clean" / "listings"
-    refs: dict[str, list] = defaultdict(list)
-    for r in iter_rows(listings, ["listing_id", icfg.group_column, "extracted"]) or []:
-        group = refs[str(r[icfg.group_column])]
-        if len(group) < 4:
-            group.append((r["listing_id"], json.loads(r["extracted"])))
+    refs = reference_rows(iter_rows(listings, ["listing_id", icfg.group_column, "extracted"]) or [],
+                          icfg.group_column)
     tmp = fresh(run_dir / ".instructions.tmp")
     ds = read_dir(listings)
     if ds is None:
@@ -498,6 +513,15 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     """Run every part that is not up to date; returns {clean, templates, instructions}."""
     ray = ensure_ray(cfg.ray)
     check_actor_cpus(cfg, float(ray.cluster_resources().get("CPU", 0)))
+    options = ray.data.DataContext.get_current().execution_options
+    before, options.preserve_order = options.preserve_order, cfg.preserve_order
+    try:
+        return _run_parts(cfg)
+    finally:
+        options.preserve_order = before
+
+
+def _run_parts(cfg: PrepareConfig) -> dict:
     run_dir = cfg.run.dir
     data_key = input_fingerprint(cfg)
     clean_key = (PIPELINE_VERSION + cfg.fingerprint("input", "clean", "sample", "consistency", "library", "llm", "eval")

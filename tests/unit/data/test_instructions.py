@@ -179,3 +179,18 @@ def test_tagging_and_condition_tasks():
     assert "like new, good, fair" in prompt
     assert parse_grade("It is in good shape, like new!", ["like new", "good", "fair"]) == "good"
     assert parse_grade("no idea", ["like new", "good", "fair"]) is None
+
+
+def test_references_do_not_depend_on_the_order_the_listings_are_read_in():
+    """Ray Data writes the kept listings' files in the order blocks finish: the references of a
+    group (what desc_reference rows are built from) must be the same whatever that order."""
+    from ipl.data.pipeline import reference_rows
+
+    rows = [{"listing_id": f"L{i:03d}", "sku_id": f"s{i % 3}", "extracted": json.dumps({"Brand": f"b{i}"})}
+            for i in range(30)]
+    forward = reference_rows(rows, "sku_id")
+    backward = reference_rows(list(reversed(rows)), "sku_id")
+    shuffled = reference_rows([rows[i] for i in np.random.default_rng(0).permutation(30)], "sku_id")
+    assert forward == backward == shuffled
+    assert [lid for lid, _ in forward["s1"]] == ["L001", "L004", "L007", "L010"]  # the 4 smallest ids, sorted
+    assert forward["s1"][0][1] == {"Brand": "b1"}
