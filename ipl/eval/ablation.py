@@ -482,6 +482,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     from ipl.eval.match import AttributeMatcher, AttributeScore
     from ipl.eval.metrics import text_scores
     from ipl.eval.style import Register
+    from ipl.extract.matcher import across_categories
 
     scfg = cfg.serve_config()
     matcher = AttributeMatcher([*cfg.metrics.synonyms, *run_synonyms(cfg)])
@@ -489,6 +490,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     levels = load_levels(scfg.templates_path)
     register = Register(cfg.style.first_person, cfg.style.marketing)
     vocab = listing_vocabulary(cfg.listings_dir)
+    known = {c: across_categories(vocab, c) for c in vocab}  # another category's brand is a wrong brand too
     scored = [r for r in records if not r.get("refused")]
     names = [n for n in row_names(cfg) if all(n in r["rows"] for r in scored)]
     texts: dict = {}
@@ -513,12 +515,12 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             repaired = completed = 0
             for r, text in zip(recs, hyps):
                 keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
-                outcome = attrs.add(matcher, text, r["attributes"], keys, vocab.get(r["category"], {}),
+                outcome = attrs.add(matcher, text, r["attributes"], keys, known.get(r["category"], {}),
                                     abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
                 repaired += bool(verification and verification["repaired"])
                 completed += bool(verification and verification["added"])
-                model_only.add(matcher, generations[r["keys"][n]], r["attributes"], keys, vocab.get(r["category"], {}))
+                model_only.add(matcher, generations[r["keys"][n]], r["attributes"], keys, known.get(r["category"], {}))
                 if name != "all":
                     ex = examples.setdefault(f"{r['set']}:{r['listing_id']}", {
                         "set": r["set"], "listing_id": r["listing_id"], "category": r["category"],
@@ -539,7 +541,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     from ipl.eval.captions import caption_summary
 
     return {"table": table, "examples": list(examples.values()),
-            "caption": caption_summary(cfg, scored, vocab, levels, matcher)}
+            "caption": caption_summary(cfg, scored, known, levels, matcher)}
 
 
 def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:

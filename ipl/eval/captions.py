@@ -45,7 +45,7 @@ def caption_summary(cfg, records: list[dict], vocab: dict, levels, matcher) -> O
     scfg = cfg.serve_config()
     keys = sorted({k for r in recs for k in levels.scored(list(r["attributes"]))})
     cases = [{"caption": r["caption"]["text"], "truth": r["attributes"], "keep": r["caption"]["keep"],
-              "vocabulary": {k: sorted(v) for k, v in vocab.get(r["category"], {}).items()}} for r in recs]
+              "vocabulary": {k: list(v) for k, v in vocab.get(r["category"], {}).items()}} for r in recs]
     out: dict = {"source": f"offline captions of {scfg.index_root / 'captions'} (the run's VLM, the listing's "
                  "category as context)", **caption_quality(cases, keys, matcher)}
     good = [judge_caption(c["caption"], c["truth"], c["vocabulary"], keys, matcher)["good"] for c in cases]

@@ -6,6 +6,8 @@ or a synonym is in the text, matched like grounding (:mod:`ipl.extract.grounding
 case-folded, spaces/hyphens/units tolerated, token boundaries for Latin values).
 ``contradictions(text, truth, vocabulary)``: the other known values of a key that the text
 states, skipping synonyms and parts of the true value (``iPhone 13`` inside ``iPhone 13 Pro``).
+``across_categories(vocabulary, category)``: the values a description of ``category`` could
+wrongly state: the category's own, then every other category's values of the same keys.
 """
 from __future__ import annotations
 
@@ -18,6 +20,25 @@ from ipl.text.normalize import normalize
 def value_key(value: str) -> str:
     """The comparison form of a value: NFKC, lower-case, without spaces, hyphens, underscores, dots."""
     return "".join(c for c in normalize(str(value)).lower() if not c.isspace() and c not in "-_.")
+
+
+def across_categories(vocabulary: Mapping[str, Mapping[str, Iterable[str]]], category: Optional[str]
+                      ) -> dict[str, list[str]]:
+    """Key -> the known values of ``category`` first, then those of the same key in every other
+    category (each once). A tiny or a 7B model alike can write a brand it learned from another
+    category ("Letting go of my Adidas" for a laptop): it is still a wrong Brand, so the guard blocks
+    it and the verification and the evaluation count it, which the category's own list alone
+    missed. The category's values come first so that a capped list (``evidence.max_blocked``)
+    keeps them."""
+    own = vocabulary.get(category or "", {}) or {}
+    out: dict[str, dict[str, None]] = {k: dict.fromkeys(map(str, v)) for k, v in own.items()}
+    for other, keys in sorted(vocabulary.items()):
+        if other == category:
+            continue
+        for key, values in keys.items():
+            if key in out:
+                out[key].update(dict.fromkeys(map(str, values)))
+    return {k: list(v) for k, v in out.items()}
 
 
 class AttributeMatcher:

@@ -166,7 +166,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     from ipl.caption.stage import read_captions
     from ipl.evidence.assess import tier_name
     from ipl.evidence.calibrate import fit_tier
-    from ipl.extract.matcher import AttributeMatcher
+    from ipl.extract.matcher import AttributeMatcher, across_categories
     from ipl.index.calibration import hits_with_values
 
     c, e = cfg.caption, cfg.evidence
@@ -190,6 +190,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
     raw_hits = hits_with_values(index, image_vecs, k * 4)
     t_scores, t_ids = text_search(text_index, cap_vecs, k * 4) if text_index is not None else (None, None)
     cases, samples = [], {tier_name("caption", lv): ([], []) for lv in ("product", "sku")}
+    merged: dict[str, dict] = {}
     values = []  # every value a caption states, with whether the other evidence already stated its key
     retrieval = {"image": [], "fused": [], "fused_all": [], "identical_image": [], "identical_fused": []}
     for j, i in enumerate(have):
@@ -199,7 +200,9 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
         except ValueError:
             truth = {}
         keys = levels.scored(list(vocab.get(cat, {})))
-        cat_vocab = {key: vocab.get(cat, {}).get(key, []) for key in keys}
+        if cat not in merged:  # as serving reads it (ipl.index.search.Search.vocabulary)
+            merged[cat] = across_categories(vocab, cat)
+        cat_vocab = {key: merged[cat].get(key, []) for key in keys}
         hits = raw_hits[j]
         stated = caption_values(caps[j], cat_vocab, matcher)
         for condition in ("as_is", "sku_removed"):

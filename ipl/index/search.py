@@ -45,6 +45,7 @@ class ShardedIndex:
         self.shards, self.offsets, self.metadata = shards, offsets, metadata
         self.identical_threshold = identical_threshold
         self._vocabulary: Optional[dict] = None
+        self._merged: dict[str, dict] = {}  # category -> its vocabulary with the other categories' values
         self._colour = None
         self.text_index = None  # the version's text index (CASLIE captions are searched in it), if built
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
@@ -88,11 +89,19 @@ class ShardedIndex:
         return self._colour or None
 
     def vocabulary(self, category: str) -> dict[str, list[str]]:
-        """Scored key -> the values the indexed listings of ``category`` state (read once)."""
+        """Scored key -> the values the indexed listings of ``category`` state, then those of the same
+        key in the other categories (:func:`ipl.extract.matcher.across_categories`: another
+        category's brand is a wrong brand too); read once, merged once per category."""
+        from ipl.extract.matcher import across_categories
+
         if self._vocabulary is None:
             path = self.version_dir / self.manifest.get("vocabulary", "vocabulary.json")
             self._vocabulary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        return self._vocabulary.get(category, {})
+        if category not in self._merged:
+            if category not in self._vocabulary:
+                return {}
+            self._merged[category] = across_categories(self._vocabulary, category)
+        return self._merged[category]
 
     @property
     def version(self) -> str:

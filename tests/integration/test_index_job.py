@@ -71,6 +71,13 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert held and all(r["sku_id"] in set(index.metadata["sku_id"]) for r in held)
     vec = clip.encode_images([Image.open(io.BytesIO(held[0]["photos"][0])).convert("RGB")]).numpy()
     hits = index.search(vec, 5)[0]
+    # what serving's guard and verification read: the category's own values first, then the same
+    # keys' values of the other categories (another category's brand is a wrong brand too)
+    cat = held[0]["category"]
+    merged = index.vocabulary(cat)
+    assert merged["Brand"][:len(vocab[cat]["Brand"])] == vocab[cat]["Brand"]
+    assert set(merged["Brand"]) == {b for keys in vocab.values() for b in keys.get("Brand", [])} > set(vocab[cat]["Brand"])
+    assert set(merged) == set(vocab[cat])
     assert len(hits) == 5 and hits[0]["score"] >= hits[-1]["score"]
     assert {"listing_id", "sku_id", "spu_id", "category", "price", "description", "attributes", "identical"} <= set(hits[0])
     pred = CategoryPredictor.load(clip, cfg.category_dir)

@@ -69,6 +69,30 @@ def test_vocabulary_per_category():
     assert v == {"phone": {"Color": {"Blue", "Red"}}, "bag": {"Color": {"Tan"}}}
 
 
+def test_another_categorys_brand_is_a_wrong_brand():
+    """The demo's draft for a laptop said "Letting go of my Adidas": a brand of another category,
+    which neither the guard nor the evaluation knew with the laptop's own list."""
+    from ipl.extract.matcher import across_categories
+    from ipl.generate.guard import blocked_values
+
+    vocab = vocabulary_of([("laptop", {"Brand": "Apple", "Model": "MacBook Air"}), ("laptop", {"Brand": "Dell"}),
+                           ("sneakers", {"Brand": "Adidas", "Size": "EU 42"}), ("jacket", {"Brand": "Uniqlo"})])
+    laptop = across_categories(vocab, "laptop")
+    assert laptop["Brand"][:2] == ["Apple", "Dell"]  # the category's own values first (a capped list keeps them)
+    assert set(laptop["Brand"]) == {"Apple", "Dell", "Adidas", "Uniqlo"}
+    assert "Size" not in laptop  # only the category's keys
+    assert across_categories(vocab, "camera") == {}
+    truth = {"Brand": "Apple"}
+    text = "Letting go of my Adidas, light wear on the lid."
+    assert M.contradictions(text, truth, vocab["laptop"], ["Brand"]) == []  # the category's list alone missed it
+    assert M.contradictions(text, truth, laptop, ["Brand"]) == [("Brand", "Adidas")]
+    score = AttributeScore()
+    assert score.add(M, text, truth, ["Brand"], laptop)["contradicted"] == ["Brand=Adidas"]
+    assert "Adidas" in blocked_values({}, ["Brand"], laptop, M)  # nothing stated: every known brand is blocked
+    assert "Adidas" in blocked_values({"Brand": "Apple"}, [], laptop, M)
+    assert "Apple" not in blocked_values({"Brand": "Apple"}, [], laptop, M)
+
+
 def test_the_runs_synonyms_file_is_read_and_checked(tmp_path):
     import json
 
