@@ -513,8 +513,12 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             refs = [r["description"] for r in recs]
             attrs, model_only = AttributeScore(), AttributeScore()
             repaired = completed = 0
+            own = {"values": 0, "stated": 0, "contradicted": 0, "unsupported": 0, "drafts": 0}
             for r, text in zip(recs, hyps):
                 keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
+                mine = listing_facts(matcher, text, r, r["rows"][n]["facts"], levels, known.get(r["category"], {}))
+                for k, v in mine.items():
+                    own[k] += v
                 outcome = attrs.add(matcher, text, r["attributes"], keys, known.get(r["category"], {}),
                                     abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
@@ -534,7 +538,9 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                                           **({"verification": verification} if verification else {})}
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
                    "descriptions": len(hyps), "repaired": repaired, "completed": completed,
-                   "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate}
+                   "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate,
+                   "listing_facts": {**{k: v for k, v in own.items() if k != "drafts"},
+                                     "drafts_share": own["drafts"] / len(hyps) if hyps else 0.0}}
             if sims is not None:
                 row["sim"] = sum(sims[n][id(r)] for r in recs) / len(recs) if recs else 0.0
             table[name][n] = row
@@ -542,6 +548,20 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
 
     return {"table": table, "examples": list(examples.values()),
             "caption": caption_summary(cfg, scored, known, levels, matcher)}
+
+
+def listing_facts(matcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict) -> dict[str, int]:
+    """What a description says about the listing's own condition (the listing-level keys: Condition,
+    Battery, Shutter count, ...), which no photo or retrieved listing can support: of the
+    listing's true values, how many it states (``stated``), how many other known values of those
+    keys it states (``contradicted``), how many stated values, true or not, the row was not given
+    as facts (``unsupported``: made up, however lucky), and ``drafts`` 1 when there is any."""
+    truth = {k: v for k, v in (rec.get("attributes") or {}).items() if v and levels.level(k) == "listing"}
+    stated = [k for k, v in truth.items() if matcher.states(str(v), text)]
+    wrong = matcher.contradictions(text, truth, vocabulary, list(truth))
+    unsupported = sum(1 for k in stated if k not in facts) + sum(1 for k, _ in wrong if k not in facts)
+    return {"values": len(truth), "stated": len(stated), "contradicted": len(wrong), "unsupported": unsupported,
+            "drafts": int(unsupported > 0)}
 
 
 def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:

@@ -9,9 +9,10 @@ for Latin values (``Red`` is not in ``bred``).
 * accuracy (recall): the share of the ground-truth key values the description states;
 * precision: of the values of those keys the description states, the share that is true;
 * hallucination: a description *contradicts* the truth when it states another known value
-  of a key (from the vocabulary of that key's values in the category) that is not a
-  synonym of the true value nor a part of it (``iPhone 13`` inside ``iPhone 13 Pro`` is not
-  a contradiction). The hallucination rate is the share of descriptions with at least one.
+  of a key (the key's values in the category, then in every other category:
+  :func:`ipl.extract.matcher.across_categories`, so "Adidas" in a laptop's draft counts) that
+  is not a synonym of the true value nor a part of it (``iPhone 13`` inside ``iPhone 13 Pro``
+  is not a contradiction). The hallucination rate is the share of descriptions with at least one.
 """
 from __future__ import annotations
 

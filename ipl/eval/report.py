@@ -93,6 +93,7 @@ def render(result: dict, plots: list[str]) -> str:
             lines.append(f"- set `{name}` skipped: {why}")
         lines += [f"![{p}]({p})" for p in plots] + [""]
         lines += finding(ab["table"])
+        lines += listing_facts_lines(ab["table"])
     if result.get("retrieval"):
         lines += ["## Retrieval and category (the Serve graph's path, on the same held-out listings)", "",
                   "| set | queries | identical (SKU) top-1 | same SPU and colour top-1 | similar (SPU) top-1 | "
@@ -166,6 +167,25 @@ def caption_lines(c: dict) -> list[str]:
         lines += ["", f"Offline captioning (ipl index): {off.get('captioned')} captioned, {off.get('reused')} reused, "
                   f"{off.get('listings_per_s')} listings/s, {off.get('seconds')} s."]
     return lines + [""]
+
+
+def listing_facts_lines(table: dict) -> list[str]:
+    """The listing's own condition (listing-level keys) that the drafts state without the seller:
+    no evidence can support it, and the scored ACC and wrong values above do not count it."""
+    rows = table.get("all") or next(iter(table.values()))
+    rows = {n: r["listing_facts"] for n, r in rows.items() if r.get("listing_facts")}
+    if not rows:
+        return []
+    out = ["### What the drafts say about the item's own condition (not scored above)", "",
+           "Listing-level keys (Condition, Battery, Shutter count, ...) are the seller's to state: no photo or "
+           "retrieved listing supports them, and the system never gives them as facts. Made up: values of those "
+           "keys a draft states (true or not) that the row was not given; wrong: other known values of them.", "",
+           "| row | drafts with a made-up condition | made-up values | wrong values | true values stated / all |",
+           "|---|---|---|---|---|"]
+    for n, f in rows.items():
+        out.append(f"| {n} | {f['drafts_share']:.2f} | {f['unsupported']} | {f['contradicted']} | "
+                   f"{f['stated']} / {f['values']} |")
+    return out + [""]
 
 
 def finding(table: dict) -> list[str]:

@@ -30,14 +30,18 @@ def across_categories(vocabulary: Mapping[str, Mapping[str, Iterable[str]]], cat
     it and the verification and the evaluation count it, which the category's own list alone
     missed. The category's values come first so that a capped list (``evidence.max_blocked``)
     keeps them."""
+    def ordered(values: Iterable[str]) -> dict[str, None]:  # a set (no order of its own) is sorted
+        values = sorted(map(str, values)) if isinstance(values, (set, frozenset)) else map(str, values)
+        return dict.fromkeys(values)
+
     own = vocabulary.get(category or "", {}) or {}
-    out: dict[str, dict[str, None]] = {k: dict.fromkeys(map(str, v)) for k, v in own.items()}
+    out: dict[str, dict[str, None]] = {k: ordered(v) for k, v in own.items()}
     for other, keys in sorted(vocabulary.items()):
         if other == category:
             continue
         for key, values in keys.items():
             if key in out:
-                out[key].update(dict.fromkeys(map(str, values)))
+                out[key].update(ordered(values))
     return {k: list(v) for k, v in out.items()}
 
 

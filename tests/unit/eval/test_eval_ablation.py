@@ -49,7 +49,7 @@ def record(set_name, lid, row_texts, reference=True):
 def run_cfg(tmp_path):
     listings = tmp_path / "r" / "clean" / "listings"
     listings.mkdir(parents=True)
-    other = {**TRUTH, "Model": "Mate 10 Pro", "Color": "Red"}
+    other = {**TRUTH, "Model": "Mate 10 Pro", "Color": "Red", "Condition": "for parts"}
     pq.write_table(pa.table({"category": ["phone", "phone"], "attributes": [json.dumps(TRUTH), json.dumps(other)]}),
                    listings / "part-0.parquet")
     from ipl.catalog.templates import write_templates
@@ -60,9 +60,9 @@ def run_cfg(tmp_path):
 
 
 def test_score_rows(run_cfg):
-    texts = {"image": "selling my phone", "image+category": "selling my phone, mate 10 pro",
+    texts = {"image": "selling my phone, for parts", "image+category": "selling my phone, mate 10 pro",
              "image+reference": "selling my Huawei P30, blue", "image+category+reference":
-             "selling my Huawei phone!!",
+             "selling my Huawei phone, like new!!",
              "image+category:unguarded": "selling my Huawei Mate 10 Pro", "confirmed": "my Huawei P30, 128GB, blue"}
     records = [record("indexed_sku", "a", texts), record("unseen_sku", "b", texts)]
     gens = {f"{r['listing_id']}:{c}": t for r in records for c, t in texts.items()}
@@ -87,6 +87,13 @@ def test_score_rows(run_cfg):
     assert rows["image+category+reference"]["style"]["marketing"] == 1.0   # "!!"
     assert rows["image"]["style"]["casual"] == 1.0
     assert 0 < rows["confirmed"]["bleu1"] <= 1 and "sim" not in rows["image"]
+    # the item's own condition (a listing-level key) is not scored above, and no row is given it as a
+    # fact: a draft stating it made it up, whether it is wrong ("for parts") or lucky ("like new")
+    assert rows["image"]["listing_facts"] == {"values": 2, "stated": 0, "contradicted": 2, "unsupported": 2,
+                                              "drafts_share": 1.0}
+    assert rows["image+category+reference"]["listing_facts"] == {"values": 2, "stated": 2, "contradicted": 0,
+                                                                 "unsupported": 2, "drafts_share": 1.0}
+    assert rows["confirmed"]["listing_facts"]["unsupported"] == 0
     ex = {e["listing_id"]: e for e in out["examples"]}
     assert ex["a"]["generated"]["image+category:unguarded"]["contradicted"] == ["Model=Mate 10 Pro"]
     assert ex["a"]["generated"]["image+category"]["verification"]["removed"] == ["mate 10 pro"]
