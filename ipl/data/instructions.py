@@ -6,9 +6,11 @@ For each kept listing, ``MakeInstructions`` emits one description task, chosen b
 * ``desc_template``: photos + category + template -> description (the "no reference" fallback);
 * ``desc_reference``: photos + category + facts -> description. The facts are a part of the
   product- and SKU-level values of *another* listing of the same group (what the evidence
-  model states when serving; each kept with ``facts_keep[level]``), the other scored keys of
-  the template are named unknown; without such a listing it falls back to ``desc_template``
-  and is counted.
+  model states when serving; each kept with ``facts_keep[level]``), the other keys of the
+  template are named unknown; without such a listing it falls back to ``desc_template``
+  and is counted. A listing-level value (the item's own condition, battery, shutter count) is
+  never another listing's: with ``facts_keep["listing"]`` the listing's *own* value is a fact
+  (as when the seller confirmed it), otherwise the key is unknown like any other.
 
 With ``caption_cue_prob`` a desc_template/desc_reference prompt also carries the caption of
 what the photos show (``<caption>``, as serving passes a kept CASLIE caption); the target is
@@ -19,7 +21,9 @@ of the "mention" list and named unknown), and the target is the seller's text wi
 clause that states a value of an unknown key removed (the verification's own clause
 dropping, :func:`ipl.evidence.verify.repair`): the model learns to write what it is told and
 to leave out what nobody knows, never to fill a slot. ``desc_template`` (category, no facts)
-and ``desc_image`` (photos only) targets drop every scored value the text states.
+and ``desc_image`` (photos only) targets drop every value the text states, the condition
+included: nothing but the seller can support "battery health 80%", so a draft never makes it up
+(the evaluation's ``listing_facts`` counts what drafts still say).
 
 and, each with its probability, the domain-understanding tasks:
 
@@ -73,9 +77,11 @@ class InstructionConfig(Strict):
         description="Relative weights of the three description tasks (one per listing).",
     )
     facts_keep: dict[str, float] = Field(
-        default_factory=lambda: {"product": 0.8, "sku": 0.5},
+        default_factory=lambda: {"product": 0.8, "sku": 0.5, "listing": 0.3},
         description="Chance each product / SKU-level value of the reference is given as a fact in desc_reference "
-        "(the rest are named unknown, as serving abstains on them).")
+        "(the rest are named unknown, as serving abstains on them); `listing`: chance the listing's own value of "
+        "a listing-level key (condition, battery, ...) is a fact, as after the seller confirmed it (otherwise the "
+        "key is unknown and its value is cut from the target).")
     category_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a category task.")
     extraction_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields an extraction task.")
     caption_prob: float = Field(0.2, ge=0, le=1, description="Chance a listing also yields a caption task (CASLIE).")
@@ -149,16 +155,17 @@ class MakeInstructions:
             out.append(buf.getvalue())
         return out
 
-    def facts_for(self, reference: dict, template: list[str], lid: str) -> tuple[dict, list[str]]:
-        """(facts, unknown keys): a part of the reference's scored values, the other scored keys unknown."""
+    def facts_for(self, reference: dict, template: list[str], lid: str, own: Optional[dict] = None
+                  ) -> tuple[dict, list[str]]:
+        """(facts, unknown keys): a part of the reference's scored values and of the listing's ``own``
+        listing-level values (as the seller gives them), every other template key unknown."""
         facts = {}
         for key in template:
             level = self.levels.level(key)
-            if level == "listing" or not reference.get(key):
-                continue
-            if unit_hash(str(self.cfg.seed), "fact", lid, key) < self.cfg.facts_keep.get(level, 0.0):
-                facts[key] = str(reference[key])
-        return facts, [k for k in self.levels.scored(template) if k not in facts]
+            value = ((own or {}) if level == "listing" else reference).get(key)
+            if value and unit_hash(str(self.cfg.seed), "fact", lid, key) < self.cfg.facts_keep.get(level, 0.0):
+                facts[key] = str(value)
+        return facts, [k for k in template if k not in facts]
 
     def clean_target(self, text: str, attrs: dict, unknown: list[str], facts: Optional[dict] = None) -> str:
         """The seller's text without what states a value of an unknown key (facts beside it stay)."""
@@ -226,11 +233,11 @@ class MakeInstructions:
             if task in ("desc_template", "desc_reference") and not template:
                 task, fallback = "desc_image", "no_template"
             if task == "desc_image":
-                keys = self.levels.scored(template or list(attrs))
+                keys = list(template or attrs)
                 prompt = description_prompt(None, None, None, lang)
                 target = self.clean_target(text, attrs, keys)
             else:
-                facts, unknown = self.facts_for(reference or {}, template, lid)
+                facts, unknown = self.facts_for(reference or {}, template, lid, attrs)
                 cue = None
                 if unit_hash(str(cfg.seed), "cue", lid) < cfg.caption_cue_prob and not mismatched(i):
                     cue = self.caption_for(cat, caption_truth(i), lang, template)[1]

@@ -130,12 +130,13 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
     language = draft.language
     facts_all = (draft.check or {}).get("facts", {})
     vocab = (draft.check or {}).get("vocabulary", {})
-    scored = levels.scored(meta["template"] or umeta["template"])
+    template = meta["template"] or umeta["template"]
+    scored = levels.scored(template)
     ufacts_all = {k: v for k, v in umeta["facts"].items() if k in scored}
     rows: dict[str, dict] = {}
     for cond in conditions:
         facts = facts_all if "reference" in cond else {}
-        unknown = [k for k in scored if k not in facts]
+        unknown = [k for k in template if k not in facts]  # as serving: the item's own condition too
         prompt = condition_prompt(cond, category, list(facts), facts or None, language, unknown if category else None)
         rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab}
         ufacts = ufacts_all if "reference" in cond else {}
@@ -151,7 +152,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
                                                 "vocabulary": cc.get("vocabulary", vocab)}
         facts = {**facts_all, **{k: v for k, v in (cap.get("values") or {}).items()
                                  if k in scored and k not in facts_all}}
-        unknown = [k for k in scored if k not in facts]
+        unknown = [k for k in template if k not in facts]
         rows["image+category+reference+caption"] = {
             "prompt": description_prompt(category, list(facts), facts or None, language, unknown if category else None,
                                          caption=cap.get("text") or None),

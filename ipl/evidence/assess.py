@@ -32,7 +32,7 @@ every key's best candidate regardless (the evaluation's unguarded comparison row
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.catalog.levels import KeyLevels
 from ipl.evidence.calibrate import confidence, passes
@@ -159,3 +159,11 @@ def facts_of(attributes: Sequence[dict]) -> dict[str, str]:
 def unknown_of(attributes: Sequence[dict]) -> list[str]:
     """Keys left to the seller (no fact)."""
     return [a["key"] for a in attributes if a["status"] == "to_confirm"]
+
+
+def seller_told(notes: Optional[str], vocabulary: Mapping[str, Iterable[str]], matcher) -> set[str]:
+    """The keys of which the seller's own notes state a known value ("battery health 80%"): the
+    seller said it, so the draft may say it too (the item's condition is otherwise left out)."""
+    if not notes:
+        return set()
+    return {key for key, values in vocabulary.items() if any(matcher.states(str(v), notes) for v in values)}

@@ -68,9 +68,10 @@ def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
     return head, ColourPredictor(head)
 
 
-def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[str]]]:
-    """category -> scored key -> the values the indexed listings state (what the guard and the
-    verification know a description could say)."""
+def vocabulary(emb_dir: Path, holdout: set) -> dict[str, dict[str, list[str]]]:
+    """category -> key -> the values the indexed listings state (what the guard and the
+    verification know a description could say): the scored keys' and the listing-level ones'
+    (the item's condition, battery, ...: a draft states them only when the seller gave them)."""
     _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "extracted"))
     out: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for category, raw in zip(meta["category"], meta["extracted"]):
@@ -79,7 +80,7 @@ def vocabulary(emb_dir: Path, holdout: set, levels) -> dict[str, dict[str, list[
         except ValueError:
             continue
         for key, value in attrs.items():
-            if value and levels.level(key) != "listing":
+            if value:
                 out[category][key].add(str(value))
     return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 

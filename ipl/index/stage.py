@@ -387,7 +387,7 @@ def build(cfg: IndexConfig) -> dict:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
             photo = [{colour[0]["key"]: p} for p in colour[1].predict_features(feats, 3)]
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
-        known = vocabulary(emb_dir, hold, levels)
+        known = vocabulary(emb_dir, hold)
         if cfg.caption.enabled:
             manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result,
                                          photo))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
 from ipl.catalog.levels import KeyLevels
-from ipl.evidence.assess import assess, facts_of, unknown_of
+from ipl.evidence.assess import assess, facts_of, seller_told, unknown_of
 from ipl.evidence.verify import verify
 from ipl.extract.matcher import AttributeMatcher, value_key
 from ipl.generate.guard import blocked_values
@@ -218,7 +218,10 @@ class DraftPipeline:
                             ev.max_candidates, found.get("photo") if category else None, caption_values)
         facts = facts_of(attributes)
         scored = set(self.levels.scored([a["key"] for a in attributes]))
-        unknown = [k for k in unknown_of(attributes) if k in scored]
+        # the keys the draft leaves out: the scored ones without a fact, and the item's own condition
+        # (listing-level keys) unless the seller gave it (confirmed, or a known value in the notes)
+        told = seller_told(req.notes, vocabulary, self.matcher)
+        unknown = [k for k in unknown_of(attributes) if k in scored or k not in told]
         cue = caption["text"] if use_caption and self.cfg.caption.prompt_cue else None
         if not category or "no_retrieval_hit" in fallbacks:
             instruction, prompt = "image_only", description_prompt(None, None, None, req.language, notes=req.notes)

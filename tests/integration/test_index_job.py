@@ -57,8 +57,10 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     if "identical" in evidence["disabled"]:
         assert s["thresholds"]["identical"] is None  # disabled loudly, never max+epsilon
     vocab = json.loads((cfg.index_root / s["version"] / "vocabulary.json").read_text())
-    assert vocab and all(set(keys) <= {"Brand", "Model", "Color", "Storage", "Size", "Config", "Lens", "Edition",
-                                       "Case size", "Material"} for keys in vocab.values())
+    scored = {"Brand", "Model", "Color", "Storage", "Size", "Config", "Lens", "Edition", "Case size", "Material"}
+    assert vocab and all(scored & set(keys) for keys in vocab.values())
+    # the item's own condition too: a draft states it only when the seller gave it (guard, verification)
+    assert any("Condition" in keys for keys in vocab.values())
 
     # a held-out photo: its SKU's other listings are in the index; hits carry metadata
     clip = load_clip(cfg.clip_dir)

@@ -404,7 +404,9 @@ def test_confirmed_values_become_facts_and_the_rest_is_guarded(server, examples)
         assert by[k]["status"] == "confirmed" and by[k]["value"] == v and by[k]["basis"] == "seller"
         assert by[k]["confidence"] == 1.0 and body["facts"][k] == v
     scored = [a["key"] for a in body["attributes"] if a["level"] != "listing"]
-    assert body["instruction"] == "rag" and body["verification"]["checked"] == len(scored)
+    # the item's own condition the seller did not give is checked too: the draft must leave it out
+    untold = [a["key"] for a in body["attributes"] if a["level"] == "listing" and a["status"] == "to_confirm"]
+    assert body["instruction"] == "rag" and body["verification"]["checked"] == len(scored) + len(untold)
     assert body["evidence"]["guarded_values"] > 0  # the category's other known values are blocked while decoding
     import openai
 

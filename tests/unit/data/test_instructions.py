@@ -194,3 +194,42 @@ def test_references_do_not_depend_on_the_order_the_listings_are_read_in():
     assert forward == backward == shuffled
     assert [lid for lid, _ in forward["s1"]] == ["L001", "L004", "L007", "L010"]  # the 4 smallest ids, sorted
     assert forward["s1"][0][1] == {"Brand": "b1"}
+
+
+def test_the_items_own_condition_is_stated_only_when_given():
+    """A listing-level value (the item's condition) is never another listing's and no evidence
+    supports it: a target states it only when the prompt gives it as a fact (as after the seller
+    confirmed it: the listing's own value); otherwise the prompt names the key unknown and the
+    clause stating it is cut, so a draft never makes up "battery health 80%"."""
+    import ipl.data.instructions as ins
+    from ipl.extract.matcher import AttributeMatcher
+
+    m = AttributeMatcher()
+    templates = {"phone": ["Brand", "Model", "Color", "Battery"]}
+
+    def own(i):
+        battery = "battery health 80%" if i % 2 else "battery health 95%"
+        return {"listing_id": f"L{i:04d}", "category": "phone", "sku_id": "phone/a/b/blue",
+                "text": f"Selling my Huawei P30, Blue, {battery}. Item {i}.", "photos": [b"\xff\xd8jpeg"],
+                "language": "en", "extracted": json.dumps({"Brand": "Huawei", "Model": "P30", "Color": "Blue",
+                                                           "Battery": battery})}
+
+    rows_in = [own(i) for i in range(60)]
+    batch = {k: np.array([r[k] for r in rows_in] + [None], dtype=object)[:-1] for k in rows_in[0]}
+    refs = {"phone/a/b/blue": [(r["listing_id"], json.loads(r["extracted"])) for r in rows_in]}
+    out = ins.MakeInstructions(InstructionConfig(category_prob=0, extraction_prob=0, caption_prob=0,
+                                                 tagging_prob=0), templates, refs)(batch)
+    given = cut = 0
+    for lid, task, msgs, target in zip(out["listing_id"], out["task"], out["messages"], out["target"]):
+        battery = "battery health 80%" if int(lid[1:]) % 2 else "battery health 95%"
+        user_text = json.loads(msgs)[1]["content"][-1]["text"]
+        facts = json.loads(user_text.split("<reference>")[1].split("</reference>")[0]) \
+            if "<reference>" in user_text else {}
+        if "Battery" in facts:
+            assert facts["Battery"] == battery and m.states(battery, target)  # the listing's own value
+            given += 1
+        else:
+            assert "battery health" not in target, target
+            assert task == "desc_image" or "Battery" in user_text.split("Unknown (leave out): ")[1]
+            cut += 1
+    assert given >= 5 and cut >= 20

@@ -102,3 +102,18 @@ def test_a_kept_captions_value_is_stated_only_through_its_calibrated_tier():
     assert weak["Brand"]["status"] == "to_confirm" and weak["Brand"]["candidates"][0]["basis"] == "caption"
     far = {a["key"]: a for a in assess(KEYS, KeyLevels(), hits, cal, in_domain=False, caption=caption)}
     assert far["Brand"]["status"] == "to_confirm" and not far["Brand"]["candidates"]  # out of domain: nothing
+
+
+def test_the_seller_s_own_words_may_be_restated():
+    """The item's condition is left out of a draft unless the seller gave it: a known value the
+    seller's notes state counts as given."""
+    from ipl.evidence.assess import seller_told
+    from ipl.extract.matcher import AttributeMatcher
+
+    m = AttributeMatcher()
+    vocab = {"Battery": ["battery health 80%", "battery health 95%"], "Condition": ["like new", "for parts"],
+             "Brand": ["Apple"]}
+    assert seller_told(None, vocab, m) == set() and seller_told("", vocab, m) == set()
+    assert seller_told("Battery Health 80 %, comes with a case", vocab, m) == {"Battery"}
+    assert seller_told("like new, from my Apple store", vocab, m) == {"Condition", "Brand"}
+    assert seller_told("works, small scratch", vocab, m) == set()
