@@ -75,12 +75,13 @@ def listing_files(cfg: IndexConfig) -> list[Path]:
 
 
 def build_key(cfg: IndexConfig, fingerprint: str) -> str:
-    """What a version depends on: listing files, encoder, index and evaluation settings."""
+    """What a version depends on: listing files, encoder, index and evaluation settings (``version`` 3: the
+    vocabulary holds the listing-level keys, which the guard needs, so older versions are rebuilt)."""
     files = [(str(p), p.stat().st_size) for p in listing_files(cfg)]
     blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
                        "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
-                       "evidence": cfg.evidence.model_dump(), "version": 2, "colour_features": COLOUR_FEATURES,
+                       "evidence": cfg.evidence.model_dump(), "version": 3, "colour_features": COLOUR_FEATURES,
                        **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
