@@ -493,6 +493,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     vocab = listing_vocabulary(cfg.listings_dir)
     known = {c: across_categories(vocab, c) for c in vocab}  # another category's brand is a wrong brand too
     scored = [r for r in records if not r.get("refused")]
+    leads = leading_words(vocab, levels, [r["description"] for r in scored])
     names = [n for n in row_names(cfg) if all(n in r["rows"] for r in scored)]
     texts: dict = {}
     for r in scored:
@@ -515,11 +516,13 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             attrs, model_only = AttributeScore(), AttributeScore()
             repaired = completed = 0
             own = {"values": 0, "stated": 0, "contradicted": 0, "unsupported": 0, "drafts": 0}
+            partial = 0
             for r, text in zip(recs, hyps):
                 keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
                 mine = listing_facts(matcher, text, r, r["rows"][n]["facts"], levels, known.get(r["category"], {}))
                 for k, v in mine.items():
                     own[k] += v
+                partial += bool(partial_values(text, r["attributes"], leads))
                 outcome = attrs.add(matcher, text, r["attributes"], keys, known.get(r["category"], {}),
                                     abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
@@ -540,6 +543,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
                    "descriptions": len(hyps), "repaired": repaired, "completed": completed,
                    "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate,
+                   "partial_values": partial,
                    "listing_facts": {**{k: v for k, v in own.items() if k != "drafts"},
                                      "drafts_share": own["drafts"] / len(hyps) if hyps else 0.0}}
             if sims is not None:
@@ -549,6 +553,46 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
 
     return {"table": table, "examples": list(examples.values()),
             "caption": caption_summary(cfg, scored, known, levels, matcher)}
+
+
+def leading_words(vocabulary: dict, levels, texts: list[str], common: float = 0.02) -> dict[str, set[str]]:
+    """The first word of each multi-word product-level value ("Michael" of "Michael Kors", "iPhone" of
+    "iPhone 12 Pro") -> those values, where the word is not an ordinary word of the sellers' texts
+    (in at most ``common`` of the ``texts`` that state none of its values: "The" of "The North Face"
+    is ordinary). The guard blocks whole values, so such a word can still be written alone or go on
+    into a value nobody knows ("Michael Vuitton")."""
+    import re
+
+    leads: dict[str, set[str]] = {}
+    for keys in vocabulary.values():
+        for key, values in keys.items():
+            if levels.level(key) != "product":
+                continue
+            for v in map(str, values):
+                if " " in v and len(v.split()[0]) >= 3:
+                    leads.setdefault(v.split()[0], set()).add(v)
+    out = {}
+    for word, values in leads.items():
+        pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.I)
+        others = [t for t in texts if not any(v.lower() in t.lower() for v in values)]
+        if others and sum(bool(pattern.search(t)) for t in others) / len(others) <= common:
+            out[word] = values
+    return out
+
+
+def partial_values(text: str, truth: dict, leads: dict[str, set[str]]) -> list[str]:
+    """The distinctive leading words (:func:`leading_words`) a description writes without the whole
+    value it starts and that no true value of the item contains: a product named by a part."""
+    import re
+
+    said = []
+    true = " ".join(str(v) for v in (truth or {}).values()).lower()
+    for word, values in leads.items():
+        if word.lower() in true or any(v.lower() in text.lower() for v in values):
+            continue
+        if re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, re.I):
+            said.append(word)
+    return said
 
 
 def listing_facts(matcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict) -> dict[str, int]:

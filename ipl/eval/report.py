@@ -94,6 +94,7 @@ def render(result: dict, plots: list[str]) -> str:
         lines += [f"![{p}]({p})" for p in plots] + [""]
         lines += finding(ab["table"])
         lines += listing_facts_lines(ab["table"])
+        lines += partial_value_lines(ab["table"])
     if result.get("retrieval"):
         lines += ["## Retrieval and category (the Serve graph's path, on the same held-out listings)", "",
                   "| set | queries | identical (SKU) top-1 | same SPU and colour top-1 | similar (SPU) top-1 | "
@@ -185,6 +186,21 @@ def listing_facts_lines(table: dict) -> list[str]:
     for n, f in rows.items():
         out.append(f"| {n} | {f['drafts_share']:.2f} | {f['unsupported']} | {f['contradicted']} | "
                    f"{f['stated']} / {f['values']} |")
+    return out + [""]
+
+
+def partial_value_lines(table: dict) -> list[str]:
+    """Drafts naming a product by a part of a known value, which the wrong values above miss."""
+    rows = table.get("all") or next(iter(table.values()))
+    rows = {n: r for n, r in rows.items() if "partial_values" in r}
+    if not rows:
+        return []
+    out = ["### Drafts naming a product by a part of a known value (not counted above)", "",
+           "The guard blocks whole known values and the wrong values above count whole ones: a draft can still "
+           "write the distinctive first word of a multi-word brand or model that is not the item's ('iPhone' of "
+           "'iPhone 12 Pro' for a watch, 'Michael' of 'Michael Kors', going on into 'Michael Vuitton').", "",
+           "| row | drafts |", "|---|---|"]
+    out += [f"| {n} | {r['partial_values']} of {r['descriptions']} |" for n, r in rows.items()]
     return out + [""]
 
 

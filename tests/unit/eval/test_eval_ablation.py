@@ -94,10 +94,32 @@ def test_score_rows(run_cfg):
     assert rows["image+category+reference"]["listing_facts"] == {"values": 2, "stated": 2, "contradicted": 0,
                                                                  "unsupported": 2, "drafts_share": 1.0}
     assert rows["confirmed"]["listing_facts"]["unsupported"] == 0
+    assert all(r["partial_values"] == 0 for r in rows.values())  # "Mate 10 Pro" is written whole or not at all
     ex = {e["listing_id"]: e for e in out["examples"]}
     assert ex["a"]["generated"]["image+category:unguarded"]["contradicted"] == ["Model=Mate 10 Pro"]
     assert ex["a"]["generated"]["image+category"]["verification"]["removed"] == ["mate 10 pro"]
     assert ex["a"]["truth"] == {k: TRUTH[k] for k in ("Brand", "Model", "Storage", "Color")}
+
+
+def test_a_product_named_by_a_part_of_a_known_value_is_counted():
+    """The guard blocks whole values, so "Used iPhone 12" (a part of "iPhone 12 Pro") for a watch, or
+    "Michael Vuitton", got through as 0 wrong values; an ordinary first word ("The") is not counted."""
+    from ipl.catalog.levels import KeyLevels
+    from ipl.eval.ablation import leading_words, partial_values
+
+    vocab = {"phone": {"Model": ["iPhone 12 Pro", "iPhone 11"], "Brand": ["Apple"]},
+             "handbag": {"Brand": ["Michael Kors", "Louis Vuitton"]}, "jacket": {"Brand": ["The North Face"]},
+             "watch": {"Color": ["Deep Blue"]}}
+    texts = ["The jacket is warm", "Selling the watch, the strap is new", "my iPhone 12 Pro", "Michael Kors bag",
+             "the box is there", "the end"]
+    leads = leading_words(vocab, KeyLevels(), texts)
+    assert set(leads) == {"iPhone", "Michael", "Louis"}  # "The" is ordinary; "Deep" is not a product value
+    watch = {"Brand": "Seiko", "Model": "Presage"}
+    assert partial_values("Used iPhone 12, works perfectly.", watch, leads) == ["iPhone"]
+    assert partial_values("Letting go of my Michael Vuitton", watch, leads) == ["Michael"]
+    assert partial_values("Used iPhone 12 Pro", watch, leads) == []  # a whole value: the wrong values count it
+    assert partial_values("My iPhone 11, like new", {"Brand": "Apple", "Model": "iPhone 11"}, leads) == []
+    assert partial_values("The jacket, the warmest", {"Brand": "Uniqlo"}, leads) == []
 
 
 def test_retrieval_summary_leaves_identical_out_for_unseen_skus():
