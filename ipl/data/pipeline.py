@@ -390,8 +390,10 @@ def reference_rows(rows, group_column: str, per_group: int = 4) -> dict[str, lis
         group, lid = kept[str(r[group_column])], str(r["listing_id"])
         if len(group) < per_group:
             group.append((lid, r["extracted"]))
-        elif lid < max(group)[0]:
-            group[group.index(max(group))] = (lid, r["extracted"])
+            continue
+        last = max(range(per_group), key=lambda i: group[i][0])
+        if lid < group[last][0]:
+            group[last] = (lid, r["extracted"])
     return {g: [(lid, json.loads(x)) for lid, x in sorted(v)] for g, v in kept.items()}
 
 

@@ -480,7 +480,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     """Per set (and ``all``) and row: ACC (recall), precision, hallucination, contradicted values,
     abstained, SIM, BLEU-1..4, ROUGE-1/2/L, casual register; plus each example's outcome."""
     from ipl.catalog.templates import load_levels
-    from ipl.eval.match import AttributeMatcher, AttributeScore
+    from ipl.eval.match import AttributeMatcher, AttributeScore, leading_words, listing_facts, partial_values
     from ipl.eval.metrics import text_scores
     from ipl.eval.style import Register
     from ipl.extract.matcher import across_categories
@@ -493,7 +493,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     vocab = listing_vocabulary(cfg.listings_dir)
     known = {c: across_categories(vocab, c) for c in vocab}  # another category's brand is a wrong brand too
     scored = [r for r in records if not r.get("refused")]
-    leads = leading_words(vocab, levels, [r["description"] for r in scored])
+    leads = leading_words(vocab, levels, [r["description"] for r in scored], matcher)
     names = [n for n in row_names(cfg) if all(n in r["rows"] for r in scored)]
     texts: dict = {}
     for r in scored:
@@ -522,7 +522,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                 mine = listing_facts(matcher, text, r, r["rows"][n]["facts"], levels, known.get(r["category"], {}))
                 for k, v in mine.items():
                     own[k] += v
-                partial += bool(partial_values(text, r["attributes"], leads))
+                partial += bool(partial_values(text, r["attributes"], leads, matcher))
                 outcome = attrs.add(matcher, text, r["attributes"], keys, known.get(r["category"], {}),
                                     abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
@@ -553,60 +553,6 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
 
     return {"table": table, "examples": list(examples.values()),
             "caption": caption_summary(cfg, scored, known, levels, matcher)}
-
-
-def leading_words(vocabulary: dict, levels, texts: list[str], common: float = 0.02) -> dict[str, set[str]]:
-    """The first word of each multi-word product-level value ("Michael" of "Michael Kors", "iPhone" of
-    "iPhone 12 Pro") -> those values, where the word is not an ordinary word of the sellers' texts
-    (in at most ``common`` of the ``texts`` that state none of its values: "The" of "The North Face"
-    is ordinary). The guard blocks whole values, so such a word can still be written alone or go on
-    into a value nobody knows ("Michael Vuitton")."""
-    import re
-
-    leads: dict[str, set[str]] = {}
-    for keys in vocabulary.values():
-        for key, values in keys.items():
-            if levels.level(key) != "product":
-                continue
-            for v in map(str, values):
-                if " " in v and len(v.split()[0]) >= 3:
-                    leads.setdefault(v.split()[0], set()).add(v)
-    out = {}
-    for word, values in leads.items():
-        pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.I)
-        others = [t for t in texts if not any(v.lower() in t.lower() for v in values)]
-        if others and sum(bool(pattern.search(t)) for t in others) / len(others) <= common:
-            out[word] = values
-    return out
-
-
-def partial_values(text: str, truth: dict, leads: dict[str, set[str]]) -> list[str]:
-    """The distinctive leading words (:func:`leading_words`) a description writes without the whole
-    value it starts and that no true value of the item contains: a product named by a part."""
-    import re
-
-    said = []
-    true = " ".join(str(v) for v in (truth or {}).values()).lower()
-    for word, values in leads.items():
-        if word.lower() in true or any(v.lower() in text.lower() for v in values):
-            continue
-        if re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, re.I):
-            said.append(word)
-    return said
-
-
-def listing_facts(matcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict) -> dict[str, int]:
-    """What a description says about the listing's own condition (the listing-level keys: Condition,
-    Battery, Shutter count, ...), which no photo or retrieved listing can support: of the
-    listing's true values, how many it states (``stated``), how many other known values of those
-    keys it states (``contradicted``), how many stated values, true or not, the row was not given
-    as facts (``unsupported``: made up, however lucky), and ``drafts`` 1 when there is any."""
-    truth = {k: v for k, v in (rec.get("attributes") or {}).items() if v and levels.level(k) == "listing"}
-    stated = [k for k, v in truth.items() if matcher.states(str(v), text)]
-    wrong = matcher.contradictions(text, truth, vocabulary, list(truth))
-    unsupported = sum(1 for k in stated if k not in facts) + sum(1 for k, _ in wrong if k not in facts)
-    return {"values": len(truth), "stated": len(stated), "contradicted": len(wrong), "unsupported": unsupported,
-            "drafts": int(unsupported > 0)}
 
 
 def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:

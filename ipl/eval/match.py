@@ -13,6 +13,10 @@ for Latin values (``Red`` is not in ``bred``).
   :func:`ipl.extract.matcher.across_categories`, so "Adidas" in a laptop's draft counts) that
   is not a synonym of the true value nor a part of it (``iPhone 13`` inside ``iPhone 13 Pro``
   is not a contradiction). The hallucination rate is the share of descriptions with at least one.
+
+Two failures those counts miss: ``listing_facts`` (what a description says about the item's own
+condition, which only the seller can give) and ``partial_values`` (a product named by a part of a
+known value, "Used iPhone 12" for a watch; the words from ``leading_words``).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.matcher import AttributeMatcher
 
-__all__ = ["AttributeMatcher", "AttributeScore", "vocabulary_of"]
+__all__ = ["AttributeMatcher", "AttributeScore", "leading_words", "listing_facts", "partial_values", "vocabulary_of"]
 
 
 @dataclass
@@ -87,3 +91,50 @@ def vocabulary_of(truths: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, 
             if v:
                 vocab.setdefault(category, {}).setdefault(k, set()).add(str(v))
     return vocab
+
+
+def leading_words(vocabulary: dict, levels, texts: list[str], matcher: AttributeMatcher,
+                  common: float = 0.02) -> dict[str, set[str]]:
+    """The first word of each multi-word product-level value ("Michael" of "Michael Kors", "iPhone" of
+    "iPhone 12 Pro") -> those values, where the word is not an ordinary word of the sellers' texts
+    (in at most ``common`` of the ``texts`` that state none of its values: "The" of "The North Face"
+    is ordinary). The guard blocks whole values, so such a word can still be written alone or go on
+    into a value nobody knows ("Michael Vuitton")."""
+    leads: dict[str, set[str]] = {}
+    for keys in vocabulary.values():
+        for key, values in keys.items():
+            if levels.level(key) == "product":
+                for v in map(str, values):
+                    if " " in v and len(v.split()[0]) >= 3:
+                        leads.setdefault(v.split()[0], set()).add(v)
+    out = {}
+    for word, values in leads.items():
+        others = [t for t in texts if not any(matcher.states(v, t) for v in values)]
+        if others and sum(matcher.states(word, t) for t in others) / len(others) <= common:
+            out[word] = values
+    return out
+
+
+def partial_values(text: str, truth: Mapping[str, str], leads: dict[str, set[str]], matcher: AttributeMatcher
+                   ) -> list[str]:
+    """The distinctive leading words (:func:`leading_words`) a description writes without the whole
+    value it starts and that no true value of the item contains: a product named by a part."""
+    true = " ".join(str(v) for v in (truth or {}).values())
+    return [word for word, values in leads.items()
+            if not matcher.states(word, true) and not any(matcher.states(v, text) for v in values)
+            and matcher.states(word, text)]
+
+
+def listing_facts(matcher: AttributeMatcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict
+                  ) -> dict[str, int]:
+    """What a description says about the listing's own condition (the listing-level keys: Condition,
+    Battery, Shutter count, ...), which no photo or retrieved listing can support: of the
+    listing's true values, how many it states (``stated``), how many other known values of those
+    keys it states (``contradicted``), how many stated values, true or not, the row was not given
+    as facts (``unsupported``: made up, however lucky), and ``drafts`` 1 when there is any."""
+    truth = {k: v for k, v in (rec.get("attributes") or {}).items() if v and levels.level(k) == "listing"}
+    stated = [k for k, v in truth.items() if matcher.states(str(v), text)]
+    wrong = matcher.contradictions(text, truth, vocabulary, list(truth))
+    unsupported = sum(1 for k in stated if k not in facts) + sum(1 for k, _ in wrong if k not in facts)
+    return {"values": len(truth), "stated": len(stated), "contradicted": len(wrong), "unsupported": unsupported,
+            "drafts": int(unsupported > 0)}

@@ -220,8 +220,9 @@ class DraftPipeline:
         scored = set(self.levels.scored([a["key"] for a in attributes]))
         # the keys the draft leaves out: the scored ones without a fact, and the item's own condition
         # (listing-level keys) unless the seller gave it (confirmed, or a known value in the notes)
-        told = seller_told(req.notes, vocabulary, self.matcher)
-        unknown = [k for k in unknown_of(attributes) if k in scored or k not in told]
+        untold = [k for k in unknown_of(attributes) if k not in scored]
+        told = seller_told(req.notes, {k: vocabulary.get(k, ()) for k in untold}, self.matcher)
+        unknown = [k for k in unknown_of(attributes) if k not in told]
         cue = caption["text"] if use_caption and self.cfg.caption.prompt_cue else None
         if not category or "no_retrieval_hit" in fallbacks:
             instruction, prompt = "image_only", description_prompt(None, None, None, req.language, notes=req.notes)

@@ -105,21 +105,22 @@ def test_a_product_named_by_a_part_of_a_known_value_is_counted():
     """The guard blocks whole values, so "Used iPhone 12" (a part of "iPhone 12 Pro") for a watch, or
     "Michael Vuitton", got through as 0 wrong values; an ordinary first word ("The") is not counted."""
     from ipl.catalog.levels import KeyLevels
-    from ipl.eval.ablation import leading_words, partial_values
+    from ipl.eval.match import AttributeMatcher, leading_words, partial_values
 
     vocab = {"phone": {"Model": ["iPhone 12 Pro", "iPhone 11"], "Brand": ["Apple"]},
              "handbag": {"Brand": ["Michael Kors", "Louis Vuitton"]}, "jacket": {"Brand": ["The North Face"]},
              "watch": {"Color": ["Deep Blue"]}}
     texts = ["The jacket is warm", "Selling the watch, the strap is new", "my iPhone 12 Pro", "Michael Kors bag",
              "the box is there", "the end"]
-    leads = leading_words(vocab, KeyLevels(), texts)
+    m = AttributeMatcher()
+    leads = leading_words(vocab, KeyLevels(), texts, m)
     assert set(leads) == {"iPhone", "Michael", "Louis"}  # "The" is ordinary; "Deep" is not a product value
     watch = {"Brand": "Seiko", "Model": "Presage"}
-    assert partial_values("Used iPhone 12, works perfectly.", watch, leads) == ["iPhone"]
-    assert partial_values("Letting go of my Michael Vuitton", watch, leads) == ["Michael"]
-    assert partial_values("Used iPhone 12 Pro", watch, leads) == []  # a whole value: the wrong values count it
-    assert partial_values("My iPhone 11, like new", {"Brand": "Apple", "Model": "iPhone 11"}, leads) == []
-    assert partial_values("The jacket, the warmest", {"Brand": "Uniqlo"}, leads) == []
+    assert partial_values("Used iPhone 12, works perfectly.", watch, leads, m) == ["iPhone"]
+    assert partial_values("Letting go of my Michael Vuitton", watch, leads, m) == ["Michael"]
+    assert partial_values("Used iPhone 12 Pro", watch, leads, m) == []  # a whole value: the wrong values count it
+    assert partial_values("My iPhone 11, like new", {"Brand": "Apple", "Model": "iPhone 11"}, leads, m) == []
+    assert partial_values("The jacket, the warmest", {"Brand": "Uniqlo"}, leads, m) == []
 
 
 def test_retrieval_summary_leaves_identical_out_for_unseen_skus():
