@@ -130,6 +130,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
     language = draft.language
     facts_all = (draft.check or {}).get("facts", {})
     vocab = (draft.check or {}).get("vocabulary", {})
+    leads = (draft.check or {}).get("leads") or {}
     template = meta["template"] or umeta["template"]
     scored = levels.scored(template)
     ufacts_all = {k: v for k, v in umeta["facts"].items() if k in scored}
@@ -138,7 +139,8 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
         facts = facts_all if "reference" in cond else {}
         unknown = [k for k in template if k not in facts]  # as serving: the item's own condition too
         prompt = condition_prompt(cond, category, list(facts), facts or None, language, unknown if category else None)
-        rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab}
+        rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab,
+                       "leads": leads}
         ufacts = ufacts_all if "reference" in cond else {}
         rows[f"{cond}:unguarded"] = {"prompt": condition_prompt(cond, ucat, umeta["template"], umeta["facts"] or None,
                                                                 language),
@@ -149,18 +151,18 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
         cc = captioned.check or {"facts": {}, "unknown": [], "vocabulary": vocab}
         rows["image+category+reference+cqe"] = {"prompt": captioned.prompt, "facts": cc["facts"],
                                                 "unknown": cc["unknown"], "guard": True,
-                                                "vocabulary": cc.get("vocabulary", vocab)}
+                                                "vocabulary": cc.get("vocabulary", vocab), "leads": leads}
         facts = {**facts_all, **{k: v for k, v in (cap.get("values") or {}).items()
                                  if k in scored and k not in facts_all}}
         unknown = [k for k in template if k not in facts]
         rows["image+category+reference+caption"] = {
             "prompt": description_prompt(category, list(facts), facts or None, language, unknown if category else None,
                                          caption=cap.get("text") or None),
-            "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab}
+            "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab, "leads": leads}
     if confirmed is not None:
         cc = confirmed.check or {"facts": {}, "unknown": [], "vocabulary": {}}
         rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True,
-                             "vocabulary": cc["vocabulary"]}
+                             "vocabulary": cc["vocabulary"], "leads": cc.get("leads") or {}}
     return rows
 
 
@@ -381,8 +383,9 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
             continue
         rec["keys"] = {}
         for name, row in rec["rows"].items():
+            guard = row["guard"] and scfg.evidence.guard
             blocked = (blocked_values(row["facts"], row["unknown"], row["vocabulary"], matcher,
-                                      scfg.evidence.max_blocked) if row["guard"] and scfg.evidence.guard else [])
+                                      scfg.evidence.max_blocked, row.get("leads")) if guard else [])
             key = generation_key(model, settings, rec["language"], row["prompt"], rec["photos"], blocked)
             rec["keys"][name] = key
             if key not in done and key not in todo:
@@ -473,7 +476,7 @@ def final_text(rec: dict, name: str, text: str, matcher, evidence) -> tuple[str,
     if not (row["guard"] and evidence.verify):
         return text, None
     return verify(text, row["facts"], row["unknown"], row["vocabulary"], matcher, evidence.add_missing,
-                  rec["language"])
+                  rec["language"], row.get("leads"))
 
 
 def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from ipl.extract.matcher import AttributeMatcher
+from ipl.extract.matcher import AttributeMatcher, leading_words
 
 __all__ = ["AttributeMatcher", "AttributeScore", "leading_words", "listing_facts", "partial_values", "vocabulary_of"]
 
@@ -93,29 +93,7 @@ def vocabulary_of(truths: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, 
     return vocab
 
 
-def leading_words(vocabulary: dict, levels, texts: list[str], matcher: AttributeMatcher,
-                  common: float = 0.02) -> dict[str, set[str]]:
-    """The first word of each multi-word product-level value ("Michael" of "Michael Kors", "iPhone" of
-    "iPhone 12 Pro") -> those values, where the word is not an ordinary word of the sellers' texts
-    (in at most ``common`` of the ``texts`` that state none of its values: "The" of "The North Face"
-    is ordinary). The guard blocks whole values, so such a word can still be written alone or go on
-    into a value nobody knows ("Michael Vuitton")."""
-    leads: dict[str, set[str]] = {}
-    for keys in vocabulary.values():
-        for key, values in keys.items():
-            if levels.level(key) == "product":
-                for v in map(str, values):
-                    if " " in v and len(v.split()[0]) >= 3:
-                        leads.setdefault(v.split()[0], set()).add(v)
-    out = {}
-    for word, values in leads.items():
-        others = [t for t in texts if not any(matcher.states(v, t) for v in values)]
-        if others and sum(matcher.states(word, t) for t in others) / len(others) <= common:
-            out[word] = values
-    return out
-
-
-def partial_values(text: str, truth: Mapping[str, str], leads: dict[str, set[str]], matcher: AttributeMatcher
+def partial_values(text: str, truth: Mapping[str, str], leads: Mapping[str, Iterable[str]], matcher: AttributeMatcher
                    ) -> list[str]:
     """The distinctive leading words (:func:`leading_words`) a description writes without the whole
     value it starts and that no true value of the item contains: a product named by a part."""

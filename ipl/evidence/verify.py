@@ -4,7 +4,10 @@
 SKU level) with the evaluation's matcher: for a key with a fact, any other known value of the
 key stated in the text is a ``contradiction``; for a key left to the seller, any known value
 is ``unsupported`` (nothing calibrated says it). Synonyms and parts of the fact
-(``iPhone 13`` inside ``iPhone 13 Pro``) are not problems.
+(``iPhone 13`` inside ``iPhone 13 Pro``) are not problems. With ``leads`` (the index's
+distinctive leading words, :func:`ipl.extract.matcher.leading_words`), a guarded leading word
+written as a whole word, as written, without the value it starts is a ``partial`` problem
+("Michael Vuitton", "Used iPhone 12" for a watch).
 
 ``repair(text, values, matcher, keep)`` drops the clauses (split at , ; . ! ? and their CJK
 forms, and line breaks) that state a problem value; a clause that also states a fact keeps
@@ -16,10 +19,10 @@ out are appended as one short sentence (``Color: Blue.``), reported in ``added``
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.grounding import value_pattern
-from ipl.extract.matcher import AttributeMatcher, value_key
+from ipl.extract.matcher import AttributeMatcher, guarded_words, states_word, value_key
 from ipl.text.normalize import has_cjk, normalize
 
 _CLAUSE = re.compile(r"[^,;.!?，；。！？\n]+[,;.!?，；。！？\n]*")
@@ -42,7 +45,7 @@ def _other_values(key: str, fact: str, vocabulary: Mapping[str, Iterable[str]], 
 
 
 def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
-          matcher: AttributeMatcher) -> list[dict]:
+          matcher: AttributeMatcher, leads: Optional[Mapping[str, Iterable[str]]] = None) -> list[dict]:
     problems = []
     fact_keys = {value_key(v) for v in facts.values()}
     for key, fact in facts.items():
@@ -54,16 +57,20 @@ def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabular
             n = value_key(value)
             if n and not any(n in f for f in fact_keys) and matcher.states(str(value), text):
                 problems.append({"key": key, "stated": str(value), "expected": None, "kind": "unsupported"})
+    for word, key in (guarded_words(leads, facts, unknown, vocabulary, matcher) if leads else {}).items():
+        if states_word(word, text) and not any(matcher.states(str(v), text) for v in leads[word]):
+            problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "partial"})
     return problems
 
 
-def _cut(part: str, value: str, matcher: AttributeMatcher) -> str:
-    """``part`` without the spans stating ``value`` (or a synonym)."""
-    for form in sorted(matcher.forms(value), key=len, reverse=True):
-        pat = value_pattern(form)
+def _cut(part: str, value: str, matcher: AttributeMatcher, exact: bool = False) -> str:
+    """``part`` without the spans stating ``value`` (or a synonym; ``exact``: the word as written)."""
+    forms = [value] if exact else sorted(matcher.forms(value), key=len, reverse=True)
+    for form in forms:
+        short = exact or (len(normalize(form)) <= 2 and not has_cjk(form))
+        pat = re.compile(r"(?<![\w'’])" + re.escape(normalize(form)) + r"(?!\w)") if exact else value_pattern(form)
         if pat is None:
             continue
-        short = len(normalize(form)) <= 2 and not has_cjk(form)
         hay = part if short else part.lower()
         spans = [m.span() for m in pat.finditer(hay)] if len(hay) == len(part) else []
         for a, b in reversed(spans):
@@ -72,21 +79,23 @@ def _cut(part: str, value: str, matcher: AttributeMatcher) -> str:
 
 
 def repair(text: str, values: Iterable[str], matcher: AttributeMatcher,
-           keep: Iterable[str] = ()) -> tuple[str, list[str]]:
-    """``text`` without what states any of ``values``; (new text, removed pieces). A clause that
-    states a value is dropped whole, unless it also states one of ``keep`` (the facts): then only
-    the value itself is cut out of it, so a fact written beside an unknown value survives."""
-    values, keep = list(dict.fromkeys(values)), list(keep)
+           keep: Iterable[str] = (), words: Iterable[str] = ()) -> tuple[str, list[str]]:
+    """``text`` without what states any of ``values`` or of ``words`` (whole words, as written);
+    (new text, removed pieces). A clause that states one is dropped whole, unless it also states
+    one of ``keep`` (the facts): then only the value itself is cut out of it, so a fact written
+    beside an unknown value survives."""
+    values, keep, words = list(dict.fromkeys(values)), list(keep), list(dict.fromkeys(words))
     kept, removed = [], []
     for part in clauses(text):
-        bad = [v for v in values if matcher.states(v, part)]
+        bad = [(v, False) for v in values if matcher.states(v, part)] + [(w, True) for w in words
+                                                                        if states_word(w, part)]
         if not bad:
             kept.append(part)
         elif any(matcher.states(k, part) for k in keep):
             cut = part
-            for v in bad:
-                cut = _cut(cut, v, matcher)
-            removed.extend(bad)
+            for v, exact in bad:
+                cut = _cut(cut, v, matcher, exact)
+            removed.extend(v for v, _ in bad)
             kept.append(cut)
         else:
             removed.append(part.strip())
@@ -112,16 +121,19 @@ def complete(text: str, facts: Mapping[str, str], matcher: AttributeMatcher, lan
 
 
 def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
-           matcher: AttributeMatcher, add_missing: bool = False, language: str = "en") -> tuple[str, dict]:
+           matcher: AttributeMatcher, add_missing: bool = False, language: str = "en",
+           leads: Optional[Mapping[str, Iterable[str]]] = None) -> tuple[str, dict]:
     """(the description to show, the ``verification`` object of the reply). ``add_missing``:
-    facts the text left out are appended (``added``), so every stated/confirmed value is in the draft."""
-    problems = check(text, facts, unknown, vocabulary, matcher)
+    facts the text left out are appended (``added``), so every stated/confirmed value is in the draft.
+    ``leads``: the index's leading words (``partial`` problems)."""
+    problems = check(text, facts, unknown, vocabulary, matcher, leads)
     keys = [*facts, *unknown]
     out = {"checked": len(keys), "problems": problems, "repaired": bool(problems), "removed": [], "added": [],
            "ok": True}
     if problems:
-        text, out["removed"] = repair(text, [p["stated"] for p in problems], matcher, facts.values())
-        out["ok"] = not check(text, facts, unknown, vocabulary, matcher)
+        text, out["removed"] = repair(text, [p["stated"] for p in problems if p["kind"] != "partial"], matcher,
+                                      facts.values(), [p["stated"] for p in problems if p["kind"] == "partial"])
+        out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads)
     if add_missing:
         text, out["added"] = complete(text, facts, matcher, language)
     return text, out

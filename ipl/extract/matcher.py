@@ -8,9 +8,15 @@ case-folded, spaces/hyphens/units tolerated, token boundaries for Latin values).
 states, skipping synonyms and parts of the true value (``iPhone 13`` inside ``iPhone 13 Pro``).
 ``across_categories(vocabulary, category)``: the values a description of ``category`` could
 wrongly state: the category's own, then every other category's values of the same keys.
+``leading_words(vocabulary, levels, texts, matcher)``: the distinctive first words of multi-word
+product values ("Michael" of "Michael Kors"), with which a draft names a product by a part;
+``guarded_words(leads, facts, unknown, vocabulary, matcher)``: those of them the evidence does
+not support (the guard blocks them, the verification drops them); ``states_word(word, text)``:
+the word as written, as a whole word.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.grounding import find_value
@@ -83,3 +89,55 @@ class AttributeMatcher:
                 if self.states(other, text):
                     out.append((key, str(other)))
         return out
+
+
+def leading_words(vocabulary: Mapping[str, Mapping[str, Iterable[str]]], levels, texts: Sequence[str],
+                  matcher: AttributeMatcher, common: float = 0.02) -> dict[str, list[str]]:
+    """The first word of each multi-word product-level value ("Michael" of "Michael Kors", "iPhone" of
+    "iPhone 12 Pro") -> those values (``vocabulary``: category -> key -> values; ``levels.level(key)``
+    says which keys are product-level), where the word is not an ordinary word of the sellers'
+    ``texts`` (it is in at most ``common`` of the texts that state none of its values: "The" of "The
+    North Face" is ordinary). The guard blocks whole values, so such a word alone could still be
+    written, or go on into a value nobody knows ("Michael Vuitton")."""
+    leads: dict[str, set[str]] = {}
+    for keys in vocabulary.values():
+        for key, values in keys.items():
+            if levels.level(key) == "product":
+                for v in map(str, values):
+                    if " " in v and len(v.split()[0]) >= 3:
+                        leads.setdefault(v.split()[0], set()).add(v)
+    out = {}
+    for word, values in sorted(leads.items()):
+        others = [t for t in texts if not any(matcher.states(v, t) for v in values)]
+        if others and sum(matcher.states(word, t) for t in others) / len(others) <= common:
+            out[word] = sorted(values)
+    return out
+
+
+def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], unknown: Sequence[str],
+                  vocabulary: Mapping[str, Iterable[str]], matcher: AttributeMatcher) -> dict[str, str]:
+    """Word -> key: the leading words (:func:`leading_words`) of the values the evidence does not
+    support -- any known value of a key left to the seller, any other value of a key with a fact --
+    that no fact contains ("iPhone" stays allowed beside the fact "iPhone 12")."""
+    allowed = {value_key(f) for fact in facts.values() for f in matcher.forms(fact)}
+    banned: dict[str, str] = {}
+    for key in [*facts, *unknown]:
+        for value in vocabulary.get(key, ()):
+            if key in facts and matcher.same(facts[key], value):
+                continue
+            banned.setdefault(value_key(value), key)
+    out = {}
+    for word, values in leads.items():
+        n = value_key(word)
+        if any(n in a for a in allowed):
+            continue
+        key = next((banned[value_key(v)] for v in values if value_key(v) in banned), None)
+        if key is not None:
+            out[str(word)] = key
+    return out
+
+
+def states_word(word: str, text: str) -> bool:
+    """``word`` as written (case and all) in ``text`` as a whole word: "Watch" of "Watch SE", not
+    "watch"."""
+    return re.search(r"(?<![\w'’])" + re.escape(normalize(word)) + r"(?!\w)", normalize(text or "")) is not None

@@ -2,31 +2,46 @@
 
 ``blocked_values(facts, unknown, vocabulary, limit)``: for each scored key with a fact, every
 other known value of the key in the category; for each key left to the seller, every known
-value (nothing calibrated supports any). Synonyms and parts of a fact stay allowed.
+value (nothing calibrated supports any). Synonyms and parts of a fact stay allowed. With
+``leads`` (the index's distinctive leading words of multi-word product values,
+:func:`ipl.extract.matcher.leading_words`), the leading words of those values that no fact
+contains are blocked too, each as a one-item list ``[word]``: as written only ("Michael",
+"iPhone", "Watch" but not "watch"), since blocking whole values leaves "Used iPhone 12" for a
+watch and "Michael Vuitton" possible.
 
 * transformers: :class:`ValueGuard`, a logits processor over the token sequences of those
   values (each spelled as written, capitalised and lower-case, with and without a leading
   space): when the text so far ends with all but the last token of a sequence, that last
   token is masked. One processor serves a batch, each row with its own list.
 * vLLM: the same strings as ``SamplingParams(bad_words=...)`` (vLLM tokenizes each with and
-  without a leading space itself).
+  without a leading space itself, as written; a ``[word]`` is sent as the word).
 
 What slips through (a spelling the vocabulary lacks) is caught by the verification after
 generation (:mod:`ipl.evidence.verify`).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from transformers import LogitsProcessor
 
-from ipl.extract.matcher import AttributeMatcher, value_key
+from ipl.extract.matcher import AttributeMatcher, guarded_words, value_key
+
+Blocked = Union[str, Sequence[str]]  # a value (all its spellings) or [word] (as written only)
 
 
 def blocked_values(facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
-                   matcher: Optional[AttributeMatcher] = None, limit: int = 2000) -> list[str]:
+                   matcher: Optional[AttributeMatcher] = None, limit: int = 2000,
+                   leads: Optional[Mapping[str, Iterable[str]]] = None) -> list[Blocked]:
     matcher = matcher or AttributeMatcher()
+    words = [[w] for w in guarded_words(leads, facts, unknown, vocabulary, matcher)] if leads else []
+    return words + _values(facts, unknown, vocabulary, matcher, max(0, limit - len(words)))
+
+
+def _values(facts, unknown, vocabulary, matcher: AttributeMatcher, limit: int) -> list[str]:
+    if limit <= 0:
+        return []
     allowed = set()
     for fact in facts.values():
         allowed |= {value_key(f) for f in matcher.forms(fact)}
@@ -49,10 +64,11 @@ def spellings(value: str) -> list[str]:
     return sorted({p + f for f in forms for p in ("", " ")})
 
 
-def token_sequences(tokenizer, values: Iterable[str]) -> list[list[int]]:
+def token_sequences(tokenizer, values: Iterable[Blocked]) -> list[list[int]]:
     seqs = set()
     for v in values:
-        for form in spellings(v):
+        forms = spellings(v) if isinstance(v, str) else [str(v[0]), " " + str(v[0])]
+        for form in forms:
             ids = tokenizer.encode(form, add_special_tokens=False)
             if ids:
                 seqs.add(tuple(ids))

@@ -85,6 +85,18 @@ def vocabulary(emb_dir: Path, holdout: set) -> dict[str, dict[str, list[str]]]:
     return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 
 
+def leads_of(emb_dir: Path, holdout: set, known: dict, levels, sample: int = 5000) -> dict[str, list[str]]:
+    """The distinctive leading words of the multi-word product values in ``known`` (the
+    :func:`vocabulary`), judged ordinary or not on the indexed listings' descriptions (evenly
+    spaced, at most ``sample``): :func:`ipl.extract.matcher.leading_words`, for the guard."""
+    from ipl.extract.matcher import AttributeMatcher, leading_words
+
+    _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("description",))
+    texts = [t for t in meta["description"] if t]
+    step = max(1, len(texts) // max(1, sample))
+    return leading_words(known, levels, texts[::step][:sample], AttributeMatcher())
+
+
 def hits_with_values(index, vectors: np.ndarray, k: int) -> list[list[dict]]:
     """``index.search`` with each hit's grounded attribute values (``values``), as serving extracts them."""
     from ipl.extract.grounding import grounded_values

@@ -104,6 +104,13 @@ class ShardedIndex:
         return self._merged[category]
 
     @property
+    def leading_words(self) -> dict[str, list[str]]:
+        """Distinctive leading word of multi-word product values -> those values (the manifest's
+        ``leading_words``; empty for a version built before them): the guard blocks the ones the
+        evidence does not support (:func:`ipl.extract.matcher.guarded_words`)."""
+        return self.manifest.get("leading_words") or {}
+
+    @property
     def version(self) -> str:
         return self.manifest["version"]
 

@@ -229,7 +229,8 @@ class Perception:
             return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,
                     "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo,
                     "category": predicted, "vector": vec.tolist(), "fingerprint": self.clip.fingerprint,
-                    "vocabulary": {"category": named, "keys": index.vocabulary(named) if named else {}}}
+                    "vocabulary": {"category": named, "keys": index.vocabulary(named) if named else {},
+                                   "leads": index.leading_words}}
 
     async def perceive(self, images: Sequence, category: Optional[str] = None, vectors=None,
                        fingerprint: Optional[str] = None, k: int = 0) -> dict:
@@ -259,7 +260,7 @@ class Perception:
     async def vocabulary(self, category: str) -> dict:
         """Scored key -> the values the indexed listings of ``category`` state (the guard's lists)."""
         with self.holder.lease() as index:
-            return {"version": index.version, "keys": index.vocabulary(category)}
+            return {"version": index.version, "keys": index.vocabulary(category), "leads": index.leading_words}
 
     def status(self) -> dict:
         idx = self.holder.index

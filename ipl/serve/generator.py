@@ -148,24 +148,26 @@ class TransformersBackend:
         if needs_probe(self.dtype, device):  # fp16 on a GPU: refuse to serve NaNs
             probe_vlm(self.vlm, self.dtype, f"VLM {path}")
         self.cfg = cfg
-        self._sequences: dict[str, list[list[int]]] = {}
+        self._sequences: dict = {}  # blocked value (str) or word (tuple) -> token sequences
         self._eos = _eos_ids(self.vlm)
         self._pending: "queue.Queue[_Job]" = queue.Queue()
         self.batches = {"batches": 0, "rows": 0, "max_rows": 0}
         self._worker = threading.Thread(target=self._loop, name="ipl-generate", daemon=True)
         self._worker.start()
 
-    def banned(self, blocked: Sequence[str]) -> list[list[int]]:
-        """Token sequences of the blocked values (each value's spellings tokenized once, then cached)."""
+    def banned(self, blocked: Sequence) -> list[list[int]]:
+        """Token sequences of the blocked values and words (:mod:`ipl.generate.guard`; each
+        tokenized once, then cached)."""
         from ipl.generate.guard import token_sequences
 
         out = []
         for value in blocked:
-            if value not in self._sequences:
+            key = value if isinstance(value, str) else ("=", *value)
+            if key not in self._sequences:
                 if len(self._sequences) > 100_000:
                     self._sequences.clear()
-                self._sequences[value] = token_sequences(self.vlm.processor.tokenizer, [value])
-            out += self._sequences[value]
+                self._sequences[key] = token_sequences(self.vlm.processor.tokenizer, [value])
+            out += self._sequences[key]
         return out
 
     async def choose(self, messages: list[dict], images: list, choices: Sequence[str]) -> tuple[str, float]:

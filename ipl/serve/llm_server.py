@@ -134,8 +134,8 @@ def chat_request(model: str, messages: list[dict], images: Sequence, max_tokens:
                             "temperature": 0.0, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
-    if bad_words:
-        body["bad_words"] = list(bad_words)  # vLLM bans each word with and without a leading space
+    if bad_words:  # vLLM bans each as written, with and without a leading space
+        body["bad_words"] = [b if isinstance(b, str) else str(b[0]) for b in bad_words]
     if allowed_token_ids:
         body["allowed_token_ids"] = list(allowed_token_ids)
     if top_logprobs:

@@ -61,6 +61,11 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert vocab and all(scored & set(keys) for keys in vocab.values())
     # the item's own condition too: a draft states it only when the seller gave it (guard, verification)
     assert any("Condition" in keys for keys in vocab.values())
+    # the distinctive first words of multi-word product values ("iPhone" of "iPhone 12"), which the guard
+    # blocks where their values are blocked; never an ordinary word of the sellers' texts
+    leads = json.loads((cfg.index_root / s["version"] / "manifest.json").read_text())["leading_words"]
+    assert leads and all(v.startswith(w + " ") for w, values in leads.items() for v in values)
+    assert not {"The", "the", "New", "Used"} & set(leads)
 
     # a held-out photo: its SKU's other listings are in the index; hits carry metadata
     clip = load_clip(cfg.clip_dir)

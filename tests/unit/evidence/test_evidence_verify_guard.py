@@ -2,7 +2,7 @@
 import torch
 
 from ipl.evidence.verify import check, clauses, repair, verify
-from ipl.extract.matcher import AttributeMatcher
+from ipl.extract.matcher import AttributeMatcher, guarded_words, states_word
 from ipl.generate.guard import ValueGuard, blocked_values, token_sequences
 
 M = AttributeMatcher([["grey", "gray"]])
@@ -51,6 +51,49 @@ def test_blocked_values_keep_the_facts_their_parts_and_synonyms():
     assert set(blocked) == {"Galaxy S10", "Blue", "Red", "Apple", "Samsung", "Sony"}
     assert blocked_values({}, ["Brand", "Model", "Color"], VOCAB, M, limit=4) == ["Apple", "Samsung", "Sony",
                                                                                  "iPhone 12"]
+
+
+LEADS = {"iPhone": ["iPhone 12", "iPhone 12 Pro"], "Michael": ["Michael Kors"], "Watch": ["Watch SE"]}
+BAGS = {**VOCAB, "Brand": [*VOCAB["Brand"], "Michael Kors", "Louis Vuitton"], "Model": [*VOCAB["Model"], "Watch SE"]}
+
+
+def test_leading_words_are_guarded_unless_a_fact_holds_them():
+    """A product named by a part ("Michael Vuitton", "Used iPhone 12" for a watch) got past the guard
+    of whole values: the leading word of a value the evidence does not support is blocked too,
+    as written only, and allowed when a fact contains it."""
+    assert guarded_words(LEADS, {}, ["Brand", "Model"], BAGS, M) == {"iPhone": "Model", "Michael": "Brand",
+                                                                     "Watch": "Model"}
+    # "iPhone 12 Pro" is blocked beside the fact "iPhone 12", but its first word is the fact's too
+    assert guarded_words(LEADS, {"Model": "iPhone 12", "Brand": "Michael Kors"}, [], BAGS, M) == {"Watch": "Model"}
+    assert guarded_words(LEADS, {"Brand": "Apple"}, [], BAGS, M) == {"Michael": "Brand"}  # another brand
+    assert guarded_words(LEADS, {}, ["Color"], BAGS, M) == {}  # no blocked value starts with them
+    blocked = blocked_values({"Model": "iPhone 12"}, ["Color"], BAGS, M, leads=LEADS)
+    assert blocked[:1] == [["Watch"]] and "iPhone 12 Pro" in blocked and "iPhone" not in blocked
+    assert blocked_values({"Model": "iPhone 12"}, ["Color"], BAGS, M) == blocked[1:]  # without leads: as before
+    assert states_word("Watch", "Watch in box.") and not states_word("Watch", "Great watch, Watches too")
+
+
+def test_a_leading_word_is_banned_as_written_only(tiny_vlm):
+    tok = tiny_vlm.processor.tokenizer
+    word = {tuple(s) for s in token_sequences(tok, [["Watch"]])}
+    assert word == {tuple(tok.encode(f, add_special_tokens=False)) for f in ("Watch", " Watch")}
+    assert {tuple(tok.encode(" watch", add_special_tokens=False))} <= {tuple(s) for s in token_sequences(tok, ["Watch"])}
+    assert not {tuple(tok.encode(" watch", add_special_tokens=False))} & word
+
+
+def test_verification_drops_a_product_named_by_a_part():
+    text, v = verify("Letting go of my Michael Vuitton, black leather. Great watch.", {}, ["Brand"], BAGS, M,
+                     leads=LEADS)
+    assert text == "black leather. Great watch." and v["ok"]
+    assert v["problems"] == [{"key": "Brand", "stated": "Michael", "expected": None, "kind": "partial"}]
+    # a clause that also states a fact keeps the fact and loses only the word
+    text, v = verify("Used iPhone 12 Apple watch.", {"Brand": "Apple"}, ["Model"], BAGS, M, leads=LEADS)
+    assert text == "Used Apple watch." and v["ok"] and [p["kind"] for p in v["problems"]] == ["unsupported"]
+    text, v = verify("Used iPhone, Apple watch.", {"Brand": "Apple"}, ["Model"], BAGS, M, leads=LEADS)
+    assert text == "Apple watch." and [p["kind"] for p in v["problems"]] == ["partial"] and v["ok"]
+    # the ordinary word in lower case, and the word beside the fact that holds it, are no problem
+    assert check("Great watch, works.", {"Brand": "Apple"}, ["Model"], BAGS, M, LEADS) == []
+    assert check("My iPhone 12, like new.", {"Model": "iPhone 12"}, [], BAGS, M, LEADS) == []
 
 
 def test_value_guard_masks_the_last_token_after_its_prefix():
