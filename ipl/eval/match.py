@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from ipl.extract.matcher import AttributeMatcher, leading_words
+from ipl.extract.matcher import AttributeMatcher, leading_words, states_word
 
 __all__ = ["AttributeMatcher", "AttributeScore", "leading_words", "listing_facts", "partial_values", "vocabulary_of"]
 
@@ -95,12 +95,13 @@ def vocabulary_of(truths: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, 
 
 def partial_values(text: str, truth: Mapping[str, str], leads: Mapping[str, Iterable[str]], matcher: AttributeMatcher
                    ) -> list[str]:
-    """The distinctive leading words (:func:`leading_words`) a description writes without the whole
-    value it starts and that no true value of the item contains: a product named by a part."""
+    """The distinctive leading words (:func:`leading_words`) a description writes as written (a whole
+    word, case and all: "Watch" of "Watch SE", not the common noun "watch") without the whole value
+    it starts and that no true value of the item contains: a product named by a part."""
     true = " ".join(str(v) for v in (truth or {}).values())
     return [word for word, values in leads.items()
             if not matcher.states(word, true) and not any(matcher.states(v, text) for v in values)
-            and matcher.states(word, text)]
+            and states_word(word, text)]
 
 
 def listing_facts(matcher: AttributeMatcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict

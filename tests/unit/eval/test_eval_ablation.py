@@ -121,6 +121,7 @@ def test_a_product_named_by_a_part_of_a_known_value_is_counted():
     assert partial_values("Used iPhone 12 Pro", watch, leads, m) == []  # a whole value: the wrong values count it
     assert partial_values("My iPhone 11, like new", {"Brand": "Apple", "Model": "iPhone 11"}, leads, m) == []
     assert partial_values("The jacket, the warmest", {"Brand": "Uniqlo"}, leads, m) == []
+    assert partial_values("My own iphone case", watch, leads, m) == []  # as written only, like the guard
 
 
 def test_retrieval_summary_leaves_identical_out_for_unseen_skus():
