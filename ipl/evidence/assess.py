@@ -8,7 +8,10 @@ confirmed, and whether the photos are in the index's domain at all.
 
 Raw score of a value ``v`` of a key from a set of hits ``H``: similarity-weighted agreement
 with a pseudo-count, ``sum(w_h, h in H states v) / (sum(w_h, h in H states the key) + alpha)``
-with ``w_h = exp((s_h - s_top) / tau)`` (``s_top``: the best similarity of the draft's hits).
+with ``w_h = exp((s_h - s_top) / tau)`` (``s_top``: the best similarity of the draft's hits, or
+the tier's fixed ``anchor``: then listings far from the photo weigh little against ``alpha``
+however well they agree; each tier's ``tau``, ``alpha`` and anchor come from the calibration's
+score search, :mod:`ipl.evidence.fit`).
 One listing alone scores at most ``1 / (1 + alpha)``; several agreeing listings close to the
 top approach 1; listings far below the top count little. Bases and the levels they may state:
 
@@ -88,18 +91,27 @@ def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alph
     return sorted(out, key=lambda c: -c["raw"])
 
 
+def score_setting(calibration: Mapping, tier: Optional[Mapping]) -> tuple[float, float, Optional[float]]:
+    """(tau, alpha, anchor) of a tier's agreement score: the tier's own (``score``, chosen by the
+    calibration's score search), else the calibration's; anchor None: the draft's best similarity."""
+    own = (tier or {}).get("score") or {}
+    return (float(own.get("tau", calibration.get("tau", DEFAULT_TAU))),
+            float(own.get("alpha", calibration.get("alpha", DEFAULT_ALPHA))),
+            None if own.get("anchor") is None else float(own["anchor"]))
+
+
 def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapping,
                    photo: Optional[Sequence[dict]] = None, caption: Optional[dict] = None) -> list[dict]:
     """Every (basis, value) candidate of one key: raw score, calibrated confidence, stateable or not.
     ``photo``: a photo classifier's ``[{"value", "score"}]`` for this key (basis ``photo``);
     ``caption``: the ``{"value", "score"}`` a caption states for it (basis ``caption``)."""
     tiers = calibration.get("tiers") or {}
-    tau, alpha = calibration.get("tau", DEFAULT_TAU), calibration.get("alpha", DEFAULT_ALPHA)
     top = max((float(h.get("score", 0.0)) for h in hits), default=0.0)
     out = []
     for basis in BASES[level]:
         tier = tier_for(tiers, basis, level, key)
-        for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top):
+        tau, alpha, anchor = score_setting(calibration, tier)
+        for c in scored_values(basis_hits(hits, basis), key, tau, alpha, top if anchor is None else anchor):
             out.append({**c, "basis": basis, "confidence": round(confidence(tier, c["raw"]), 4),
                         "passes": (basis, level) in STATEABLE and passes(tier, c["raw"])})
     tier = tier_for(tiers, "photo", level, key)

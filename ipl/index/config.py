@@ -111,6 +111,10 @@ class EvidenceConfig(Strict):
     tau: float = Field(0.05, gt=0, description="Similarity temperature of the agreement weights.")
     alpha: float = Field(1.0, ge=0, description="Pseudo-count of the agreement score (one listing alone scores at "
                          "most 1/(1+alpha)).")
+    score_search: bool = Field(True, description="Each stated retrieval value tier chooses its agreement score "
+                               "(tau, alpha, and the similarity its weights are measured from) from a small grid by "
+                               "cross-fitted recall at the target precision on the held-out queries (false: tau and "
+                               "alpha as given, weights from the draft's best similarity).")
     key_min_candidates: int = Field(100, ge=0, description="A key gets value tiers of its own (e.g. "
                                     "similar:product:brand beside similar:product) when the held-out queries give at "
                                     "least this many candidates of it; rarer keys share their level's tier (0: level "

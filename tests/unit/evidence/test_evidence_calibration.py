@@ -108,3 +108,35 @@ def test_each_key_gets_its_own_tier_when_the_held_out_queries_give_it_enough_can
     assert names.index("similar:product:brand") == names.index("similar:product") + 1
     out = {a["key"]: a for a in assess(["Brand", "Model"], KeyLevels(), queries[1]["hits"], ev)}
     assert out["Brand"]["status"] == "stated" and out["Model"]["status"] == "to_confirm"
+
+
+def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreement():
+    """Half the queries have one near copy stating the right model (the others far and silent);
+    half have only distant listings that all agree on a wrong model. Weighted from the draft's own
+    best similarity the distant agreement scores highest, so the default score states nothing at
+    precision 0.95; the search finds a score measured from a fixed similarity, the tier is enabled
+    with it, and serving's candidates are scored with the tier's setting."""
+    from ipl.evidence.assess import key_candidates
+
+    levels = KeyLevels()
+    queries = []
+    for i in range(120):
+        sku = f"s{i}"
+        if i % 2:
+            hits = [_hit(f"n{i}", sku, 0.96 + 0.0002 * (i % 7), Model=f"M{i}")] + \
+                   [_hit(f"f{i}{j}", f"o{i}{j}", 0.70 - 0.01 * j) for j in range(5)]
+        else:
+            hits = [_hit(f"f{i}{j}", f"o{i}{j}", 0.72 - 0.002 * j, Model="Wrong") for j in range(6)]
+        queries.append({"sku_id": sku, "category": "phone", "truth": {"Model": f"M{i}"},
+                        "predicted": ("phone", 0.99), "hits": hits})
+    plain = calibrate(queries, levels, 0.95, 10, 8, key_min_candidates=0)
+    found = calibrate(queries, levels, 0.95, 10, 8, key_min_candidates=0, score_search=True)
+    assert not plain["tiers"]["similar:product"]["enabled"]
+    tier = found["tiers"]["similar:product"]
+    assert tier["enabled"] and tier["score"]["anchor"] is not None and tier["precision"] >= 0.95
+    assert tier["search"]["chosen"]["recall"] > tier["search"]["default"]["recall"] == 0
+    assert tier["search"]["chosen"]["precision"] >= 0.95 and found["score_search"] is True
+    near, far = queries[1]["hits"], queries[0]["hits"]
+    assert key_candidates(near, "Model", "product", found)[0]["passes"]
+    assert not key_candidates(far, "Model", "product", found)[0]["passes"]
+    assert not key_candidates(near, "Model", "product", plain)[0]["passes"]
