@@ -102,6 +102,9 @@ def test_each_row_has_its_own_guard(backends):
     (guarded, _), (unguarded, _) = asyncio.run(together())
     assert words[0] not in "".join(guarded)
     assert "".join(unguarded) == free  # the other row of the same batch is not guarded
+    # a guarded leading word ([word], ipl.generate.guard): banned as written
+    exact, _ = asyncio.run(collect(batched, PROMPTS[0], 0, 16, blocked=[[words[0]]]))
+    assert not re.search(rf"(?<![A-Za-z]){words[0]}(?![A-Za-z])", "".join(exact)), (words[0], free, exact)
 
 
 def test_ignore_eos_decodes_past_the_end_of_text(tiny_vlm, tmp_path):

@@ -88,6 +88,8 @@ def test_a_request_is_greedy_and_carries_the_guard():
     body = chat_request("ipl-vlm", [{"role": "user", "content": "x"}], [], 64, True, ["Samsung", "red"])
     assert body["temperature"] == 0.0 and body["max_tokens"] == 64 and body["stream"]
     assert body["bad_words"] == ["Samsung", "red"] and body["stream_options"] == {"include_usage": True}
+    # a guarded leading word ([word]: as written only) goes to vLLM as the word, which it bans as written
+    assert chat_request("ipl-vlm", [], [], 8, True, ["Samsung", ["Michael"]])["bad_words"] == ["Samsung", "Michael"]
     one = chat_request("ipl-vlm", [{"role": "user", "content": "x"}], [], 1, False, allowed_token_ids=[5, 3],
                        top_logprobs=2)
     assert one["allowed_token_ids"] == [5, 3] and one["logprobs"] and one["top_logprobs"] == 2
