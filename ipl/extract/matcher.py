@@ -106,10 +106,17 @@ def leading_words(vocabulary: Mapping[str, Mapping[str, Iterable[str]]], levels,
                 for v in map(str, values):
                     if " " in v and len(v.split()[0]) >= 3:
                         leads.setdefault(v.split()[0], set()).add(v)
+    squeezed = [value_key(t) for t in texts]  # a text can state a value only if it holds its letters in a row
+    keys: dict[str, list[str]] = {}
+
+    def says(value: str, i: int) -> bool:
+        if value not in keys:
+            keys[value] = [value_key(f) for f in matcher.forms(value)]
+        return any(k in squeezed[i] for k in keys[value]) and matcher.states(value, texts[i])
     out = {}
     for word, values in sorted(leads.items()):
-        others = [t for t in texts if not any(matcher.states(v, t) for v in values)]
-        if others and sum(matcher.states(word, t) for t in others) / len(others) <= common:
+        others = [i for i in range(len(texts)) if not any(says(v, i) for v in values)]
+        if others and sum(says(word, i) for i in others) / len(others) <= common:
             out[word] = sorted(values)
     return out
 
