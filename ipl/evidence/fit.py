@@ -61,6 +61,7 @@ SEARCHED = {("identical", "product"), ("identical", "sku"), ("similar", "product
 SEARCH_TAUS = (0.005, 0.01, 0.02, 0.05, 0.1)
 SEARCH_ALPHAS = (0.25, 1.0, 3.0)
 SEARCH_ANCHOR_QUANTILES = (0.25, 0.5, 0.75, 0.9)  # of the held-out queries' best similarity; plus the draft's own
+SEARCH_MAX_QUERIES = 5000  # the search reads the queries of every n-th SKU past this; thresholds read all
 
 
 def mark_identical(hits: Sequence[dict], tier: Mapping) -> list[dict]:
@@ -183,6 +184,11 @@ def _search(used: Sequence[tuple], tier: str, default: Mapping, top_sim: Sequenc
     anchors = [None, *sorted({round(float(np.quantile(top_sim, q)), 4) for q in SEARCH_ANCHOR_QUANTILES})]
     grid = [default] + [{"tau": t, "alpha": a, "anchor": an} for t in SEARCH_TAUS for a in SEARCH_ALPHAS
                         for an in anchors if (t, a, an) != (default["tau"], default["alpha"], default["anchor"])]
+    if len(used) > SEARCH_MAX_QUERIES:  # whole SKUs, so both conditions of a listing stay together
+        skus = sorted({str(u[0]) for u in used})
+        step = -(-len(used) // SEARCH_MAX_QUERIES)
+        keep = set(skus[::step])
+        used = [u for u in used if str(u[0]) in keep]
     best, best_fit, first = default, None, None
     for setting in grid:
         xs, ys, gs = _samples(used, setting, only=tier).get(tier, ([], [], []))

@@ -110,7 +110,7 @@ def test_each_key_gets_its_own_tier_when_the_held_out_queries_give_it_enough_can
     assert out["Brand"]["status"] == "stated" and out["Model"]["status"] == "to_confirm"
 
 
-def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreement():
+def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreement(monkeypatch):
     """Half the queries have one near copy stating the right model (the others far and silent);
     half have only distant listings that all agree on a wrong model. Weighted from the draft's own
     best similarity the distant agreement scores highest, so the default score states nothing at
@@ -140,3 +140,10 @@ def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreem
     assert key_candidates(near, "Model", "product", found)[0]["passes"]
     assert not key_candidates(far, "Model", "product", found)[0]["passes"]
     assert not key_candidates(near, "Model", "product", plain)[0]["passes"]
+    # past SEARCH_MAX_QUERIES the search reads whole SKUs' queries of every n-th SKU: the same choice
+    import ipl.evidence.fit as fit
+
+    monkeypatch.setattr(fit, "SEARCH_MAX_QUERIES", 60)
+    sampled = calibrate(queries, levels, 0.95, 10, 8, key_min_candidates=0, score_search=True)
+    assert sampled["tiers"]["similar:product"]["score"]["anchor"] is not None
+    assert sampled["tiers"]["similar:product"]["enabled"]
