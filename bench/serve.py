@@ -13,6 +13,11 @@ the first description text over the whole draft). Everything is measured side by
 3. Chinese drafts (``language=zh``) through the graph at concurrency 1: time to the first
    ``delta`` over the whole draft (the output monitor releases Chinese text by characters).
 
+The top concurrency is run again side by side with photo batching off, or with the Serve config
+overrides of ``--compare KEY=VALUE ...`` (e.g. ``--compare generate.stream_items_per_s=200``).
+Each row also reports the ``delta`` events of a draft (p50): each is a message through Ray
+Serve's router and the HTTP proxy.
+
 ``--guard`` measures only the cost of the trust layer: the same in-process stages driven by two
 pipelines, one with the decode-time guard and the verification on and one with both off
 (abstention on in both, so the prompts are the same), requests alternating between them one
@@ -120,7 +125,7 @@ def http_draft(url, photo, language="en"):
     req = urllib.request.Request(url + "/v1/listings/draft", data=body, method="POST", headers={"Content-Type": ctype})
     t = time.monotonic()
     first_event = first_text = None
-    meta = None
+    meta, deltas = None, 0
     try:
         with urllib.request.urlopen(req, timeout=600) as resp:
             event = None
@@ -132,13 +137,15 @@ def http_draft(url, photo, language="en"):
                         first_event = time.monotonic() - t
                 elif line.startswith("data: ") and event == "meta":
                     meta = json.loads(line[6:])
-                elif line.startswith("data: ") and event == "delta" and first_text is None:
-                    first_text = time.monotonic() - t
+                elif line.startswith("data: ") and event == "delta":
+                    deltas += 1
+                    if first_text is None:
+                        first_text = time.monotonic() - t
         status = 200
     except urllib.error.HTTPError as exc:
         status = exc.code
     return {"status": status, "total": time.monotonic() - t, "first_event": first_event, "first_text": first_text,
-            "perception_ms": meta["timings"]["perception_ms"] if meta else None}
+            "perception_ms": meta["timings"]["perception_ms"] if meta else None, "deltas": deltas}
 
 
 def wait_healthy(url, timeout=180):
@@ -169,7 +176,7 @@ def summary(name, rows, wall):
             "p50_s": pct(col("total"), 50), "p95_s": pct(col("total"), 95),
             "first_event_p50_s": pct(col("first_event"), 50), "first_text_p50_s": pct(col("first_text"), 50),
             "throughput_rps": len(ok) / wall if wall else float("nan"),
-            "perception_ms_p50": pct(col("perception_ms"), 50),
+            "perception_ms_p50": pct(col("perception_ms"), 50), "deltas_p50": pct(col("deltas"), 50),
             "first_text_share_p50": pct([r["first_text"] / r["total"] for r in ok
                                          if r.get("first_text") is not None and r["first_text"] == r["first_text"]], 50)}
 
@@ -185,6 +192,8 @@ def main() -> None:
     ap.add_argument("--guard", action="store_true", help="only the guard + verification cost (in-process A/B)")
     ap.add_argument("--skip-unbatched", action="store_true", help="skip the side-by-side run at the top concurrency "
                     "with the cross-request photo batching off (safety/retrieval.batch_photos=1)")
+    ap.add_argument("--compare", nargs="+", metavar="KEY=VALUE", help="the side-by-side run at the top concurrency "
+                    "with these Serve config overrides instead of photo batching off")
     ap.add_argument("extra", nargs="*", help="extra key=value overrides of the Serve config")
     args = ap.parse_args()
     overrides = [f"run.name={args.run}", f"http.port={args.port}", "pipeline.max_inflight=64",
@@ -227,14 +236,15 @@ def main() -> None:
             from ipl.serve.app import build
 
             top = max(args.concurrency)
-            alone = load_serve_config(REPO / "serve_configs" / "local.yaml",
-                                      [*overrides, "safety.batch_photos=1", "retrieval.batch_photos=1"])
+            other = args.compare or ["safety.batch_photos=1", "retrieval.batch_photos=1"]
+            alone = load_serve_config(REPO / "serve_configs" / "local.yaml", [*overrides, *other])
             serve.run(build(alone), name=alone.name, route_prefix=alone.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
                 http_draft(url, photos[0])
             rows, wall = load(url, photos, top, max(args.requests, 2 * top))
-            unbatched = summary(f"Serve graph, concurrency {top}, photo batching off", rows, wall)
+            unbatched = summary(f"Serve graph, concurrency {top}, " + (" ".join(args.compare) if args.compare
+                                                                       else "photo batching off"), rows, wall)
             serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
@@ -248,11 +258,11 @@ def main() -> None:
     print(f"\nmachine: {os.cpu_count()} cores, no GPU; run {args.run}; generate.max_new_tokens="
           f"{cfg.generate.max_new_tokens}")
     print(f"{'what':<38}{'ok/n':>8}{'p50 s':>8}{'p95 s':>8}{'1st ev':>8}{'1st txt':>8}{'txt/tot':>8}{'req/s':>8}"
-          f"{'perc ms':>9}")
+          f"{'perc ms':>9}{'deltas':>8}")
     for r in results:
         print(f"{r['what']:<38}{str(r['ok']) + '/' + str(r['requests']):>8}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}"
               f"{r['first_event_p50_s']:>8.2f}{r['first_text_p50_s']:>8.2f}{r['first_text_share_p50']:>8.2f}"
-              f"{r['throughput_rps']:>8.2f}{r['perception_ms_p50']:>9.1f}")
+              f"{r['throughput_rps']:>8.2f}{r['perception_ms_p50']:>9.1f}{r['deltas_p50']:>8.0f}")
     base, c1 = results[0], results[1]
     print(f"Serve graph at concurrency 1 / in-process p50 latency: {c1['p50_s'] / base['p50_s']:.2f}x")
     for r in results[2:-1]:
@@ -260,8 +270,9 @@ def main() -> None:
               f"(/ in-process: {r['throughput_rps'] / base['throughput_rps']:.2f}x)")
     if not args.skip_unbatched:
         on = next(r for r in results if r["what"] == f"Serve graph, concurrency {max(args.concurrency)}")
-        print(f"photo batching at concurrency {max(args.concurrency)}: {on['throughput_rps']:.2f} req/s on vs "
-              f"{unbatched['throughput_rps']:.2f} off ({on['throughput_rps'] / unbatched['throughput_rps']:.2f}x), "
+        other = " ".join(args.compare) if args.compare else "photo batching off"
+        print(f"at concurrency {max(args.concurrency)}: {on['throughput_rps']:.2f} req/s as configured vs "
+              f"{unbatched['throughput_rps']:.2f} with {other} ({unbatched['throughput_rps'] / on['throughput_rps']:.2f}x), "
               f"p95 {on['p95_s']:.2f} vs {unbatched['p95_s']:.2f} s")
     zh = results[-1]
     print(f"Chinese drafts: time to first description text / total time, p50: {zh['first_text_share_p50']:.2f}")
