@@ -118,6 +118,13 @@ def ensure_ray(cfg: RayConfig):
     # on by default; where stdout is not a terminal Ray Data logs the progress every 10 s instead of bars
     ctx.enable_progress_bars = cfg.progress
     ctx.print_on_execution_start = False
+    if not verbose():
+        # Ray Data's high-memory detector compares a read task's *worker process* (600 MiB once it has
+        # imported torch for an earlier task) with the task's memory request and warns now and then;
+        # the reads here hold a few MiB of parquet. --verbose keeps it.
+        detectors = getattr(ctx, "issue_detectors_config", None)
+        if detectors is not None and hasattr(detectors, "high_memory_detector_config"):
+            detectors.high_memory_detector_config.detection_time_interval_s = -1
     return ray
 
 

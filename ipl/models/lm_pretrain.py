@@ -159,7 +159,7 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     losses: list[float] = []
-    start = time.time()
+    start = last = time.time()
     for step in range(1, steps + 1):
         loss = model(**batches(batch_size)).loss
         loss.backward()
@@ -168,8 +168,9 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.detach().item())
-        if progress and (step % 50 == 0 or step == steps):
-            rate = step / (time.time() - start)
+        if progress and (time.time() - last >= 10 or step == steps):  # a line every 10 s, however slow the steps
+            last = time.time()
+            rate = step / (last - start)
             progress(f"tiny VLM copy pretraining: step {step}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
                      f"ETA {(steps - step) / rate:.0f}s")
     model.eval()
