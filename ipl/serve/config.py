@@ -173,10 +173,6 @@ class GenerateConfig(Strict):
     stream_interval_ms: float = Field(20.0, ge=0, description="transformers backend: after the first text (sent at "
                                       "once), text decoded within this interval is sent on as one stream item (0: "
                                       "every token as it comes).")
-    stream_items_per_s: float = Field(0.0, ge=0, description="transformers backend: under load each stream's interval "
-                                      "grows so that the replica's open streams together send about this many items "
-                                      "a second (each is a message through Ray Serve's router and the proxy); the "
-                                      "first text still leaves at once (0: the fixed stream_interval_ms).")
     batch_wait_ms: float = Field(5.0, ge=0, description="transformers backend: how long a free model waits for more "
                                  "requests to join the batch it is about to start.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import re
 import threading
-from typing import AsyncIterator, Callable, Optional, Sequence, Union
+from typing import AsyncIterator, Optional, Sequence
 
 from ipl.generate.prompts import description_messages
 from ipl.photos import counts, counts_since
@@ -77,12 +77,11 @@ def fit_context(tokenizer, build, images: list, max_tokens: int) -> tuple[list[d
     return messages, images
 
 
-async def coalesced(queue: asyncio.Queue, interval: Union[float, Callable[[], float]]) -> AsyncIterator[dict]:
+async def coalesced(queue: asyncio.Queue, interval: float) -> AsyncIterator[dict]:
     """The items of ``queue`` until the last one (a dict without ``text``), text joined so that one
-    item leaves at most every ``interval`` seconds (a number, or a function read before each item):
-    each streamed item is a message through Ray and the proxy, and one per token costs more than
-    the token. The first text leaves at once (what was decoded already comes with it), so the
-    time to the first text pays no interval."""
+    item leaves at most every ``interval`` seconds: each streamed item is a message through Ray
+    and the proxy, and one per token costs more than the token. The first text leaves at once
+    (what was decoded already comes with it), so the time to the first text pays no interval."""
     loop = asyncio.get_running_loop()
     sent: Optional[float] = None
     while True:
@@ -90,8 +89,7 @@ async def coalesced(queue: asyncio.Queue, interval: Union[float, Callable[[], fl
         if "text" not in item:
             yield item
             return
-        gap = interval() if callable(interval) else interval
-        deadline, last = (loop.time() if sent is None else sent + gap), None
+        deadline, last = (loop.time() if sent is None else sent + interval), None
         while last is None:
             remaining = deadline - loop.time()
             if remaining <= 0 and queue.empty():
@@ -150,7 +148,6 @@ class TransformersBackend:
         if needs_probe(self.dtype, device):  # fp16 on a GPU: refuse to serve NaNs
             probe_vlm(self.vlm, self.dtype, f"VLM {path}")
         self.cfg = cfg
-        self._streams = 0  # streams open on this replica (decoding or waiting for a batch)
         self._sequences: dict = {}  # blocked value (str) or word (tuple) -> token sequences
         self._eos = _eos_ids(self.vlm)
         self._pending: "queue.Queue[_Job]" = queue.Queue()
@@ -184,19 +181,8 @@ class TransformersBackend:
         queue: asyncio.Queue = asyncio.Queue()
         self._pending.put(_Job(messages, images, max_new_tokens, cancel, list(blocked), asyncio.get_running_loop(),
                                queue))
-        self._streams += 1
-        try:
-            async for item in coalesced(queue, self._interval):
-                yield item
-        finally:
-            self._streams -= 1
-
-    def _interval(self) -> float:
-        """Seconds between one stream's items: ``generate.stream_interval_ms``, longer under load so
-        that this replica's streams together send about ``generate.stream_items_per_s`` items (each
-        costs the ingress and the proxy a message; a stream's first text still leaves at once)."""
-        base, rate = self.cfg.stream_interval_ms / 1000, self.cfg.stream_items_per_s
-        return max(base, self._streams / rate) if rate else base
+        async for item in coalesced(queue, self.cfg.stream_interval_ms / 1000):
+            yield item
 
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:

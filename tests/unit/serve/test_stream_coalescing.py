@@ -46,33 +46,3 @@ def test_interval_zero_sends_each_token_as_it_comes():
         return out
 
     assert asyncio.run(go()) == [{"text": "t0 "}, {"text": "t1 "}, {"text": "t2 "}, {"finish_reason": "stop"}]
-
-
-def test_the_interval_may_change_under_load():
-    """A function interval is read before each item: 0 while the replica is quiet (each token as it
-    comes), long once many streams are open (later text joined until the end)."""
-    from types import SimpleNamespace
-
-    from ipl.serve.generator import TransformersBackend
-
-    async def go(gaps):
-        q: asyncio.Queue = asyncio.Queue()
-        stream, out = coalesced(q, lambda: gaps.pop(0) if len(gaps) > 1 else gaps[0]), []
-        for i in range(2):
-            q.put_nowait({"text": f"t{i} "})
-            out.append(await asyncio.wait_for(stream.__anext__(), 5))
-        for i in (2, 3):
-            q.put_nowait({"text": f"t{i} "})
-        q.put_nowait({"finish_reason": "stop"})
-        return out + [item async for item in stream]
-
-    assert asyncio.run(go([0.0, 0.0, LONG])) == [{"text": "t0 "}, {"text": "t1 "}, {"text": "t2 t3 "},
-                                                 {"finish_reason": "stop"}]
-    backend = object.__new__(TransformersBackend)
-    backend.cfg = SimpleNamespace(stream_interval_ms=20.0, stream_items_per_s=200.0)
-    backend._streams = 1
-    assert backend._interval() == 0.02  # alone: the fixed interval
-    backend._streams = 32
-    assert backend._interval() == 32 / 200  # 32 open streams share 200 items a second
-    backend.cfg.stream_items_per_s = 0.0
-    assert backend._interval() == 0.02
