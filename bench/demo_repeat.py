@@ -19,6 +19,11 @@ HEADLINES = {
     "Table 7 system ACC": ("ablation", "table", "all", "image+category+reference", "acc"),
     "Table 7 system precision": ("ablation", "table", "all", "image+category+reference", "precision"),
     "Table 7 system wrong values": ("ablation", "table", "all", "image+category+reference", "contradicted_values"),
+    "Table 7 system partial values": ("ablation", "table", "all", "image+category+reference", "partial_values"),
+    "Table 7 system made-up condition values": ("ablation", "table", "all", "image+category+reference",
+                                                "listing_facts", "unsupported"),
+    "Table 7 system ACC, indexed SKUs": ("ablation", "table", "indexed_sku", "image+category+reference", "acc"),
+    "Table 7 system ACC, unseen SKUs": ("ablation", "table", "unseen_sku", "image+category+reference", "acc"),
     "Table 7 unguarded ACC": ("ablation", "table", "all", "image+category+reference:unguarded", "acc"),
     "Table 7 unguarded wrong values": ("ablation", "table", "all", "image+category+reference:unguarded",
                                        "contradicted_values"),
@@ -59,7 +64,7 @@ def table(result: dict) -> str:
         if s is None:
             lines.append(f"| {name} | — | — | 0 |")
         else:
-            fmt = "{:.0f}" if "wrong values" in name else "{:.3f}"
+            fmt = "{:.0f}" if name.endswith("values") else "{:.3f}"
             lines.append(f"| {name} | {fmt.format(s['mean'])} | {fmt.format(s['min'])} – {fmt.format(s['max'])} | "
                          f"{s['n']} |")
     return "\n".join(lines)
