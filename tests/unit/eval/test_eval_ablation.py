@@ -173,3 +173,19 @@ def test_configs_validate(tmp_path):
         load_config(EvalConfig, None, ["conditions=[image,text_only]"])
     with pytest.raises(ConfigError, match="sets.indexed_sku"):
         load_config(EvalConfig, None, ["sets.indexed_sku=-1"])
+
+
+def test_a_draft_calling_the_item_by_another_categorys_name_is_counted():
+    """"My own watch" for a phone names the wrong item; "phone" in a headphones' draft is what its
+    sellers write ("works with any phone"), so it is not counted there."""
+    from ipl.eval.match import category_words, other_category
+
+    pairs = [("phone", "iPhone 12, barely used"), ("phone", "Galaxy S10 in blue"),
+             ("headphones", "Sony headphones, works with any phone"), ("headphones", "AirPods Pro, pairs with my phone"),
+             ("watch", "Seiko watch, new strap"), ("watch", "Casio G-Shock")]
+    words = category_words(pairs)
+    assert set(words["phone"]) == {"headphones", "watch"} and set(words["headphones"]) == {"watch"}
+    assert other_category("My own watch, works perfectly.", "phone", words) == ["watch"]
+    assert other_category("Two WATCHES for sale", "headphones", words) == ["watch"]
+    assert other_category("Sony headphones, works with any phone", "headphones", words) == []
+    assert other_category("Selling my phone", "phone", words) == []
