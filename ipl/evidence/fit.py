@@ -133,7 +133,7 @@ def _samples(used: Sequence[tuple], setting: Mapping, only: Optional[str] = None
     candidate value, scored with ``setting`` (``tau``, ``alpha``, ``anchor``: None is the draft's
     best similarity). ``only``: just that tier."""
     out: dict[str, tuple[list, list, list]] = {}
-    want = only.split(":") if only else None  # basis, level[, key]
+    want = only.split(":", 2) if only else None  # basis, level[, key] (a key may hold a colon)
 
     def add(name: str, score: float, right: bool, sku) -> None:
         if only is None or name == only:
