@@ -125,8 +125,8 @@ def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], 
                   vocabulary: Mapping[str, Iterable[str]], matcher: AttributeMatcher) -> dict[str, str]:
     """Word -> key: the leading words (:func:`leading_words`) of the values the evidence does not
     support -- any known value of a key left to the seller, any other value of a key with a fact --
-    that no fact contains ("iPhone" stays allowed beside the fact "iPhone 12")."""
-    allowed = {value_key(f) for fact in facts.values() for f in matcher.forms(fact)}
+    that no fact holds as one of its words ("iPhone" stays allowed beside the fact "iPhone 12")."""
+    allowed = {value_key(w) for fact in facts.values() for f in matcher.forms(fact) for w in str(f).split()}
     banned: dict[str, str] = {}
     for key in [*facts, *unknown]:
         for value in vocabulary.get(key, ()):
@@ -135,8 +135,7 @@ def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], 
             banned.setdefault(value_key(value), key)
     out = {}
     for word, values in leads.items():
-        n = value_key(word)
-        if any(n in a for a in allowed):
+        if value_key(word) in allowed:
             continue
         key = next((banned[value_key(v)] for v in values if value_key(v) in banned), None)
         if key is not None:
