@@ -131,6 +131,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
     facts_all = (draft.check or {}).get("facts", {})
     vocab = (draft.check or {}).get("vocabulary", {})
     leads = (draft.check or {}).get("leads") or {}
+    elsewhere = (draft.check or {}).get("elsewhere") or []  # other categories' names (the guard's)
     template = meta["template"] or umeta["template"]
     scored = levels.scored(template)
     ufacts_all = {k: v for k, v in umeta["facts"].items() if k in scored}
@@ -140,7 +141,7 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
         unknown = [k for k in template if k not in facts]  # as serving: the item's own condition too
         prompt = condition_prompt(cond, category, list(facts), facts or None, language, unknown if category else None)
         rows[cond] = {"prompt": prompt, "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab,
-                       "leads": leads}
+                       "leads": leads, "elsewhere": elsewhere}
         ufacts = ufacts_all if "reference" in cond else {}
         rows[f"{cond}:unguarded"] = {"prompt": condition_prompt(cond, ucat, umeta["template"], umeta["facts"] or None,
                                                                 language),
@@ -151,18 +152,21 @@ def row_plans(draft, unguarded, confirmed, conditions, levels, captioned=None) -
         cc = captioned.check or {"facts": {}, "unknown": [], "vocabulary": vocab}
         rows["image+category+reference+cqe"] = {"prompt": captioned.prompt, "facts": cc["facts"],
                                                 "unknown": cc["unknown"], "guard": True,
-                                                "vocabulary": cc.get("vocabulary", vocab), "leads": leads}
+                                                "vocabulary": cc.get("vocabulary", vocab), "leads": leads,
+                                                "elsewhere": elsewhere}
         facts = {**facts_all, **{k: v for k, v in (cap.get("values") or {}).items()
                                  if k in scored and k not in facts_all}}
         unknown = [k for k in template if k not in facts]
         rows["image+category+reference+caption"] = {
             "prompt": description_prompt(category, list(facts), facts or None, language, unknown if category else None,
                                          caption=cap.get("text") or None),
-            "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab, "leads": leads}
+            "facts": facts, "unknown": unknown, "guard": True, "vocabulary": vocab, "leads": leads,
+            "elsewhere": elsewhere}
     if confirmed is not None:
         cc = confirmed.check or {"facts": {}, "unknown": [], "vocabulary": {}}
         rows["confirmed"] = {"prompt": confirmed.prompt, "facts": cc["facts"], "unknown": cc["unknown"], "guard": True,
-                             "vocabulary": cc["vocabulary"], "leads": cc.get("leads") or {}}
+                             "vocabulary": cc["vocabulary"], "leads": cc.get("leads") or {},
+                             "elsewhere": cc.get("elsewhere") or []}
     return rows
 
 
@@ -385,7 +389,8 @@ def generate_all(cfg: EvalConfig, records: list[dict]) -> dict[str, str]:
         for name, row in rec["rows"].items():
             guard = row["guard"] and scfg.evidence.guard
             blocked = (blocked_values(row["facts"], row["unknown"], row["vocabulary"], matcher,
-                                      scfg.evidence.max_blocked, row.get("leads")) if guard else [])
+                                      scfg.evidence.max_blocked, row.get("leads"), row.get("elsewhere", ()))
+                       if guard else [])
             key = generation_key(model, settings, rec["language"], row["prompt"], rec["photos"], blocked)
             rec["keys"][name] = key
             if key not in done and key not in todo:
@@ -476,7 +481,7 @@ def final_text(rec: dict, name: str, text: str, matcher, evidence) -> tuple[str,
     if not (row["guard"] and evidence.verify):
         return text, None
     return verify(text, row["facts"], row["unknown"], row["vocabulary"], matcher, evidence.add_missing,
-                  rec["language"], row.get("leads"))
+                  rec["language"], row.get("leads"), row.get("elsewhere", ()))
 
 
 def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:

@@ -22,11 +22,10 @@ phone), where that category's sellers rarely write it (``category_words``).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from ipl.extract.matcher import AttributeMatcher, leading_words, states_word
+from ipl.extract.matcher import AttributeMatcher, category_words, leading_words, other_category, states_word
 
 __all__ = ["AttributeMatcher", "AttributeScore", "category_words", "leading_words", "listing_facts", "other_category",
            "partial_values", "vocabulary_of"]
@@ -106,33 +105,6 @@ def partial_values(text: str, truth: Mapping[str, str], leads: Mapping[str, Iter
     return [word for word, values in leads.items()
             if not matcher.states(word, true) and not any(matcher.states(v, text) for v in values)
             and states_word(word, text)]
-
-
-def _names(name: str) -> "re.Pattern":
-    """A category name as a whole word, any case, singular or plural ("watch", "Watches")."""
-    stem = re.escape(str(name).strip().lower())
-    stem = stem[:-1] if stem.endswith("s") and not stem.endswith("ss") else stem
-    return re.compile(rf"(?<![\w]){stem}(?:s|es)?(?![\w])", re.IGNORECASE)
-
-
-def category_words(pairs: Iterable[tuple[str, str]], common: float = 0.02) -> dict[str, list[str]]:
-    """Category -> the other categories' names its sellers rarely write (in at most ``common`` of its
-    texts; ``pairs``: (category, seller text)): "watch" in a phone's draft calls the item something
-    it is not; "phone" in a headphones' draft may not (its sellers write it)."""
-    texts: dict[str, list[str]] = {}
-    for category, text in pairs:
-        texts.setdefault(category, []).append(text)
-    pats = {c: _names(c) for c in texts}
-    out = {}
-    for c, mine in texts.items():
-        out[c] = [o for o, pat in pats.items() if o != c and mine
-                  and sum(bool(pat.search(t or "")) for t in mine) / len(mine) <= common]
-    return out
-
-
-def other_category(text: str, category: str, words: Mapping[str, Sequence[str]]) -> list[str]:
-    """The other categories' names (:func:`category_words`) a description of ``category`` writes."""
-    return [o for o in words.get(category, ()) if _names(o).search(text or "")]
 
 
 def listing_facts(matcher: AttributeMatcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict

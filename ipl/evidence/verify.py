@@ -7,7 +7,9 @@ is ``unsupported`` (nothing calibrated says it). Synonyms and parts of the fact
 (``iPhone 13`` inside ``iPhone 13 Pro``) are not problems. With ``leads`` (the index's
 distinctive leading words, :func:`ipl.extract.matcher.leading_words`), a guarded leading word
 written as a whole word, as written, without the value it starts is a ``partial`` problem
-("Michael Vuitton", "Used iPhone 12" for a watch).
+("Michael Vuitton", "Used iPhone 12" for a watch). With ``elsewhere`` (other categories' names
+this category's sellers rarely write), writing one is a ``category`` problem ("my watch" for a
+jacket).
 
 ``repair(text, values, matcher, keep)`` drops the clauses (split at , ; . ! ? and their CJK
 forms, and line breaks) that state a problem value; a clause that also states a fact keeps
@@ -22,7 +24,7 @@ import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.grounding import value_pattern
-from ipl.extract.matcher import AttributeMatcher, guarded_words, states_word, value_key
+from ipl.extract.matcher import AttributeMatcher, category_forms, guarded_words, states_word, value_key
 from ipl.text.normalize import has_cjk, normalize
 
 _CLAUSE = re.compile(r"[^,;.!?，；。！？\n]+[,;.!?，；。！？\n]*")
@@ -45,7 +47,8 @@ def _other_values(key: str, fact: str, vocabulary: Mapping[str, Iterable[str]], 
 
 
 def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
-          matcher: AttributeMatcher, leads: Optional[Mapping[str, Iterable[str]]] = None) -> list[dict]:
+          matcher: AttributeMatcher, leads: Optional[Mapping[str, Iterable[str]]] = None,
+          elsewhere: Iterable[str] = ()) -> list[dict]:
     problems = []
     fact_keys = {value_key(v) for v in facts.values()}
     for key, fact in facts.items():
@@ -60,6 +63,9 @@ def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabular
     for word, key in (guarded_words(leads, facts, unknown, vocabulary, matcher) if leads else {}).items():
         if states_word(word, text) and not any(matcher.states(str(v), text) for v in leads[word]):
             problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "partial"})
+    for name in category_forms(elsewhere):
+        if matcher.states(name, text):
+            problems.append({"key": None, "stated": name, "expected": None, "kind": "category"})
     return problems
 
 
@@ -122,18 +128,20 @@ def complete(text: str, facts: Mapping[str, str], matcher: AttributeMatcher, lan
 
 def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
            matcher: AttributeMatcher, add_missing: bool = False, language: str = "en",
-           leads: Optional[Mapping[str, Iterable[str]]] = None) -> tuple[str, dict]:
+           leads: Optional[Mapping[str, Iterable[str]]] = None, elsewhere: Iterable[str] = ()) -> tuple[str, dict]:
     """(the description to show, the ``verification`` object of the reply). ``add_missing``:
     facts the text left out are appended (``added``), so every stated/confirmed value is in the draft.
-    ``leads``: the index's leading words (``partial`` problems)."""
-    problems = check(text, facts, unknown, vocabulary, matcher, leads)
+    ``leads``: the index's leading words (``partial`` problems); ``elsewhere``: other categories'
+    names (``category`` problems)."""
+    elsewhere = list(elsewhere or ())
+    problems = check(text, facts, unknown, vocabulary, matcher, leads, elsewhere)
     keys = [*facts, *unknown]
     out = {"checked": len(keys), "problems": problems, "repaired": bool(problems), "removed": [], "added": [],
            "ok": True}
     if problems:
         text, out["removed"] = repair(text, [p["stated"] for p in problems if p["kind"] != "partial"], matcher,
                                       facts.values(), [p["stated"] for p in problems if p["kind"] == "partial"])
-        out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads)
+        out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads, elsewhere)
     if add_missing:
         text, out["added"] = complete(text, facts, matcher, language)
     return text, out

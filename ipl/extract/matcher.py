@@ -12,7 +12,9 @@ wrongly state: the category's own, then every other category's values of the sam
 product values ("Michael" of "Michael Kors"), with which a draft names a product by a part;
 ``guarded_words(leads, facts, unknown, vocabulary, matcher)``: those of them the evidence does
 not support (the guard blocks them, the verification drops them); ``states_word(word, text)``:
-the word as written, as a whole word.
+the word as written, as a whole word. ``category_words(pairs)`` / ``other_category(text, category,
+words)``: a draft calling the item by another category's name ("My own watch" for a jacket) that
+this category's sellers rarely write.
 """
 from __future__ import annotations
 
@@ -147,3 +149,41 @@ def states_word(word: str, text: str) -> bool:
     """``word`` as written (case and all) in ``text`` as a whole word: "Watch" of "Watch SE", not
     "watch"."""
     return re.search(r"(?<![\w'’])" + re.escape(normalize(word)) + r"(?!\w)", normalize(text or "")) is not None
+
+
+def _names(name: str) -> re.Pattern:
+    """A category name as a whole word, any case, singular or plural ("watch", "Watches")."""
+    stem = re.escape(str(name).strip().lower())
+    stem = stem[:-1] if stem.endswith("s") and not stem.endswith("ss") else stem
+    return re.compile(rf"(?<![\w]){stem}(?:s|es)?(?![\w])", re.IGNORECASE)
+
+
+def category_words(pairs: Iterable[tuple[str, str]], common: float = 0.02) -> dict[str, list[str]]:
+    """Category -> the other categories' names its sellers rarely write (in at most ``common`` of its
+    texts; ``pairs``: (category, seller text)): "watch" in a phone's draft calls the item something
+    it is not; "phone" in a headphones' draft may not (its sellers write it)."""
+    texts: dict[str, list[str]] = {}
+    for category, text in pairs:
+        texts.setdefault(category, []).append(text)
+    pats = {c: _names(c) for c in texts}
+    out = {}
+    for c, mine in texts.items():
+        out[c] = [o for o, pat in pats.items() if o != c and mine
+                  and sum(bool(pat.search(t or "")) for t in mine) / len(mine) <= common]
+    return out
+
+
+def other_category(text: str, category: str, words: Mapping[str, Sequence[str]]) -> list[str]:
+    """The other categories' names (:func:`category_words`) a description of ``category`` writes."""
+    return [o for o in words.get(category, ()) if _names(o).search(text or "")]
+
+
+def category_forms(names) -> list[str]:
+    """Each category name singular and plural ("watch", "watches"; "sneakers", "sneaker"): what the
+    guard blocks and the verification drops."""
+    out = []
+    for name in names:
+        n = str(name).strip().lower()
+        stem = n[:-1] if n.endswith("s") and not n.endswith("ss") else n
+        out += [stem, stem + ("es" if stem.endswith(("s", "x", "z", "ch", "sh")) else "s")]
+    return list(dict.fromkeys(out))

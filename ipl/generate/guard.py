@@ -7,7 +7,9 @@ value (nothing calibrated supports any). Synonyms and parts of a fact stay allow
 :func:`ipl.extract.matcher.leading_words`), the leading words of those values that no fact
 contains are blocked too, each as a one-item list ``[word]``: as written only ("Michael",
 "iPhone", "Watch" but not "watch"), since blocking whole values leaves "Used iPhone 12" for a
-watch and "Michael Vuitton" possible.
+watch and "Michael Vuitton" possible. With ``elsewhere`` (the other categories' names this
+category's sellers rarely write, :func:`ipl.extract.matcher.category_words`), their singular and
+plural forms are blocked like values: a jacket's draft does not say "Letting go of my watch".
 
 * transformers: :class:`ValueGuard`, a logits processor over the token sequences of those
   values (each spelled as written, capitalised and lower-case, with and without a leading
@@ -26,16 +28,18 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 from transformers import LogitsProcessor
 
-from ipl.extract.matcher import AttributeMatcher, guarded_words, value_key
+from ipl.extract.matcher import AttributeMatcher, category_forms, guarded_words, value_key
 
 Blocked = Union[str, Sequence[str]]  # a value (all its spellings) or [word] (as written only)
 
 
 def blocked_values(facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
                    matcher: Optional[AttributeMatcher] = None, limit: int = 2000,
-                   leads: Optional[Mapping[str, Iterable[str]]] = None) -> list[Blocked]:
+                   leads: Optional[Mapping[str, Iterable[str]]] = None, elsewhere: Iterable[str] = ()
+                   ) -> list[Blocked]:
     matcher = matcher or AttributeMatcher()
     words = [[w] for w in guarded_words(leads, facts, unknown, vocabulary, matcher)] if leads else []
+    words += category_forms(elsewhere)
     return words + _values(facts, unknown, vocabulary, matcher, max(0, limit - len(words)))
 
 

@@ -97,6 +97,15 @@ def leads_of(emb_dir: Path, holdout: set, known: dict, levels, sample: int = 500
     return leading_words(known, levels, texts[::step][:sample], AttributeMatcher())
 
 
+def category_words_of(emb_dir: Path, holdout: set) -> dict[str, list[str]]:
+    """Category -> the other categories' names its indexed sellers rarely write
+    (:func:`ipl.extract.matcher.category_words`): a draft must not call the item by them."""
+    from ipl.extract.matcher import category_words
+
+    _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "description"))
+    return category_words(zip(meta["category"], (t or "" for t in meta["description"])))
+
+
 def hits_with_values(index, vectors: np.ndarray, k: int) -> list[list[dict]]:
     """``index.search`` with each hit's grounded attribute values (``values``), as serving extracts them."""
     from ipl.extract.grounding import grounded_values

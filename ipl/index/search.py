@@ -111,6 +111,12 @@ class ShardedIndex:
         return self.manifest.get("leading_words") or {}
 
     @property
+    def category_words(self) -> dict[str, list[str]]:
+        """Category -> the other categories' names its sellers rarely write (the manifest's
+        ``category_words``; empty for a version built before them): the guard blocks them."""
+        return self.manifest.get("category_words") or {}
+
+    @property
     def version(self) -> str:
         return self.manifest["version"]
 

@@ -34,7 +34,8 @@ from typing import Optional
 import numpy as np
 
 from ipl.index.config import IndexConfig
-from ipl.index.calibration import evidence_queries, key_levels, leads_of, train_colour, vocabulary
+from ipl.index.calibration import (category_words_of, evidence_queries, key_levels, leads_of, train_colour,
+                                   vocabulary)
 from ipl.index.colour import FEATURES as COLOUR_FEATURES
 from ipl.index.embed import arrow_to_vectors, load_embeddings
 from ipl.index.faiss_index import INNER_PRODUCT, factory_string
@@ -75,14 +76,14 @@ def listing_files(cfg: IndexConfig) -> list[Path]:
 
 
 def build_key(cfg: IndexConfig, fingerprint: str) -> str:
-    """What a version depends on: listing files, encoder, index and evaluation settings (``version`` 4: the
-    vocabulary holds the listing-level keys and the manifest the ``leading_words``, which the guard
-    needs, so older versions are rebuilt)."""
+    """What a version depends on: listing files, encoder, index and evaluation settings (``version`` 5: the
+    vocabulary holds the listing-level keys and the manifest the ``leading_words`` and
+    ``category_words``, which the guard needs, so older versions are rebuilt)."""
     files = [(str(p), p.stat().st_size) for p in listing_files(cfg)]
     blob = json.dumps({"files": files, "encoder": fingerprint, "faiss": cfg.faiss.model_dump(),
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
                        "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
-                       "evidence": cfg.evidence.model_dump(), "version": 4, "colour_features": COLOUR_FEATURES,
+                       "evidence": cfg.evidence.model_dump(), "version": 5, "colour_features": COLOUR_FEATURES,
                        **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -391,6 +392,7 @@ def build(cfg: IndexConfig) -> dict:
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
         known = vocabulary(emb_dir, hold)
         leads = leads_of(emb_dir, hold, known, levels)
+        elsewhere = category_words_of(emb_dir, hold)
         if cfg.caption.enabled:
             manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result,
                                          photo))
@@ -418,7 +420,8 @@ def build(cfg: IndexConfig) -> dict:
                                      "train_accuracy": round(colour[0]["train_accuracy"], 4)}
         manifest.update({"thresholds": {"identical": threshold, "calibrated": cfg.identical_threshold is None},
                          "target_precision": cfg.evidence.target_precision, "evidence": evidence,
-                         "vocabulary": VOCABULARY, "leading_words": leads, "eval": result, "category_head": str(cfg.category_dir)})
+                         "vocabulary": VOCABULARY, "leading_words": leads,
+                         "category_words": elsewhere, "eval": result, "category_head": str(cfg.category_dir)})
         if evidence.get("disabled"):
             log.warning("evidence tiers DISABLED (they state nothing): %s", ", ".join(
                 f"{n} ({evidence['tiers'][n].get('reason')})" for n in evidence["disabled"]))

@@ -230,7 +230,8 @@ class Perception:
                     "identical_threshold": index.identical_threshold, "evidence": index.evidence, "photo": photo,
                     "category": predicted, "vector": vec.tolist(), "fingerprint": self.clip.fingerprint,
                     "vocabulary": {"category": named, "keys": index.vocabulary(named) if named else {},
-                                   "leads": index.leading_words}}
+                                   "leads": index.leading_words,
+                                   "elsewhere": index.category_words.get(named, []) if named else []}}
 
     async def perceive(self, images: Sequence, category: Optional[str] = None, vectors=None,
                        fingerprint: Optional[str] = None, k: int = 0) -> dict:
@@ -260,7 +261,8 @@ class Perception:
     async def vocabulary(self, category: str) -> dict:
         """Scored key -> the values the indexed listings of ``category`` state (the guard's lists)."""
         with self.holder.lease() as index:
-            return {"version": index.version, "keys": index.vocabulary(category), "leads": index.leading_words}
+            return {"version": index.version, "keys": index.vocabulary(category), "leads": index.leading_words,
+                    "elsewhere": index.category_words.get(category, [])}
 
     def status(self) -> dict:
         idx = self.holder.index

@@ -198,7 +198,7 @@ class DraftPipeline:
                 fallbacks.append("extraction_failed")
         ev = self.cfg.evidence
         evidence_hits = [{**h, "values": values.get(h["listing_id"], {})} for h in same]
-        vocabulary, leads = await self._vocabulary(category, found) if category else ({}, {})
+        vocabulary, leads, elsewhere = await self._vocabulary(category, found) if category else ({}, {}, [])
         caption = None
         tiers = calibration.get("tiers") or {}
         skip = caption_skip(tiers, calibration.get("caption_gain"), self.cfg.caption.min_gain)
@@ -236,9 +236,9 @@ class DraftPipeline:
             instruction = "category_template"
             prompt = description_prompt(category, [], None, req.language, unknown, req.notes, caption=cue)
         check = {"facts": {k: v for k, v in facts.items() if k in scored}, "unknown": unknown,
-                 "vocabulary": vocabulary, "leads": leads}
+                 "vocabulary": vocabulary, "leads": leads, "elsewhere": elsewhere}
         blocked = blocked_values(check["facts"], unknown, vocabulary, self.matcher, ev.max_blocked,
-                                 leads) if ev.guard else []
+                                 leads, elsewhere) if ev.guard else []
         meta = {
             "category": category_info, "template": template, "references": references,
             "attributes": attributes, "facts": facts, "to_confirm": [a["key"] for a in attributes
@@ -300,18 +300,19 @@ class DraftPipeline:
                 "fused_references": fused[:k], "evidence_values": {key: {"value": v, "score": share}
                                                                    for key, v in stated.items()}}
 
-    async def _vocabulary(self, category: str, found: dict) -> tuple[dict, dict]:
-        """The category's known values and the index's distinctive leading words (``leads``): from
-        the perception reply when it named this category, else looked up (cached per index version)."""
+    async def _vocabulary(self, category: str, found: dict) -> tuple[dict, dict, list]:
+        """The category's known values, the index's distinctive leading words (``leads``) and the
+        other categories' names this category's sellers rarely write (``elsewhere``): from the
+        perception reply when it named this category, else looked up (cached per index version)."""
         given = found.get("vocabulary") or {}
         if given.get("category") == category:
-            return given.get("keys") or {}, given.get("leads") or {}
+            return given.get("keys") or {}, given.get("leads") or {}, given.get("elsewhere") or []
         key = (found.get("version"), category)
         if key not in self._vocab_cache:
             if len(self._vocab_cache) > 256:
                 self._vocab_cache.clear()
             found = await self._timed(self.stages.vocabulary(category), "the vocabulary lookup")
-            self._vocab_cache[key] = (found.get("keys") or {}, found.get("leads") or {})
+            self._vocab_cache[key] = (found.get("keys") or {}, found.get("leads") or {}, found.get("elsewhere") or [])
         return self._vocab_cache[key]
 
     async def admit(self, draft: Draft) -> None:
@@ -414,7 +415,7 @@ class DraftPipeline:
             t_v = time.monotonic()
             final, verification = verify(final, draft.check["facts"], draft.check["unknown"],
                                          draft.check["vocabulary"], self.matcher, self.cfg.evidence.add_missing,
-                                         draft.language, draft.check.get("leads"))
+                                         draft.language, draft.check.get("leads"), draft.check.get("elsewhere"))
             timings["verify_ms"] = _ms(t_v)
         end(t0)
         if rest:

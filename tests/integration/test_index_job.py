@@ -66,6 +66,11 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     leads = json.loads((cfg.index_root / s["version"] / "manifest.json").read_text())["leading_words"]
     assert leads and all(v.startswith(w + " ") for w, values in leads.items() for v in values)
     assert not {"The", "the", "New", "Used"} & set(leads)
+    # per category, the other categories' names its sellers rarely write (the guard blocks them)
+    elsewhere = json.loads((cfg.index_root / s["version"] / "manifest.json").read_text())["category_words"]
+    assert set(elsewhere) == set(vocab) and all(c not in names and set(names) <= set(vocab)
+                                                for c, names in elsewhere.items())
+    assert any(elsewhere.values())
 
     # a held-out photo: its SKU's other listings are in the index; hits carry metadata
     clip = load_clip(cfg.clip_dir)

@@ -124,3 +124,19 @@ def test_guard_stops_a_real_model_writing_a_blocked_value(tiny_vlm):
         held = model.generate(prompt, max_new_tokens=16, do_sample=False, logits_processor=LogitsProcessorList([guard]))
     text = tok.decode(held[0, prompt.shape[1]:])
     assert not M.states(value, text), (value, free, text)
+
+
+def test_another_categorys_name_is_blocked_and_dropped():
+    """'Letting go of my watch' for a jacket (seen in a demo run's system row): the other categories'
+    names that this category's sellers rarely write are blocked, singular and plural, and a draft
+    stating one loses the clause."""
+    from ipl.extract.matcher import category_forms
+
+    assert category_forms(["watch", "sneakers"]) == ["watch", "watches", "sneaker", "sneakers"]
+    blocked = blocked_values({"Color": "Yellow"}, [], VOCAB, M, elsewhere=["watch"])
+    assert {"watch", "watches"} <= set(blocked) and "Yellow" not in blocked
+    text, v = verify("Letting go of my watch, no issues at all. Yellow, warm.", {"Color": "Yellow"}, [], VOCAB, M,
+                     elsewhere=["watch"])
+    assert text == "no issues at all. Yellow, warm." and v["ok"]
+    assert [(p["kind"], p["stated"]) for p in v["problems"]] == [("category", "watch")]
+    assert check("Selling my jacket, works with a stopwatch", {}, [], VOCAB, M, None, ["watch"]) == []
