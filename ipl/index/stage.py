@@ -169,19 +169,26 @@ def build_shard(template, slices: list[tuple[str, int, int]], holdout: set, shar
 
 
 def training_sample(files: list[Path], holdout: set, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` indexed vectors to train the coarse quantizer on, the same for the same listings
+    however the embedding pass ordered its files and rows: files in name order, the rows read sorted
+    by listing id, then a seeded permutation (FAISS's k-means starts from the sample's order, and a
+    different quantizer moves the approximate hits that calibrate the evidence)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    parts, have = [], 0
-    for i in rng.permutation(len(files)):
-        t = pq.read_table(files[i], columns=["listing_id", "embed_error", "embedding"])
-        v = arrow_to_vectors(t.filter(pa.array(_kept(t, holdout))).column("embedding"))
-        parts.append(v)
-        have += len(v)
+    ids, parts, have = [], [], 0
+    for f in sorted(files, key=str):
+        t = pq.read_table(f, columns=["listing_id", "embed_error", "embedding"])
+        t = t.filter(pa.array(_kept(t, holdout)))
+        ids += t.column("listing_id").to_pylist()
+        parts.append(arrow_to_vectors(t.column("embedding")))
+        have += t.num_rows
         if have >= n:
             break
-    sample = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    if not parts:
+        return np.zeros((0, 1), np.float32)
+    sample = np.concatenate(parts)[np.argsort(np.array(ids, dtype=object), kind="stable")]
     return sample[rng.permutation(len(sample))[:n]]
 
 
