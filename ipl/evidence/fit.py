@@ -134,6 +134,7 @@ def _samples(used: Sequence[tuple], setting: Mapping, only: Optional[str] = None
     best similarity). ``only``: just that tier."""
     out: dict[str, tuple[list, list, list]] = {}
     want = only.split(":", 2) if only else None  # basis, level[, key] (a key may hold a colon)
+    bases = [b for b in ("identical", "similar") if not want or b == want[0]]
 
     def add(name: str, score: float, right: bool, sku) -> None:
         if only is None or name == only:
@@ -146,8 +147,7 @@ def _samples(used: Sequence[tuple], setting: Mapping, only: Optional[str] = None
         for key, level, true in truth:
             if want and (level != want[1] or (len(want) > 2 and str(key).strip().lower() != want[2])):
                 continue
-            for basis in ("identical", "similar") if not want else [b for b in ("identical", "similar")
-                                                                     if b == want[0]]:
+            for basis in bases:
                 for c in scored_values(basis_hits(hits, basis), key, setting["tau"], setting["alpha"], top):
                     right = value_key(c["value"]) == value_key(true)
                     add(tier_name(basis, level), c["raw"], right, sku)

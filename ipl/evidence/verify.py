@@ -24,7 +24,7 @@ import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.grounding import value_pattern
-from ipl.extract.matcher import AttributeMatcher, category_forms, guarded_words, states_word, value_key
+from ipl.extract.matcher import AttributeMatcher, category_forms, guarded_words, states_word, value_key, word_pattern
 from ipl.text.normalize import has_cjk, normalize
 
 _CLAUSE = re.compile(r"[^,;.!?，；。！？\n]+[,;.!?，；。！？\n]*")
@@ -74,7 +74,7 @@ def _cut(part: str, value: str, matcher: AttributeMatcher, exact: bool = False) 
     forms = [value] if exact else sorted(matcher.forms(value), key=len, reverse=True)
     for form in forms:
         short = exact or (len(normalize(form)) <= 2 and not has_cjk(form))
-        pat = re.compile(r"(?<![\w'’])" + re.escape(normalize(form)) + r"(?!\w)") if exact else value_pattern(form)
+        pat = word_pattern(form) if exact else value_pattern(form)
         if pat is None:
             continue
         hay = part if short else part.lower()

@@ -145,17 +145,20 @@ def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], 
     return out
 
 
+def word_pattern(word: str) -> re.Pattern:
+    """``word`` as written (case and all), as a whole word: "Watch" of "Watch SE", not "watch"."""
+    return re.compile(r"(?<![\w'’])" + re.escape(normalize(word)) + r"(?!\w)")
+
+
 def states_word(word: str, text: str) -> bool:
-    """``word`` as written (case and all) in ``text`` as a whole word: "Watch" of "Watch SE", not
-    "watch"."""
-    return re.search(r"(?<![\w'’])" + re.escape(normalize(word)) + r"(?!\w)", normalize(text or "")) is not None
+    """``text`` holds ``word`` as written (:func:`word_pattern`)."""
+    return word_pattern(word).search(normalize(text or "")) is not None
 
 
 def _names(name: str) -> re.Pattern:
-    """A category name as a whole word, any case, singular or plural ("watch", "Watches")."""
-    stem = re.escape(str(name).strip().lower())
-    stem = stem[:-1] if stem.endswith("s") and not stem.endswith("ss") else stem
-    return re.compile(rf"(?<![\w]){stem}(?:s|es)?(?![\w])", re.IGNORECASE)
+    """A category name as a whole word, any case, singular or plural (:func:`category_forms`)."""
+    forms = "|".join(re.escape(f) for f in category_forms([name]))
+    return re.compile(rf"(?<![\w])(?:{forms})(?![\w])", re.IGNORECASE)
 
 
 def category_words(pairs: Iterable[tuple[str, str]], common: float = 0.02) -> dict[str, list[str]]:
