@@ -26,7 +26,8 @@ log = logging.getLogger("ipl.eval")
 
 def evaluate(cfg: EvalConfig) -> dict:
     from ipl.eval import realdata
-    from ipl.eval.ablation import generate_all, prepare_examples, retrieval_summary, score
+    from ipl.eval.ablation import generate_all, prepare_examples
+    from ipl.eval.scoring import retrieval_summary, score
     from ipl.models.vlm import model_fingerprint
     from ipl.eval.metrics import Similarity
     from ipl.eval.sets import load_sets

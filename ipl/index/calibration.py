@@ -85,25 +85,20 @@ def vocabulary(emb_dir: Path, holdout: set) -> dict[str, dict[str, list[str]]]:
     return {c: {k: sorted(v) for k, v in keys.items()} for c, keys in sorted(out.items())}
 
 
-def leads_of(emb_dir: Path, holdout: set, known: dict, levels, sample: int = 5000) -> dict[str, list[str]]:
-    """The distinctive leading words of the multi-word product values in ``known`` (the
-    :func:`vocabulary`), judged ordinary or not on the indexed listings' descriptions (evenly
-    spaced, at most ``sample``): :func:`ipl.extract.matcher.leading_words`, for the guard."""
-    from ipl.extract.matcher import AttributeMatcher, leading_words
-
-    _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("description",))
-    texts = [t for t in meta["description"] if t]
-    step = max(1, len(texts) // max(1, sample))
-    return leading_words(known, levels, texts[::step][:sample], AttributeMatcher())
-
-
-def category_words_of(emb_dir: Path, holdout: set) -> dict[str, list[str]]:
-    """Category -> the other categories' names its indexed sellers rarely write
-    (:func:`ipl.extract.matcher.category_words`): a draft must not call the item by them."""
-    from ipl.extract.matcher import category_words
+def guard_words(emb_dir: Path, holdout: set, known: dict, levels, sample: int = 5000
+                ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """What the guard reads beside the known values, judged on the indexed listings' descriptions
+    (read once): the distinctive leading words of the multi-word product values in ``known`` (the
+    :func:`vocabulary`; :func:`ipl.extract.matcher.leading_words`, on at most ``sample`` evenly
+    spaced descriptions), and per category the other categories' names its sellers rarely write
+    (:func:`ipl.extract.matcher.category_words`)."""
+    from ipl.extract.matcher import AttributeMatcher, category_words, leading_words
 
     _, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "description"))
-    return category_words(zip(meta["category"], (t or "" for t in meta["description"])))
+    texts = [t for t in meta["description"] if t]
+    step = max(1, len(texts) // max(1, sample))
+    leads = leading_words(known, levels, texts[::step][:sample], AttributeMatcher())
+    return leads, category_words(zip(meta["category"], (t or "" for t in meta["description"])))
 
 
 def hits_with_values(index, vectors: np.ndarray, k: int) -> list[list[dict]]:

@@ -34,8 +34,7 @@ from typing import Optional
 import numpy as np
 
 from ipl.index.config import IndexConfig
-from ipl.index.calibration import (category_words_of, evidence_queries, key_levels, leads_of, train_colour,
-                                   vocabulary)
+from ipl.index.calibration import evidence_queries, guard_words, key_levels, train_colour, vocabulary
 from ipl.index.colour import FEATURES as COLOUR_FEATURES
 from ipl.index.embed import arrow_to_vectors, load_embeddings
 from ipl.index.faiss_index import INNER_PRODUCT, factory_string
@@ -398,8 +397,7 @@ def build(cfg: IndexConfig) -> dict:
             photo = [{colour[0]["key"]: p} for p in colour[1].predict_features(feats, 3)]
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
         known = vocabulary(emb_dir, hold)
-        leads = leads_of(emb_dir, hold, known, levels)
-        elsewhere = category_words_of(emb_dir, hold)
+        leads, elsewhere = guard_words(emb_dir, hold, known, levels)
         if cfg.caption.enabled:
             manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result,
                                          photo))

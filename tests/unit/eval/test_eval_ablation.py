@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ipl.config import ConfigError, load_config
-from ipl.eval.ablation import condition_prompt, generation_key, read_generations, retrieval_summary, score
+from ipl.eval.ablation import condition_prompt, generation_key, read_generations
+from ipl.eval.scoring import retrieval_summary, score
 from ipl.eval.config import CONDITIONS, EvalConfig
 from ipl.eval.report import ablation_table, plot_ablation, render
 

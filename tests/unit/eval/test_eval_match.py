@@ -98,7 +98,7 @@ def test_the_runs_synonyms_file_is_read_and_checked(tmp_path):
 
     import pytest
 
-    from ipl.eval.ablation import run_synonyms
+    from ipl.eval.scoring import run_synonyms
     from ipl.eval.config import EvalConfig
 
     cfg = EvalConfig(run={"root": str(tmp_path), "name": "r"})

@@ -2,7 +2,7 @@
 the eval's synonyms, a label it cannot name counted as a miss, the calibrated tier's precision."""
 import numpy as np
 
-from ipl.eval.ablation import same_spu_colour
+from ipl.eval.scoring import same_spu_colour
 from ipl.eval.realdata import photo_colour
 from ipl.index.colour import ColourPredictor
 
