@@ -27,7 +27,8 @@ LABELS_FILE = "labels.json"
 
 def train_head(vectors: np.ndarray, labels: Sequence[str], epochs: int = 60, lr: float = 1e-2,
                weight_decay: float = 1e-4, batch_size: int = 512, seed: int = 0) -> dict:
-    """Fit W, b on (vectors, labels); returns {"classes", "weight", "bias", "train_accuracy"}."""
+    """Fit W, b on (vectors, labels); returns {"classes", "weight", "bias", "train_accuracy", "trained"}
+    (``trained``: how many vectors it learned from)."""
     if len(vectors) != len(labels) or len(vectors) == 0:
         raise ValueError(f"category head: {len(vectors)} vectors and {len(labels)} labels")
     classes = sorted(set(labels))
@@ -53,7 +54,7 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], epochs: int = 60, lr:
     with torch.no_grad():
         acc = float((head(x * scale).argmax(1) == y).float().mean())
     return {"classes": classes, "weight": (head.weight.detach() * scale).numpy(), "bias": head.bias.detach().numpy(),
-            "train_accuracy": acc}
+            "train_accuracy": acc, "trained": int(len(x))}
 
 
 def save_head(head: dict, out_dir: Path, encoder_fingerprint: Optional[str], head_file: str = HEAD_FILE,
@@ -65,7 +66,8 @@ def save_head(head: dict, out_dir: Path, encoder_fingerprint: Optional[str], hea
     save_file({"weight": np.ascontiguousarray(head["weight"], np.float32),
                "bias": np.ascontiguousarray(head["bias"], np.float32)}, str(out_dir / head_file))
     write_json_atomic(out_dir / labels_file, {"classes": head["classes"], "encoder": encoder_fingerprint,
-                                              "train_accuracy": head.get("train_accuracy"), **meta})
+                                              "train_accuracy": head.get("train_accuracy"),
+                                              "trained": head.get("trained"), **meta})
 
 
 def load_head(head_dir: Path, head_file: str = HEAD_FILE, labels_file: str = LABELS_FILE) -> Optional[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 from pydantic import Field, model_validator
 
@@ -95,6 +95,14 @@ class EvalConfig(Strict):
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Listings held out of the index and the category "
                                     "head (only of SKUs with another listing in the index).")
     seed: int = Field(0, description="Seed of the held-out choice.")
+    untrained_split: Optional[str] = Field("validation", description="Listings of the SKUs in this split of the "
+                                           "run's instruction data (the SKUs the VLM never trained on, which "
+                                           "`ipl eval` drafts for) stay out of every model the index trains (the "
+                                           "encoder's fine-tuning, the category head, the photo-colour head) while "
+                                           "staying in the index: the evaluation's photos are then new to every "
+                                           "model, as a seller's photos are. null, or no such split: none.")
+    instructions: Optional[str] = Field(None, description="Instruction data with that split (null: "
+                                        "<run>/instructions from ipl prepare).")
     same_product_dir: Optional[str] = Field(None, description="Folder of <product>/*.jpg groups (e.g. "
                                             "../shared/realdata/abo): rank each photo's same-product photos.")
 
@@ -174,6 +182,10 @@ class IndexConfig(Strict):
         return str((self.run.dir / FEATURE_CACHE).resolve()) if self.feature_cache else None
 
     @property
+    def instructions_dir(self) -> Path:
+        return Path(self.eval.instructions) if self.eval.instructions else self.run.dir / "instructions"
+
+    @property
     def clip_dir(self) -> Path:
         return Path(self.encoder.output) if self.encoder.output else self.run.dir / "models" / "clip"
 
@@ -185,10 +197,17 @@ class IndexConfig(Strict):
     def index_root(self) -> Path:
         return Path(self.output) if self.output else self.run.dir / "index"
 
-    def encoder_key(self) -> str:
-        """What the fine-tuned encoder depends on (a re-run with the same key reuses it)."""
+    def encoder_key(self, untrained: Sequence[str] = ()) -> str:
+        """What the fine-tuned encoder depends on (a re-run with the same key reuses it); ``untrained``:
+        the listings kept out of its training besides the held-out ones."""
         blob = json.dumps({"base": self.base_clip, "weights": self.encoder.weights,
                            "enc": self.encoder.model_dump(exclude={"output"}),
-                           "listings": str(self.listings_dir), "eval": self.eval.model_dump(exclude={"same_product_dir"})},
+                           "listings": str(self.listings_dir), "eval": self.eval.model_dump(exclude={"same_product_dir"}),
+                           **({"untrained": ids_digest(untrained)} if untrained else {})},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """A short digest of a set of listing ids (order-free)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

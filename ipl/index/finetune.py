@@ -16,6 +16,7 @@ import shutil
 import time
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from ipl.index.config import IndexConfig
 from ipl.runtime import Progress, read_json, write_json_atomic
@@ -97,15 +98,17 @@ def finetune_loop(config: dict) -> None:
         ray.train.report(metrics)
 
 
-def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
-    """Fine-tune (or reuse a fine-tuned encoder with the same key); returns what was done."""
+def finetune(cfg: IndexConfig, holdout: list[str], untrained: Sequence[str] = ()) -> dict:
+    """Fine-tune (or reuse a fine-tuned encoder with the same key); returns what was done.
+    Neither the ``holdout`` listings nor the ``untrained`` ones (indexed, but new to every model:
+    ``eval.untrained_split``) are trained on."""
     import ray
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out = cfg.clip_dir
-    key = cfg.encoder_key()
+    key = cfg.encoder_key(untrained)
     if (out / KEY_FILE).is_file() and read_json(out / KEY_FILE).get("key") == key:
         log.info("encoder %s is already fine-tuned with this config: reusing it", out)
         return {**read_json(out / KEY_FILE), "reused": True}
@@ -132,7 +135,7 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
     trainer = TorchTrainer(
         finetune_loop,
         train_loop_config={"base": str(Path(cfg.base_clip).resolve()) if Path(cfg.base_clip).is_dir() else cfg.base_clip,
-                           "weights": cfg.encoder.weights, "holdout": holdout, "steps": cfg.encoder.steps,
+                           "weights": cfg.encoder.weights, "holdout": sorted({*holdout, *untrained}), "steps": cfg.encoder.steps,
                            "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
                            "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight,
                            "similarity_weight": cfg.encoder.similarity_weight, "threads": threads, "model_cfg": model_cfg,
@@ -158,7 +161,8 @@ def finetune(cfg: IndexConfig, holdout: list[str]) -> dict:
         shutil.copytree(d, tmp)
     record = {"key": key, "base": cfg.base_clip, **{k: result.metrics[k] for k in ("loss_first", "loss_last",
                                                                                   "photos", "steps")},
-              "feature_cache_hits_rank0": int(result.metrics.get("feature_cache_hits", 0))}
+              "feature_cache_hits_rank0": int(result.metrics.get("feature_cache_hits", 0)),
+              "untrained": len(untrained)}
     write_json_atomic(tmp / KEY_FILE, record)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

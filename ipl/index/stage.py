@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from ipl.index.config import IndexConfig
+from ipl.index.config import IndexConfig, ids_digest
 from ipl.index.calibration import evidence_queries, guard_words, key_levels, train_colour, vocabulary
 from ipl.index.colour import FEATURES as COLOUR_FEATURES
 from ipl.index.embed import arrow_to_vectors, load_embeddings
@@ -67,6 +67,21 @@ def choose_holdout(listing_ids: list[str], sku_ids: list[str], fraction: float, 
     return sorted(chosen)
 
 
+def untrained_listings(cfg: IndexConfig, listing_ids: list[str], sku_ids: list[str]) -> list[str]:
+    """The listings of the SKUs in the instruction data's ``eval.untrained_split`` (what ``ipl eval``
+    drafts for): indexed, but no model the index trains sees them. Empty when the split is off or absent."""
+    import pyarrow.dataset as pds
+
+    split = cfg.eval.untrained_split
+    folder = cfg.instructions_dir / f"split={split}" if split else None
+    if folder is None or not folder.is_dir():
+        if split:
+            log.info("no instruction split %s: every indexed listing may train the index's models", folder)
+        return []
+    groups = set(pds.dataset(str(folder), format="parquet").to_table(columns=["group"]).column("group").to_pylist())
+    return sorted(lid for lid, sku in zip(listing_ids, sku_ids) if sku in groups)
+
+
 def listing_files(cfg: IndexConfig) -> list[Path]:
     files = sorted(cfg.listings_dir.rglob("*.parquet")) if cfg.listings_dir.is_dir() else []
     if not files:
@@ -74,7 +89,7 @@ def listing_files(cfg: IndexConfig) -> list[Path]:
     return files
 
 
-def build_key(cfg: IndexConfig, fingerprint: str) -> str:
+def build_key(cfg: IndexConfig, fingerprint: str, untrained: list[str] = ()) -> str:
     """What a version depends on: listing files, encoder, index and evaluation settings (``version`` 5: the
     vocabulary holds the listing-level keys and the manifest the ``leading_words`` and
     ``category_words``, which the guard needs, so older versions are rebuilt)."""
@@ -83,6 +98,7 @@ def build_key(cfg: IndexConfig, fingerprint: str) -> str:
                        "embed": cfg.embed.photos_per_listing, "category": cfg.category.model_dump(),
                        "eval": cfg.eval.model_dump(), "threshold": cfg.identical_threshold,
                        "evidence": cfg.evidence.model_dump(), "version": 5, "colour_features": COLOUR_FEATURES,
+                       **({"untrained": ids_digest(untrained)} if untrained else {}),
                        **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -342,17 +358,18 @@ def build(cfg: IndexConfig) -> dict:
     table = pds.dataset([str(f) for f in files], format="parquet").to_table(columns=["listing_id", "sku_id"])
     holdout = choose_holdout(table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist(),
                              cfg.eval.holdout_fraction, cfg.eval.seed)
+    untrained = untrained_listings(cfg, table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist())
     ray = ensure_ray(cfg.ray)
-    summary: dict = {"listings": table.num_rows, "holdout": len(holdout)}
+    summary: dict = {"listings": table.num_rows, "holdout": len(holdout), "untrained": len(untrained)}
     t0 = time.monotonic()
     if cfg.encoder.finetune:
-        summary["finetune"] = finetune(cfg, holdout)
+        summary["finetune"] = finetune(cfg, holdout, untrained)
         clip_source, weights = str(cfg.clip_dir), None
         summary["finetune"]["seconds"] = round(time.monotonic() - t0, 1)
     else:
         clip_source, weights = cfg.base_clip, cfg.encoder.weights
     clip = load_clip(clip_source, weights)
-    key = build_key(cfg, clip.fingerprint)
+    key = build_key(cfg, clip.fingerprint, untrained)
     cur = current_version(root)
     if cur and not cfg.rebuild and (root / cur / MANIFEST).is_file():
         manifest = read_manifest(root / cur)
@@ -375,9 +392,11 @@ def build(cfg: IndexConfig) -> dict:
                     "search": {"nprobe": cfg.faiss.nprobe, "ef_search": cfg.faiss.ef_search},
                     "encoder": {"source": clip_source, "fingerprint": clip.fingerprint}, "build_key": key,
                     "build": {"embed_s": round(embed_s, 1), "shards_s": round(info["build_s"], 1),
-                              "embed_errors": info["embed_errors"]}}
+                              "embed_errors": info["embed_errors"], "untrained": len(untrained)}}
         write_json_atomic(staged / MANIFEST, manifest)
-        train_vecs, train_meta = load_embeddings(emb_dir, hold, held_out=False, columns=("listing_id", "category"))
+        trained_out = hold | set(untrained)  # what the heads may not learn from
+        train_vecs, train_meta = load_embeddings(emb_dir, trained_out, held_out=False,
+                                                 columns=("listing_id", "category"))
         c = cfg.category
         head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
             train_vecs, train_meta["category"], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
@@ -390,7 +409,7 @@ def build(cfg: IndexConfig) -> dict:
         vecs, meta = load_embeddings(emb_dir, hold, held_out=True,
                                      columns=("listing_id", "sku_id", "spu_id", "category", "extracted", "description"))
         levels = key_levels(cfg)
-        colour = train_colour(cfg, emb_dir, hold)
+        colour = train_colour(cfg, emb_dir, trained_out)
         photo = None
         if colour is not None:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
@@ -422,7 +441,8 @@ def build(cfg: IndexConfig) -> dict:
 
             save_colour_head(colour[0], staged, colour[0]["key"])
             result["colour_head"] = {"key": colour[0]["key"], "values": len(colour[0]["classes"]),
-                                     "train_accuracy": round(colour[0]["train_accuracy"], 4)}
+                                     "train_accuracy": round(colour[0]["train_accuracy"], 4),
+                                     "trained": colour[0].get("trained")}
         manifest.update({"thresholds": {"identical": threshold, "calibrated": cfg.identical_threshold is None},
                          "target_precision": cfg.evidence.target_precision, "evidence": evidence,
                          "vocabulary": VOCABULARY, "leading_words": leads,
@@ -454,6 +474,10 @@ def report(s: dict) -> str:
         f = s["finetune"]
         lines.append(f"  encoder fine-tuned: loss {f['loss_first']:.2f} -> {f['loss_last']:.2f} over {f['steps']} "
                      f"steps{' [reused]' if f.get('reused') else ''}")
+    untrained = (s.get("build") or {}).get("untrained")
+    if untrained:
+        lines.append(f"  {untrained} indexed listings of the evaluation's SKUs kept out of the encoder's and the "
+                     "heads' training (eval.untrained_split)")
     if ev.get("queries"):
         lines.append(f"  held-out photos ({ev['queries']}): identical (SKU) top-1 {ev['identical_top1']:.2f}, "
                      f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; same SPU and "

@@ -38,6 +38,19 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert len(s["shards"]) == 2 and s["shards"][0]["id_end"] == s["shards"][1]["id_start"]
     ev = s["eval"]
     assert ev["queries"] == s["holdout"]
+    # the listings of the instruction validation split's SKUs (what `ipl eval` drafts for) stay in the
+    # index but out of every model it trains: the encoder's fine-tuning and the category head
+    split = pds.dataset(str(root / "t" / "instructions" / "split=validation"), format="parquet")
+    eval_skus = set(split.to_table(columns=["group"]).column("group").to_pylist())
+    table = pds.dataset(str(cfg.listings_dir), format="parquet").to_table(columns=["listing_id", "sku_id"])
+    untrained = {lid for lid, sku in zip(table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist())
+                 if sku in eval_skus}
+    assert untrained and s["untrained"] == len(untrained) == s["build"]["untrained"]
+    assert s["finetune"]["untrained"] == len(untrained)
+    indexed_ids = set(ShardedIndex.load(cfg.index_root).metadata["listing_id"])
+    assert untrained & indexed_ids  # still references for drafts
+    labels = json.loads((cfg.category_dir / "labels.json").read_text())
+    assert labels["trained"] == len(indexed_ids - untrained)
     for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot"):
         assert 0 <= ev[key] <= 1, key
     assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU

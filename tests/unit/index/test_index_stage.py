@@ -10,7 +10,7 @@ from PIL import Image
 from ipl.config import ConfigError, load_config
 from ipl.index.config import IndexConfig
 from ipl.index.embed import ListingEmbedder, arrow_to_vectors
-from ipl.index.stage import choose_holdout, plan_shards
+from ipl.index.stage import choose_holdout, plan_shards, untrained_listings
 
 
 def test_holdout_keeps_every_sku_in_the_index_and_is_stable():
@@ -79,6 +79,22 @@ def test_index_config_errors(tmp_path):
     cfg = load_config(IndexConfig, None, ["run.name=x"])
     assert str(cfg.index_root) == "runs/x/index" and cfg.base_clip == "runs/x/models/clip-base"
     assert cfg.encoder_key() != load_config(IndexConfig, None, ["run.name=x", "encoder.steps=3"]).encoder_key()
+
+
+def test_untrained_listings_are_the_evaluation_splits_skus(tmp_path):
+    import pyarrow.parquet as pq
+
+    ids, skus = ["a", "b", "c", "d"], ["s1", "s2", "s1", "s3"]
+    cfg = load_config(IndexConfig, None, [f"run.root={tmp_path}", "run.name=r"])
+    assert untrained_listings(cfg, ids, skus) == []  # no instruction data: nothing kept out
+    folder = tmp_path / "r" / "instructions" / "split=validation"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"group": ["s1", "s1", "s9"]}), folder / "part-0.parquet")
+    assert untrained_listings(cfg, ids, skus) == ["a", "c"]
+    off = load_config(IndexConfig, None, [f"run.root={tmp_path}", "run.name=r", "eval.untrained_split=null"])
+    assert untrained_listings(off, ids, skus) == []
+    # the encoder trained without them is another encoder
+    assert cfg.encoder_key(["a", "c"]) != cfg.encoder_key() and cfg.encoder_key(["c", "a"]) == cfg.encoder_key(["a", "c"])
 
 
 def test_report_says_which_evidence_tiers_are_disabled():
