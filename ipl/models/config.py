@@ -77,6 +77,10 @@ class TinyModelsConfig(Strict):
                                     "tiny ViT (same corpus and steps) as `models/clip-tiny`, so `ipl eval` can report "
                                     "the same real-photo figures for both encoders in one run "
                                     "(`eval.realdata.compare_clips`); about 100 s on 2 cores.")
+    parallel: bool = Field(True, description="Build the CLIP side (base CLIP and the comparison) in a second "
+                           "process while the tokenizer and the VLM's copy pretraining run here, each with half the "
+                           "CPUs' torch threads (the tiny models' small matrices gain little from a second thread; "
+                           "about 2 minutes of `ipl synth` on 2 cores). false: one after the other.")
     clip_pretrain_steps: int = Field(250, ge=0, description="Contrastive pretraining steps of the base CLIP on a separate corpus (the tiny ViT: all of it; the packaged model: its projections; 0: none).")
     clip_pretrain_rows: int = Field(3000, ge=10, description="Listings of the separate clean corpus the base CLIP is pretrained on.")
     clip_batch_size: int = Field(128, ge=2, description="Contrastive batch size.")

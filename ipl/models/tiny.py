@@ -59,39 +59,105 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     models_dir = run_dir / "models"
     clip_fields = {"clip_model", "compare_tiny_clip", "clip_pretrain_steps", "clip_pretrain_rows", "clip_batch_size", "clip_lr", "clip",
                    "packaged_clip", "seed"}
-    key = hashlib.sha256((cfg.model_dump_json(exclude=clip_fields - {"seed"}) + data_fingerprint).encode()).hexdigest()[:16]
+    key = hashlib.sha256((cfg.model_dump_json(exclude=(clip_fields - {"seed"}) | {"parallel"}) + data_fingerprint
+                          ).encode()).hexdigest()[:16]
     clip_key = hashlib.sha256((cfg.model_dump_json(include=clip_fields) + data_fingerprint).encode()).hexdigest()[:16]
     record = models_dir / "_build.json"
     old = read_json(record) if record.exists() else {}
     if old.get("key") == key and old.get("clip_key") == clip_key:
         log.info("tiny models in %s are up to date, reusing them", models_dir)
         return old
-    if old.get("key") == key:  # the tokenizer and the VLM are up to date: only the CLIP changed
+    vlm_ready = old.get("key") == key
+    models_dir.mkdir(parents=True, exist_ok=True)
+    side = None  # the CLIP side in a second process, while the VLM trains here
+    if not vlm_ready and cfg.parallel and (os.cpu_count() or 1) >= 2:
+        side = start_clip_side(cfg, models_dir, clip_corpus)
+    threads = torch_threads(max(1, (os.cpu_count() or 2) // 2) if side else None)
+    try:
+        info = build_vlm_side(cfg, run_dir, models_dir, key, vocabulary) if not vlm_ready else None
+    except BaseException:
+        if side is not None:
+            side[0].shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        torch_threads(threads)
+    if vlm_ready:  # the tokenizer and the VLM are up to date: only the CLIP changed
         log.info("tokenizer and VLM in %s are up to date, reusing them", models_dir)
         info = {k: old[k] for k in ("key", "tokenizer", "vlm")}
-    else:
-        log.info("training the byte-level BPE tokenizer on the synthetic corpus")
-        tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows, vocabulary() if vocabulary else ()),
-                                    cfg.vocab_size)
-        tokenizer.save_pretrained(models_dir / "tokenizer")
-        log.info("building the tiny Qwen2-VL")
-        vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
-        vlm_pretrain = {}
-        if cfg.vlm_pretrain_steps:
-            vlm_pretrain = pretrain_vlm(cfg, vlm)
-        info = {"key": key, "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
-                "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters()),
-                        "pretrain": vlm_pretrain}}
-        write_json_atomic(record, info)  # a CLIP failure below keeps the VLM
     info["clip_key"] = clip_key
-    info["clip"] = build_base_clip(cfg, models_dir / "clip-base", clip_corpus)
-    info.pop("compare_clip", None)
-    if cfg.compare_tiny_clip and cfg.clip_model != "tiny":
-        log.info("building the tiny ViT CLIP for comparison (models/clip-tiny)")
-        info["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
-                                               clip_corpus)
+    if side is not None:
+        pool, future = side
+        try:
+            info.update(future.result())
+        finally:
+            pool.shutdown()
+    else:
+        info.update(clip_side(cfg, models_dir, clip_corpus))
     write_json_atomic(record, info)
     return info
+
+
+def torch_threads(n: Optional[int]) -> Optional[int]:
+    """Set torch's intra-op threads to ``n`` (None: leave them); returns the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    return before
+
+
+def build_vlm_side(cfg: TinyModelsConfig, run_dir: Path, models_dir: Path, key: str,
+                   vocabulary: Optional[Callable[[], Iterable[str]]]) -> dict:
+    """The tokenizer and the tiny VLM (with its copy pretraining); recorded at once, so a CLIP
+    failure afterwards keeps them."""
+    log.info("training the byte-level BPE tokenizer on the synthetic corpus")
+    tokenizer = train_tokenizer(corpus(run_dir / "raw", cfg.tokenizer_rows, vocabulary() if vocabulary else ()),
+                                cfg.vocab_size)
+    tokenizer.save_pretrained(models_dir / "tokenizer")
+    log.info("building the tiny Qwen2-VL")
+    vlm = build_tiny_vlm(tokenizer, cfg.vlm, models_dir / "vlm-base", seed=cfg.seed)
+    vlm_pretrain = {}
+    if cfg.vlm_pretrain_steps:
+        vlm_pretrain = pretrain_vlm(cfg, vlm)
+    info = {"key": key, "tokenizer": {"path": str(models_dir / "tokenizer"), "vocab": len(tokenizer)},
+            "vlm": {"path": str(vlm.path), "parameters": sum(p.numel() for p in vlm.model.parameters()),
+                    "pretrain": vlm_pretrain}}
+    write_json_atomic(models_dir / "_build.json", info)  # a CLIP failure afterwards keeps the VLM
+    return info
+
+
+def clip_side(cfg: TinyModelsConfig, models_dir: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:
+    """``clip`` (the base CLIP) and, with ``compare_tiny_clip``, ``compare_clip`` (the tiny ViT)."""
+    out = {"clip": build_base_clip(cfg, models_dir / "clip-base", clip_corpus)}
+    if cfg.compare_tiny_clip and cfg.clip_model != "tiny":
+        log.info("building the tiny ViT CLIP for comparison (models/clip-tiny)")
+        out["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
+                                              clip_corpus)
+    return out
+
+
+def _clip_side_process(cfg: TinyModelsConfig, models_dir: Path, clip_corpus, threads: int, level: int) -> dict:
+    """:func:`clip_side` in a spawned process: the parent's log format and level, ``threads`` torch threads."""
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("ipl").setLevel(level)
+    torch_threads(threads)
+    return clip_side(cfg, models_dir, clip_corpus)
+
+
+def start_clip_side(cfg: TinyModelsConfig, models_dir: Path, clip_corpus):
+    """(pool, future) of :func:`clip_side` running in a spawned process (``clip_corpus`` must pickle)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    log.info("building the CLIP side in a second process (%d torch threads each) while the VLM trains", threads)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    level = logging.getLogger("ipl").getEffectiveLevel()
+    return pool, pool.submit(_clip_side_process, cfg, models_dir, clip_corpus, threads, level)
 
 
 def build_base_clip(cfg: TinyModelsConfig, out: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:

@@ -6,6 +6,7 @@ Run as ``ipl synth [--config jobs/configs/synth_local.yaml] [key=value ...]`` or
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from ipl.models.tiny import build_tiny_models
 from ipl.synth.vocab import catalogue_corpus
@@ -56,7 +57,7 @@ def run(cfg: SynthConfig) -> dict:
     out = {"raw": manifest}
     if cfg.models.build:
         out["models"] = build_tiny_models(cfg.models, cfg.run.dir, cfg.data_fingerprint(),
-                                          clip_corpus=lambda n: clip_corpus(cfg, n), vocabulary=catalogue_corpus)
+                                          clip_corpus=partial(clip_corpus, cfg), vocabulary=catalogue_corpus)
     return out
 
 

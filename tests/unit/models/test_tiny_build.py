@@ -25,3 +25,23 @@ def test_compare_tiny_clip_builds_models_clip_tiny_and_reuses_it(small_synth_cfg
     assert again["compare_clip"] == info["compare_clip"]
     off = build_tiny_models(cfg.model_copy(update={"compare_tiny_clip": False}), tmp_path, "fp")
     assert "compare_clip" not in off
+
+
+def test_the_clip_side_built_in_a_second_process_is_the_one_built_here(small_rows, tmp_path):
+    """``parallel``: the CLIP side runs in a spawned process while the VLM trains; same seeds, same models."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    infos = {}
+    for parallel in (True, False):
+        run = tmp_path / str(parallel)
+        (run / "raw").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(small_rows[:60]), run / "raw" / "part-0.parquet")
+        cfg = TinyModelsConfig(vocab_size=400, tokenizer_rows=60, vlm_pretrain_steps=0, clip_pretrain_steps=0,
+                               compare_tiny_clip=True, packaged_clip={"embed_dim": 32}, parallel=parallel)
+        infos[parallel] = build_tiny_models(cfg, run, "fp")
+        record = json.loads((run / "models" / "_build.json").read_text())
+        assert record["clip_key"] and record["vlm"]["path"] and record["compare_clip"]["path"]
+    for side in ("clip", "compare_clip"):
+        assert infos[True][side]["fingerprint"] == infos[False][side]["fingerprint"]
+    assert infos[True]["key"] == infos[False]["key"]  # the switch does not rebuild the VLM
