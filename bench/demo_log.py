@@ -11,6 +11,7 @@ like a Python warning, and the wall time. Exit 1 when any is found (0: a clean l
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ OTHER = re.compile(r"\bWARNING\b")  # every other WARNING-level line (ipl's own 
 
 def record(cmd: list[str], out: str) -> int:
     start = time.monotonic()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # runs/ of a fresh clone
     with open(out, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 errors="replace")
