@@ -41,6 +41,9 @@ class EncoderConfig(Strict):
                                      "to the pretrained trunk's, so the fine-tuned projection does not forget what "
                                      "transfers to real photos (README: real article-type kNN 0.74 -> 0.82 at 10 "
                                      "with the synthetic held-out SKU/SPU top-1 unchanged). 0: off.")
+    family_weight: float = Field(0.0, ge=0, le=1, description="Weight of a photo's same-SPU, other-SKU captions as its "
+                                 "targets beside its own SKU's (1 each): 0 makes them negatives, which pushes a product's "
+                                 "colours apart and, for a product sold in a colour the index lacks, its siblings away.")
     scaling: ScalingConfig = Field(default_factory=lambda: ScalingConfig(num_workers=2, cpus_per_worker=0.5),
                                    description="Ray Train workers (gradients are averaged across them; leave CPU for the Ray Data read).")
     output: Optional[str] = Field(None, description="Fine-tuned CLIP directory (null: <run>/models/clip).")

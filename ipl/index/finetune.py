@@ -84,7 +84,8 @@ def finetune_loop(config: dict) -> None:
     losses = contrastive_train(
         clip.model, data, steps=config["steps"], batch_size=min(config["batch_size"], len(data.groups)),
         lr=config["lr"], seed=config["seed"] + rank, log_every=0, after_backward=_average_gradients,
-        image_weight=config["image_weight"], similarity_weight=config["similarity_weight"], step_hook=progress)
+        image_weight=config["image_weight"], similarity_weight=config["similarity_weight"],
+        family_weight=config.get("family_weight", 0.0), step_hook=progress)
     metrics = {"loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
                "photos": int(len(data.groups)), "steps": len(losses), "locked_towers": bool(data.features),
                "feature_cache_hits": clip.feature_cache.hits if clip.feature_cache is not None else 0}
@@ -120,7 +121,7 @@ def finetune(cfg: IndexConfig, holdout: list[str], untrained: Sequence[str] = ()
 
     with no_data_progress():  # a dataset keeps the context it was made with (Ray Train streams it in an actor)
         ds = ray.data.read_parquet(str(cfg.listings_dir.resolve()), num_cpus=READ_CPUS).select_columns(
-            ["listing_id", "sku_id", "category", "title", "photos"])
+            ["listing_id", "sku_id", "spu_id", "category", "title", "photos"])
     model_cfg = None
     if not Path(cfg.base_clip).is_dir():
         import open_clip
@@ -138,7 +139,8 @@ def finetune(cfg: IndexConfig, holdout: list[str], untrained: Sequence[str] = ()
                            "weights": cfg.encoder.weights, "holdout": sorted({*holdout, *untrained}), "steps": cfg.encoder.steps,
                            "batch_size": cfg.encoder.batch_size, "lr": cfg.encoder.lr, "seed": cfg.eval.seed,
                            "max_photos": cfg.encoder.max_photos, "image_weight": cfg.encoder.image_weight,
-                           "similarity_weight": cfg.encoder.similarity_weight, "threads": threads, "model_cfg": model_cfg,
+                           "similarity_weight": cfg.encoder.similarity_weight,
+                           "family_weight": cfg.encoder.family_weight, "threads": threads, "model_cfg": model_cfg,
                            "feature_cache": cfg.feature_cache_dir},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu,

@@ -45,6 +45,7 @@ class ContrastiveData:
     tokens: torch.Tensor  # (N, context) open_clip tokens; with `features`: (N, G) frozen text features
     groups: torch.Tensor  # (N,) int group id (same id = positives)
     features: bool = False  # pixels/tokens hold locked towers' features (LiT)
+    families: Optional[torch.Tensor] = None  # (N,) int family id (SPU: a group's siblings), when the rows had one
 
 
 def caption(category: str, title: str) -> str:
@@ -58,14 +59,16 @@ def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2, batch_si
     For a locked-tower model the result holds the towers' features instead (computed here, in
     batches, on the model's device, through the CLIP's feature cache when one is on; photos are
     decoded a batch at a time; ``progress(done, total)`` is called after each batch)."""
-    photos, texts, groups, ids = [], [], [], {}
+    photos, texts, groups, ids, families, fids = [], [], [], {}, [], {}
     for row in rows:
         text = caption(row["category"], row["title"])
         gid = ids.setdefault(row["sku_id"], len(ids))
+        fid = fids.setdefault(row["spu_id"], len(fids)) if row.get("spu_id") is not None else -1 - gid
         for jpeg in row["photos"][:max_photos]:
             photos.append(jpeg)
             texts.append(text)
             groups.append(gid)
+            families.append(fid)
     if not photos:
         raise ValueError("no photos to train the CLIP on")
 
@@ -75,7 +78,7 @@ def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2, batch_si
     split = lit_split(clip.model)
     if split is None:
         pixels = torch.stack([clip.preprocess(decode(p)) for p in photos])
-        return ContrastiveData(pixels, clip.tokenizer(texts), torch.tensor(groups))
+        return ContrastiveData(pixels, clip.tokenizer(texts), torch.tensor(groups), families=torch.tensor(families))
     img, txt, device = [], [], clip.device
     unique = list(dict.fromkeys(texts))  # photos of one listing share its caption
     with torch.inference_mode():
@@ -88,7 +91,7 @@ def prepare_data(clip: Clip, rows: Iterable[dict], max_photos: int = 2, batch_si
     text_feats = torch.cat(txt)
     where = {t: j for j, t in enumerate(unique)}
     return ContrastiveData(torch.cat(img), text_feats[torch.tensor([where[t] for t in texts])], torch.tensor(groups),
-                           features=True)
+                           features=True, families=torch.tensor(families))
 
 
 def _encoders(model, data: ContrastiveData):
@@ -101,9 +104,16 @@ def _encoders(model, data: ContrastiveData):
     return split.image_head, split.text_head
 
 
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor, scale: torch.Tensor):
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor, scale: torch.Tensor,
+                        families: Optional[torch.Tensor] = None, family_weight: float = 0.0):
+    """Multi-positive InfoNCE, both directions: the captions of the photo's group are its targets;
+    with ``family_weight`` the captions of its family's other groups (same SPU, another SKU) are
+    targets too, each weighing that much against a group member's 1 (0: they are negatives)."""
     logits = scale * img @ txt.t()
-    target = (groups[:, None] == groups[None, :]).float()
+    same = groups[:, None] == groups[None, :]
+    target = same.float()
+    if family_weight and families is not None:
+        target = target + family_weight * ((families[:, None] == families[None, :]) & ~same).float()
     target = target / target.sum(dim=1, keepdim=True)
     return 0.5 * (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.t(), 1)).sum(1).mean())
 
@@ -143,6 +153,7 @@ def contrastive_train(
     after_backward=None,
     image_weight: float = 0.0,
     similarity_weight: float = 0.0,
+    family_weight: float = 0.0,
 ) -> list[float]:
     """Train ``model`` (an open_clip CLIP) for ``steps`` steps; returns the loss per step.
 
@@ -150,6 +161,8 @@ def contrastive_train(
     ``similarity_weight`` adds :func:`similarity_preserving_loss` against the locked trunk's
     features (LiT data only: a model trained end to end has no fixed teacher, and the term is
     left out with a warning).
+    ``family_weight``: the captions of a photo's family's other groups (same SPU, another SKU) weigh
+    that much as its targets (:func:`multi_positive_loss`; 0: negatives, as any other caption).
     ``after_backward(model)`` runs between ``backward`` and the optimizer step (the index
     stage's Ray Train workers average gradients there).
     """
@@ -183,8 +196,9 @@ def contrastive_train(
         img = F.normalize(encode_image(pixels), dim=-1)
         txt = F.normalize(encode_text(data.tokens[idx].to(device)), dim=-1)
         groups = data.groups[idx].to(device)
+        families = data.families[idx].to(device) if data.families is not None else None
         scale = model.logit_scale.exp().clamp(max=100)
-        loss = multi_positive_loss(img, txt, groups, scale)
+        loss = multi_positive_loss(img, txt, groups, scale, families, family_weight)
         if image_weight:
             loss = loss + image_weight * image_positive_loss(img, groups, scale)
         if similarity_weight:  # pixels hold the locked trunk's features here

@@ -26,6 +26,23 @@ def test_multi_positive_loss_is_symmetric_in_positives():
     assert low < high
 
 
+def test_family_weight_makes_a_products_other_colours_targets_not_negatives():
+    # groups 0 and 1 are two SKUs of one SPU (family 0); group 2 is another product
+    groups, families = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
+    scale = torch.tensor(10.0)
+    txt = torch.eye(3)
+    apart = torch.eye(3)  # each photo on its own caption only
+    near = F.normalize(torch.tensor([[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=-1)  # siblings close
+    plain = (multi_positive_loss(apart, txt, groups, scale), multi_positive_loss(near, txt, groups, scale))
+    assert plain[0] < plain[1]  # without the weight the sibling's caption is a negative: closeness costs
+    weighted = (multi_positive_loss(apart, txt, groups, scale, families, 0.5),
+                multi_positive_loss(near, txt, groups, scale, families, 0.5))
+    assert weighted[1] < weighted[0]  # with it, siblings close are what the loss wants
+    # weight 0, or no families, is the plain loss
+    assert torch.allclose(multi_positive_loss(near, txt, groups, scale, families, 0.0), plain[1])
+    assert torch.allclose(multi_positive_loss(near, txt, groups, scale, None, 0.5), plain[1])
+
+
 def test_consistency_threshold_sits_between_matched_and_mismatched_scores():
     import numpy as np
 
