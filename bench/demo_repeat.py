@@ -20,6 +20,7 @@ HEADLINES = {
     "Table 7 system precision": ("ablation", "table", "all", "image+category+reference", "precision"),
     "Table 7 system wrong values": ("ablation", "table", "all", "image+category+reference", "contradicted_values"),
     "Table 7 system partial values": ("ablation", "table", "all", "image+category+reference", "partial_values"),
+    "Table 7 system near model numbers": ("ablation", "table", "all", "image+category+reference", "near_values"),
     "Table 7 system made-up condition values": ("ablation", "table", "all", "image+category+reference",
                                                 "listing_facts", "unsupported"),
     "Table 7 system ACC, indexed SKUs": ("ablation", "table", "indexed_sku", "image+category+reference", "acc"),

@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from ipl.extract.matcher import AttributeMatcher, category_words, leading_words, other_category, states_word
+from ipl.extract.matcher import (AttributeMatcher, category_words, leading_words, near_values, other_category,
+                                 states_word)
 
 __all__ = ["AttributeMatcher", "AttributeScore", "category_words", "leading_words", "listing_facts", "other_category",
            "partial_values", "vocabulary_of"]
@@ -105,6 +106,16 @@ def partial_values(text: str, truth: Mapping[str, str], leads: Mapping[str, Iter
     return [word for word, values in leads.items()
             if not matcher.states(word, true) and not any(matcher.states(v, text) for v in values)
             and states_word(word, text)]
+
+
+def near_misses(text: str, truth: Mapping[str, str], vocabulary: Mapping[str, Iterable[str]],
+                matcher: AttributeMatcher) -> list[str]:
+    """The code-like words of a description one edit from a known model number or measure of the
+    item's keys that neither a known value nor the item's truth holds ("WH-1000XM3" for a
+    WH-1000XM4: :func:`ipl.extract.matcher.near_values`): another product, which the wrong values
+    (whole known values) miss."""
+    truth = {k: str(v) for k, v in (truth or {}).items() if v}
+    return list(near_values(text, truth, [], vocabulary, matcher))
 
 
 def listing_facts(matcher: AttributeMatcher, text: str, rec: dict, facts: dict, levels, vocabulary: dict

@@ -195,15 +195,16 @@ def partial_value_lines(table: dict) -> list[str]:
     rows = {n: r for n, r in rows.items() if "partial_values" in r}
     if not rows:
         return []
-    out = ["### Drafts naming a product by a part of a known value, or the item by another category's name "
-           "(not counted above)", "",
+    out = ["### Drafts naming a product by a part of a known value, by a near model number, or the item by "
+           "another category's name (not counted above)", "",
            "The wrong values above count whole known values: a draft can still write the distinctive first word "
            "of a multi-word brand or model that is not the item's ('iPhone' of 'iPhone 12 Pro' for a watch, "
            "'Michael' of 'Michael Kors', going on into 'Michael Vuitton'), or call a phone a 'watch' (another "
-           "category's name that this category's sellers rarely write).", "",
-           "| row | part of a value | another category's name |", "|---|---|---|"]
+           "category's name that this category's sellers rarely write), or write a model number one character "
+           "off a known one ('WH-1000XM3' for a WH-1000XM4: another product).", "",
+           "| row | part of a value | another category's name | a near model number |", "|---|---|---|---|"]
     out += [f"| {n} | {r['partial_values']} of {r['descriptions']} | {r.get('other_category', '—')} of "
-            f"{r['descriptions']} |" for n, r in rows.items()]
+            f"{r['descriptions']} | {r.get('near_values', '—')} of {r['descriptions']} |" for n, r in rows.items()]
     return out + [""]
 
 

@@ -74,7 +74,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
     abstained, SIM, BLEU-1..4, ROUGE-1/2/L, casual register; plus each example's outcome."""
     from ipl.catalog.templates import load_levels
     from ipl.eval.match import AttributeMatcher, AttributeScore, category_words, leading_words, listing_facts
-    from ipl.eval.match import other_category, partial_values
+    from ipl.eval.match import near_misses, other_category, partial_values
     from ipl.eval.metrics import text_scores
     from ipl.eval.style import Register
     from ipl.extract.matcher import across_categories
@@ -111,7 +111,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             attrs, model_only = AttributeScore(), AttributeScore()
             repaired = completed = 0
             own = {"values": 0, "stated": 0, "contradicted": 0, "unsupported": 0, "drafts": 0}
-            partial = elsewhere = 0
+            partial = elsewhere = near = 0
             for r, text in zip(recs, hyps):
                 keys = cfg.metrics.keys or levels.scored(list(r["attributes"]))
                 mine = listing_facts(matcher, text, r, r["rows"][n]["facts"], levels, known.get(r["category"], {}))
@@ -119,6 +119,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                     own[k] += v
                 partial += bool(partial_values(text, r["attributes"], leads, matcher))
                 elsewhere += bool(other_category(text, r["category"], nouns))
+                near += bool(near_misses(text, r["attributes"], known.get(r["category"], {}), matcher))
                 outcome = attrs.add(matcher, text, r["attributes"], keys, known.get(r["category"], {}),
                                     abstained=[k for k in keys if k not in r["rows"][n]["facts"]])
                 verification = texts[(id(r), n)][1]
@@ -139,7 +140,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
                    "descriptions": len(hyps), "repaired": repaired, "completed": completed,
                    "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate,
-                   "partial_values": partial, "other_category": elsewhere,
+                   "partial_values": partial, "other_category": elsewhere, "near_values": near,
                    "listing_facts": {**{k: v for k, v in own.items() if k != "drafts"},
                                      "drafts_share": own["drafts"] / len(hyps) if hyps else 0.0}}
             if sims is not None:

@@ -9,7 +9,9 @@ distinctive leading words, :func:`ipl.extract.matcher.leading_words`), a guarded
 written as a whole word, as written, without the value it starts is a ``partial`` problem
 ("Michael Vuitton", "Used iPhone 12" for a watch). With ``elsewhere`` (other categories' names
 this category's sellers rarely write), writing one is a ``category`` problem ("my watch" for a
-jacket).
+jacket). A code-like word one edit from a known model number or measure of a scored key, which
+no known value holds ("WH-1000XM3" beside WH-1000XM4 and WF-1000XM3:
+:func:`ipl.extract.matcher.near_values`), is a ``near`` problem: it names another product.
 
 ``repair(text, values, matcher, keep)`` drops the clauses (split at , ; . ! ? and their CJK
 forms, and line breaks) that state a problem value; a clause that also states a fact keeps
@@ -24,7 +26,8 @@ import re
 from typing import Iterable, Mapping, Optional, Sequence
 
 from ipl.extract.grounding import value_pattern
-from ipl.extract.matcher import AttributeMatcher, category_forms, guarded_words, states_word, value_key, word_pattern
+from ipl.extract.matcher import (AttributeMatcher, category_forms, guarded_words, near_values, states_word, value_key,
+                                 word_pattern)
 from ipl.text.normalize import has_cjk, normalize
 
 _CLAUSE = re.compile(r"[^,;.!?，；。！？\n]+[,;.!?，；。！？\n]*")
@@ -66,6 +69,8 @@ def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabular
     for name in category_forms(elsewhere):
         if matcher.states(name, text):
             problems.append({"key": None, "stated": name, "expected": None, "kind": "category"})
+    for word, key in near_values(text, facts, unknown, vocabulary, matcher).items():
+        problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "near"})
     return problems
 
 
@@ -139,8 +144,9 @@ def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabula
     out = {"checked": len(keys), "problems": problems, "repaired": bool(problems), "removed": [], "added": [],
            "ok": True}
     if problems:
-        text, out["removed"] = repair(text, [p["stated"] for p in problems if p["kind"] != "partial"], matcher,
-                                      facts.values(), [p["stated"] for p in problems if p["kind"] == "partial"])
+        words = ("partial", "near")  # removed as written, whole words
+        text, out["removed"] = repair(text, [p["stated"] for p in problems if p["kind"] not in words], matcher,
+                                      facts.values(), [p["stated"] for p in problems if p["kind"] in words])
         out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads, elsewhere)
     if add_missing:
         text, out["added"] = complete(text, facts, matcher, language)

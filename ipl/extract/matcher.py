@@ -145,6 +145,59 @@ def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], 
     return out
 
 
+_CODE = re.compile(r"(?<![\w-])[^\W_][\w-]*[^\W_](?![\w-])")
+
+
+def _code_like(word: str) -> bool:
+    """A model number or a measure: letters and digits in one word ("WH-1000XM3", "44mm", "A7")."""
+    return len(word) >= 2 and any(c.isdigit() for c in word) and any(c.isalpha() for c in word)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """``a`` and ``b`` differ by exactly one inserted, deleted or replaced character."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i + (len(a) == len(b)):] == b[i + 1:]
+
+
+def near_values(text: str, facts: Mapping[str, str], unknown: Sequence[str],
+                vocabulary: Mapping[str, Iterable[str]], matcher: "AttributeMatcher") -> dict[str, str]:
+    """Word -> key: the code-like words of ``text`` (:func:`_code_like`, at least 4 characters) that no
+    known value of any key holds as a word, but that are one edit from a code-like value (or word of
+    one) of ``facts``' or ``unknown``'s keys: a model number written nearly right ("WH-1000XM3" beside
+    the known WH-1000XM4 and WF-1000XM3) names another product, and no guard over known values
+    catches it. The facts' own words are never near values."""
+    known: set[str] = set()
+    for values in vocabulary.values():
+        for value in values:
+            known.update(value_key(w) for w in [value, *str(value).split()])
+    for fact in facts.values():
+        for form in matcher.forms(fact):
+            known.update(value_key(w) for w in [form, *str(form).split()])
+    targets: dict[str, str] = {}
+    for key in [*facts, *unknown]:
+        for value in vocabulary.get(key, ()):
+            for w in [value, *str(value).split()]:
+                k = value_key(w)
+                if _code_like(k) and len(k) >= 4:
+                    targets.setdefault(k, key)
+    out: dict[str, str] = {}
+    for m in _CODE.finditer(normalize(text or "")):
+        word = m.group(0)
+        k = value_key(word)
+        if len(k) < 4 or not _code_like(k) or k in known:
+            continue
+        key = next((targets[t] for t in targets if _one_edit(k, t)), None)
+        if key is not None:
+            out.setdefault(word, key)
+    return out
+
+
 def word_pattern(word: str) -> re.Pattern:
     """``word`` as written (case and all), as a whole word: "Watch" of "Watch SE", not "watch"."""
     return re.compile(r"(?<![\w'’])" + re.escape(normalize(word)) + r"(?!\w)")

@@ -96,6 +96,7 @@ def test_score_rows(run_cfg):
                                                                  "unsupported": 2, "drafts_share": 1.0}
     assert rows["confirmed"]["listing_facts"]["unsupported"] == 0
     assert all(r["partial_values"] == 0 for r in rows.values())  # "Mate 10 Pro" is written whole or not at all
+    assert all(r["near_values"] == 0 for r in rows.values())
     ex = {e["listing_id"]: e for e in out["examples"]}
     assert ex["a"]["generated"]["image+category:unguarded"]["contradicted"] == ["Model=Mate 10 Pro"]
     assert ex["a"]["generated"]["image+category"]["verification"]["removed"] == ["mate 10 pro"]
@@ -174,6 +175,17 @@ def test_configs_validate(tmp_path):
         load_config(EvalConfig, None, ["conditions=[image,text_only]"])
     with pytest.raises(ConfigError, match="sets.indexed_sku"):
         load_config(EvalConfig, None, ["sets.indexed_sku=-1"])
+
+
+def test_a_near_model_number_is_counted():
+    from ipl.eval.match import AttributeMatcher, near_misses
+
+    m = AttributeMatcher()
+    known = {"Brand": ["Sony"], "Model": ["WH-1000XM4", "WF-1000XM3"]}
+    truth = {"Brand": "Sony", "Model": "WH-1000XM4"}
+    assert near_misses("Selling my Sony WH-1000XM3, like new", truth, known, m) == ["WH-1000XM3"]
+    assert near_misses("Selling my Sony WH-1000XM4, like new", truth, known, m) == []
+    assert near_misses("Selling my Sony WF-1000XM3", truth, known, m) == []  # a whole known value: counted as wrong
 
 
 def test_a_draft_calling_the_item_by_another_categorys_name_is_counted():

@@ -96,6 +96,24 @@ def test_verification_drops_a_product_named_by_a_part():
     assert check("My iPhone 12, like new.", {"Model": "iPhone 12"}, [], BAGS, M, LEADS) == []
 
 
+def test_a_model_number_one_character_off_a_known_one_is_dropped():
+    from ipl.extract.matcher import near_values
+
+    phones = {"Brand": ["Sony", "Bose"], "Model": ["WH-1000XM4", "WF-1000XM3", "QC35 II"], "Case size": ["44mm", "42mm"],
+              "Storage": ["128GB", "256GB"]}
+    facts = {"Brand": "Sony", "Model": "WF-1000XM3"}
+    text, v = verify("Up for grabs: Sony WH-1000XM3, works perfectly. Ask me anything.", facts, ["Case size"], phones,
+                     M, add_missing=True)
+    assert v["problems"] == [{"key": "Model", "stated": "WH-1000XM3", "expected": "WF-1000XM3", "kind": "near"}]
+    assert text == "Up for grabs: Sony, works perfectly. Ask me anything. Model: WF-1000XM3." and v["ok"]
+    # a made-up measure one off a known one; the facts (in any spelling) and known values are never near values
+    assert near_values("Bose QC36, 43mm case", {"Brand": "Bose"}, ["Model", "Case size"], phones, M) == {
+        "QC36": "Model", "43mm": "Case size"}
+    assert near_values("Sony WF1000XM3, 256GB, 44mm, model 2019", facts, ["Case size"], phones, M) == {}
+    assert near_values("QC36", {}, ["Brand"], phones, M) == {}  # only the keys the draft is about
+    assert near_values("It has 128GC", {}, ["Storage"], phones, M) == {"128GC": "Storage"}
+
+
 def test_value_guard_masks_the_last_token_after_its_prefix():
     guard = ValueGuard([[[5, 6, 7], [9]], []], prompt_len=2)
     ids = torch.tensor([[1, 2, 5, 6], [1, 2, 5, 6]])
