@@ -51,7 +51,7 @@ def _other_values(key: str, fact: str, vocabulary: Mapping[str, Iterable[str]], 
 
 def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
           matcher: AttributeMatcher, leads: Optional[Mapping[str, Iterable[str]]] = None,
-          elsewhere: Iterable[str] = ()) -> list[dict]:
+          elsewhere: Iterable[str] = (), notes: Optional[str] = None) -> list[dict]:
     problems = []
     fact_keys = {value_key(v) for v in facts.values()}
     for key, fact in facts.items():
@@ -69,7 +69,7 @@ def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabular
     for name in category_forms(elsewhere):
         if matcher.states(name, text):
             problems.append({"key": None, "stated": name, "expected": None, "kind": "category"})
-    for word, key in near_values(text, facts, unknown, vocabulary, matcher).items():
+    for word, key in near_values(text, facts, unknown, vocabulary, matcher, notes or "").items():
         problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "near"})
     return problems
 
@@ -133,13 +133,15 @@ def complete(text: str, facts: Mapping[str, str], matcher: AttributeMatcher, lan
 
 def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabulary: Mapping[str, Iterable[str]],
            matcher: AttributeMatcher, add_missing: bool = False, language: str = "en",
-           leads: Optional[Mapping[str, Iterable[str]]] = None, elsewhere: Iterable[str] = ()) -> tuple[str, dict]:
+           leads: Optional[Mapping[str, Iterable[str]]] = None, elsewhere: Iterable[str] = (),
+           notes: Optional[str] = None) -> tuple[str, dict]:
     """(the description to show, the ``verification`` object of the reply). ``add_missing``:
     facts the text left out are appended (``added``), so every stated/confirmed value is in the draft.
     ``leads``: the index's leading words (``partial`` problems); ``elsewhere``: other categories'
-    names (``category`` problems)."""
+    names (``category`` problems); ``notes``: the seller's own words (a model number they wrote is
+    not a ``near`` problem)."""
     elsewhere = list(elsewhere or ())
-    problems = check(text, facts, unknown, vocabulary, matcher, leads, elsewhere)
+    problems = check(text, facts, unknown, vocabulary, matcher, leads, elsewhere, notes)
     keys = [*facts, *unknown]
     out = {"checked": len(keys), "problems": problems, "repaired": bool(problems), "removed": [], "added": [],
            "ok": True}
@@ -147,7 +149,7 @@ def verify(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabula
         words = ("partial", "near")  # removed as written, whole words
         text, out["removed"] = repair(text, [p["stated"] for p in problems if p["kind"] not in words], matcher,
                                       facts.values(), [p["stated"] for p in problems if p["kind"] in words])
-        out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads, elsewhere)
+        out["ok"] = not check(text, facts, unknown, vocabulary, matcher, leads, elsewhere, notes)
     if add_missing:
         text, out["added"] = complete(text, facts, matcher, language)
     return text, out

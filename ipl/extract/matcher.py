@@ -145,7 +145,8 @@ def guarded_words(leads: Mapping[str, Iterable[str]], facts: Mapping[str, str], 
     return out
 
 
-_CODE = re.compile(r"(?<![\w-])[^\W_][\w-]*[^\W_](?![\w-])")
+_CODE = re.compile(r"(?<![A-Za-z0-9-])[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9](?![A-Za-z0-9-])")  # Latin letters and digits
+# only: a CJK sentence has no spaces, so "华为Mate10Pro" must give the word "Mate10Pro"
 
 
 def _code_like(word: str) -> bool:
@@ -166,12 +167,13 @@ def _one_edit(a: str, b: str) -> bool:
 
 
 def near_values(text: str, facts: Mapping[str, str], unknown: Sequence[str],
-                vocabulary: Mapping[str, Iterable[str]], matcher: "AttributeMatcher") -> dict[str, str]:
+                vocabulary: Mapping[str, Iterable[str]], matcher: "AttributeMatcher", said: str = "") -> dict[str, str]:
     """Word -> key: the code-like words of ``text`` (:func:`_code_like`, at least 4 characters) that no
     known value of any key holds as a word, but that are one edit from a code-like value (or word of
     one) of ``facts``' or ``unknown``'s keys: a model number written nearly right ("WH-1000XM3" beside
     the known WH-1000XM4 and WF-1000XM3) names another product, and no guard over known values
-    catches it. The facts' own words are never near values."""
+    catches it. The facts' own words, and the words of ``said`` (the seller's own notes: their
+    "WH-1000XM3" is theirs to state), are never near values."""
     known: set[str] = set()
     for values in vocabulary.values():
         for value in values:
@@ -179,6 +181,7 @@ def near_values(text: str, facts: Mapping[str, str], unknown: Sequence[str],
     for fact in facts.values():
         for form in matcher.forms(fact):
             known.update(value_key(w) for w in [form, *str(form).split()])
+    known.update(value_key(m.group(0)) for m in _CODE.finditer(normalize(said or "")))
     targets: dict[str, str] = {}
     for key in [*facts, *unknown]:
         for value in vocabulary.get(key, ()):

@@ -236,7 +236,7 @@ class DraftPipeline:
             instruction = "category_template"
             prompt = description_prompt(category, [], None, req.language, unknown, req.notes, caption=cue)
         check = {"facts": {k: v for k, v in facts.items() if k in scored}, "unknown": unknown,
-                 "vocabulary": vocabulary, "leads": leads, "elsewhere": elsewhere}
+                 "vocabulary": vocabulary, "leads": leads, "elsewhere": elsewhere, "notes": clean_notes(req.notes)}
         blocked = blocked_values(check["facts"], unknown, vocabulary, self.matcher, ev.max_blocked,
                                  leads, elsewhere) if ev.guard else []
         meta = {
@@ -415,7 +415,8 @@ class DraftPipeline:
             t_v = time.monotonic()
             final, verification = verify(final, draft.check["facts"], draft.check["unknown"],
                                          draft.check["vocabulary"], self.matcher, self.cfg.evidence.add_missing,
-                                         draft.language, draft.check.get("leads"), draft.check.get("elsewhere"))
+                                         draft.language, draft.check.get("leads"), draft.check.get("elsewhere"),
+                                         draft.check.get("notes"))
             timings["verify_ms"] = _ms(t_v)
         end(t0)
         if rest:

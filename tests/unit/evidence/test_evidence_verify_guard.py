@@ -112,6 +112,12 @@ def test_a_model_number_one_character_off_a_known_one_is_dropped():
     assert near_values("Sony WF1000XM3, 256GB, 44mm, model 2019", facts, ["Case size"], phones, M) == {}
     assert near_values("QC36", {}, ["Brand"], phones, M) == {}  # only the keys the draft is about
     assert near_values("It has 128GC", {}, ["Storage"], phones, M) == {"128GC": "Storage"}
+    # Chinese text has no spaces: the code-like word is the Latin run ("自用索尼WF-1000XM3" states the fact)
+    assert near_values("自用索尼WF-1000XM3，成色如图", facts, [], phones, M) == {}
+    assert near_values("自用索尼WH-1000XM3，成色如图", facts, [], phones, M) == {"WH-1000XM3": "Model"}
+    # the seller's own words are theirs to state: a model number from their notes stays
+    text, v = verify("Sony WH-1000XM3, works.", facts, [], phones, M, notes="my old WH-1000XM3, no box")
+    assert text == "Sony WH-1000XM3, works." and v["problems"] == []
 
 
 def test_value_guard_masks_the_last_token_after_its_prefix():
