@@ -90,13 +90,9 @@ def stage_config(stage: str, config: Optional[str], overrides: Sequence[str]):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("ipl").setLevel(logging.DEBUG if verbose else logging.INFO)
+    from ipl.runtime import log_to_stderr
+
+    log_to_stderr(logging.DEBUG if verbose else logging.INFO)
     if verbose:
         os.environ["IPL_VERBOSE"] = "1"  # Ray's own driver logs too (ipl.runtime.ensure_ray)
 

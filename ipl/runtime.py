@@ -16,6 +16,16 @@ from typing import Any, Callable, Optional
 
 from ipl.config import RayConfig
 
+
+def log_to_stderr(ipl_level: int) -> None:
+    """Log lines as ``HH:MM:SS LEVEL name: message`` on stderr: warnings from every library, and
+    ``ipl_level`` from ipl's own loggers (the CLI's process, and a process one of its stages spawns)."""
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("ipl").setLevel(ipl_level)
+
 log = logging.getLogger("ipl")
 # Ray Data's progress where stdout is not a terminal (a log file, CI): one block every 15 s instead of its 10 s
 os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")

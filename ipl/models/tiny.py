@@ -67,44 +67,19 @@ def build_tiny_models(cfg: TinyModelsConfig, run_dir: Path, data_fingerprint: st
     if old.get("key") == key and old.get("clip_key") == clip_key:
         log.info("tiny models in %s are up to date, reusing them", models_dir)
         return old
-    vlm_ready = old.get("key") == key
     models_dir.mkdir(parents=True, exist_ok=True)
-    side = None  # the CLIP side in a second process, while the VLM trains here
-    if not vlm_ready and cfg.parallel and (os.cpu_count() or 1) >= 2:
-        side = start_clip_side(cfg, models_dir, clip_corpus)
-    threads = torch_threads(max(1, (os.cpu_count() or 2) // 2) if side else None)
-    try:
-        info = build_vlm_side(cfg, run_dir, models_dir, key, vocabulary) if not vlm_ready else None
-    except BaseException:
-        if side is not None:
-            side[0].shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        torch_threads(threads)
-    if vlm_ready:  # the tokenizer and the VLM are up to date: only the CLIP changed
+    if old.get("key") == key:  # the tokenizer and the VLM are up to date: only the CLIP changed
         log.info("tokenizer and VLM in %s are up to date, reusing them", models_dir)
         info = {k: old[k] for k in ("key", "tokenizer", "vlm")}
-    info["clip_key"] = clip_key
-    if side is not None:
-        pool, future = side
-        try:
-            info.update(future.result())
-        finally:
-            pool.shutdown()
+        clip = clip_side(cfg, models_dir, clip_corpus)
+    elif cfg.parallel and (os.cpu_count() or 1) >= 2:
+        info, clip = both_sides(cfg, run_dir, models_dir, key, vocabulary, clip_corpus)
     else:
-        info.update(clip_side(cfg, models_dir, clip_corpus))
+        info = build_vlm_side(cfg, run_dir, models_dir, key, vocabulary)
+        clip = clip_side(cfg, models_dir, clip_corpus)
+    info = {**info, "clip_key": clip_key, **clip}
     write_json_atomic(record, info)
     return info
-
-
-def torch_threads(n: Optional[int]) -> Optional[int]:
-    """Set torch's intra-op threads to ``n`` (None: leave them); returns the previous count."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    return before
 
 
 def build_vlm_side(cfg: TinyModelsConfig, run_dir: Path, models_dir: Path, key: str,
@@ -138,26 +113,39 @@ def clip_side(cfg: TinyModelsConfig, models_dir: Path, clip_corpus: Optional[Cal
 
 
 def _clip_side_process(cfg: TinyModelsConfig, models_dir: Path, clip_corpus, threads: int, level: int) -> dict:
-    """:func:`clip_side` in a spawned process: the parent's log format and level, ``threads`` torch threads."""
-    import sys
+    """:func:`clip_side` in a spawned process: the parent's log lines and ipl level, ``threads`` torch threads."""
+    import torch
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("ipl").setLevel(level)
-    torch_threads(threads)
+    from ipl.runtime import log_to_stderr
+
+    log_to_stderr(level)
+    torch.set_num_threads(threads)
     return clip_side(cfg, models_dir, clip_corpus)
 
 
-def start_clip_side(cfg: TinyModelsConfig, models_dir: Path, clip_corpus):
-    """(pool, future) of :func:`clip_side` running in a spawned process (``clip_corpus`` must pickle)."""
+def both_sides(cfg: TinyModelsConfig, run_dir: Path, models_dir: Path, key: str, vocabulary, clip_corpus
+               ) -> tuple[dict, dict]:
+    """(:func:`build_vlm_side`, :func:`clip_side`) at once: the CLIP side in a spawned process
+    (``clip_corpus`` must pickle), the VLM side here, each with half the CPUs as torch threads. A
+    failure here does not wait for the CLIP side."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    import torch
 
     threads = max(1, (os.cpu_count() or 2) // 2)
     log.info("building the CLIP side in a second process (%d torch threads each) while the VLM trains", threads)
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    level = logging.getLogger("ipl").getEffectiveLevel()
-    return pool, pool.submit(_clip_side_process, cfg, models_dir, clip_corpus, threads, level)
+    future = pool.submit(_clip_side_process, cfg, models_dir, clip_corpus, threads,
+                         logging.getLogger("ipl").getEffectiveLevel())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        info = build_vlm_side(cfg, run_dir, models_dir, key, vocabulary)
+        return info, future.result()
+    finally:
+        torch.set_num_threads(before)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def build_base_clip(cfg: TinyModelsConfig, out: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:
