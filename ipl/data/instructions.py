@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -118,6 +119,18 @@ def unit_hash(*parts: str) -> float:
 
 def split_of(group: str, fraction: float) -> str:
     return "validation" if unit_hash("split", group) < fraction else "train"
+
+
+def split_column(instructions, split: str, column: str) -> set[str]:
+    """The values of ``column`` in one split of written instruction data
+    (``<instructions>/split=<split>``; ``group`` is the SKU a row was split by); empty when there is
+    no such split."""
+    import pyarrow.dataset as pds
+
+    folder = Path(instructions) / f"split={split}"
+    if not folder.is_dir():
+        return set()
+    return set(pds.dataset(str(folder), format="parquet").to_table(columns=[column]).column(column).to_pylist())
 
 
 def _choose(weights: dict[str, float], u: float) -> str:

@@ -21,19 +21,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from ipl.data.instructions import split_column
 from ipl.index.search import resolve_version_dir
 from ipl.serve.samples import read_examples
 
 log = logging.getLogger("ipl.eval")
-
-
-def split_column(instructions: Path, split: str, column: str) -> set[str]:
-    import pyarrow.dataset as pds
-
-    folder = instructions / f"split={split}"
-    if not folder.is_dir():
-        return set()
-    return set(pds.dataset(str(folder), format="parquet").to_table(columns=[column]).column(column).to_pylist())
 
 
 def indexed_listings(index_root: Path) -> dict[str, str]:

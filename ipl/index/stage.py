@@ -70,15 +70,13 @@ def choose_holdout(listing_ids: list[str], sku_ids: list[str], fraction: float, 
 def untrained_listings(cfg: IndexConfig, listing_ids: list[str], sku_ids: list[str]) -> list[str]:
     """The listings of the SKUs in the instruction data's ``eval.untrained_split`` (what ``ipl eval``
     drafts for): indexed, but no model the index trains sees them. Empty when the split is off or absent."""
-    import pyarrow.dataset as pds
+    from ipl.data.instructions import split_column
 
     split = cfg.eval.untrained_split
-    folder = cfg.instructions_dir / f"split={split}" if split else None
-    if folder is None or not folder.is_dir():
-        if split:
-            log.info("no instruction split %s: every indexed listing may train the index's models", folder)
-        return []
-    groups = set(pds.dataset(str(folder), format="parquet").to_table(columns=["group"]).column("group").to_pylist())
+    groups = split_column(cfg.instructions_dir, split, "group") if split else set()
+    if split and not groups:
+        log.info("no instruction split %s under %s: every indexed listing may train the index's models", split,
+                 cfg.instructions_dir)
     return sorted(lid for lid, sku in zip(listing_ids, sku_ids) if sku in groups)
 
 
