@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ipl.extract.matcher import AttributeMatcher  # noqa: E402
-from ipl.index.calibration import colour_labels  # noqa: E402
+from ipl.index.calibration import key_values  # noqa: E402
 from ipl.index.category import train_head  # noqa: E402
 from ipl.index.colour import SIDE, ColourPredictor, colour_features, item_weights  # noqa: E402
 from ipl.photos import decode_photo  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> int:
     for f in parts:
         rows += [r for r in pq.read_table(f, columns=["listing_id", "photos", "attributes", "dirty_reason"]).to_pylist()
                  if r["dirty_reason"] is None and r["photos"]]
-    labels = colour_labels([r["attributes"] for r in rows], "Color")
+    labels = key_values([r["attributes"] for r in rows], "Color")
     rows, y = [r for r, lab in zip(rows, labels) if lab], np.array([lab for lab in labels if lab])
     hold = np.array([int(hashlib.md5(r["listing_id"].encode()).hexdigest(), 16) % 10 == 0 for r in rows])
     photos = [[decode_photo(p) for p in r["photos"][:3]] for r in rows]

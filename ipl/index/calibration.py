@@ -30,15 +30,16 @@ def key_levels(cfg: IndexConfig):
     return load_levels(path)
 
 
-def colour_labels(extracted: list, key: str) -> list:
-    """The value of ``key`` (case-insensitive) in each row's extracted attributes, or None."""
+def key_values(extracted: list, key: str) -> list:
+    """The value of ``key`` (case-insensitive) in each row's extracted attributes (JSON or dict), or None."""
     out = []
     for raw in extracted:
         try:
             attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
         except ValueError:
             attrs = {}
-        out.append(next((str(v) for k, v in attrs.items() if str(k).lower() == key.lower() and v), None))
+        out.append(next((str(v) for k, v in attrs.items() if str(k).lower() == key.lower() and str(v).strip()),
+                        None))
     return out
 
 
@@ -53,7 +54,7 @@ def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
     if not key:
         return None
     feats, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("extracted",), vector="colour")
-    labels = colour_labels(meta["extracted"], key)
+    labels = key_values(meta["extracted"], key)
     keep = np.array([lab is not None for lab in labels], dtype=bool)
     classes = {lab for lab in labels if lab is not None}
     if keep.sum() < 20 or len(classes) < 2:
@@ -66,6 +67,58 @@ def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
     log.info("photo-colour head: %d values of %s, train accuracy %.2f", len(head["classes"]), key,
              head["train_accuracy"])
     return head, ColourPredictor(head)
+
+
+def product_keys(extracted: list, levels) -> list[str]:
+    """The product-level keys (``levels``) the rows' extracted attributes name, in first-seen order."""
+    seen: dict[str, str] = {}
+    for raw in extracted:
+        try:
+            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except ValueError:
+            attrs = {}
+        for k in attrs:
+            if levels.level(k) == "product":
+                seen.setdefault(str(k).lower(), str(k))
+    return list(seen.values())
+
+
+def _product_job(vecs, meta, queries, query_skus, query_categories, keys, epochs, lr, weight_decay, seed):
+    from ipl.index.product import crossfit_predictions, train_heads
+
+    heads = train_heads(vecs, meta["category"], meta["extracted"], keys, epochs, lr, weight_decay, seed)
+    photo = crossfit_predictions(vecs, meta, queries, query_skus, query_categories, keys, epochs, lr,
+                                 weight_decay, seed)
+    return heads, photo
+
+
+def train_product(cfg: IndexConfig, emb_dir: Path, holdout: set, levels, queries: np.ndarray, query_meta: dict,
+                  query_categories: list):
+    """The product heads (:mod:`ipl.index.product`) fitted on the indexed listings outside ``holdout``,
+    and per held-out query the cross-fitted predictions the calibration reads (a Ray task); None when
+    ``evidence.product_heads`` is off or no key has a head."""
+    import ray
+
+    from ipl.index.product import MIN_LISTINGS
+
+    if not cfg.evidence.product_heads:
+        return None
+    vecs, meta = load_embeddings(emb_dir, holdout, held_out=False, columns=("category", "extracted", "sku_id"))
+    keys = product_keys(meta["extracted"], levels)
+    if not keys or len(vecs) == 0:
+        log.warning("no product heads: the indexed listings state no product-level key")
+        return None
+    c = cfg.category
+    heads, photo = ray.get(ray.remote(num_cpus=1)(_product_job).remote(
+        vecs, meta, queries, query_meta["sku_id"], query_categories, keys, c.epochs, c.lr, c.weight_decay,
+        cfg.eval.seed))
+    if not heads:
+        log.warning("no product heads: no category has %d+ listings with 2+ values of %s", MIN_LISTINGS,
+                    ", ".join(keys))
+        return None
+    log.info("product heads: %d (%s over %d categories) on %d listings", len(heads), ", ".join(keys),
+             len({h["category"] for h in heads}), len(vecs))
+    return heads, photo
 
 
 def vocabulary(emb_dir: Path, holdout: set) -> dict[str, dict[str, list[str]]]:
