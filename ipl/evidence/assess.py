@@ -18,8 +18,10 @@ top approach 1; listings far below the top count little. Bases and the levels th
 * ``identical`` (hits at or above the calibrated identical-product threshold): product + SKU;
 * ``similar`` (all hits of the category): product level only; SKU-level candidates are
   offered to the seller, never stated (another SKU's colour is not this item's colour);
-* ``photo`` (a classifier on the seller's photos, e.g. colour: its probability is the raw
-  score): SKU level;
+* ``photo`` (a classifier on the seller's photos: its probability is the raw score): SKU level
+  (the colour head) and product level (the product heads: brand, model; a head's value counts
+  only when the nearest retrieved listing stating the key gives it too, :func:`photo_candidates`:
+  a closed-set classifier names a known product even for a product it never saw);
 * ``caption`` (a value a CASLIE caption of the photos states, :mod:`ipl.caption`; the share of
   the CQE judges that kept the caption is the raw score): product + SKU level, each its own
   calibrated tier (``caption:product``, ``caption:sku``);
@@ -29,7 +31,8 @@ top approach 1; listings far below the top count little. Bases and the levels th
 A value's tier is its key's own (``<basis>:<level>:<key>``) when the calibration fitted one
 (enough held-out candidates of that key), else its level's (``<basis>:<level>``): :func:`tier_for`.
 A value is ``stated`` when its tier is enabled and the raw score reaches the tier's
-threshold; otherwise the key is ``to_confirm`` with its candidates. ``abstain=False`` states
+threshold, and no other basis passes its own tier with another value (two calibrated bases
+that disagree leave the key to the seller); otherwise the key is ``to_confirm`` with its candidates. ``abstain=False`` states
 every key's best candidate regardless (the evaluation's unguarded comparison rows).
 """
 from __future__ import annotations
@@ -42,8 +45,8 @@ from ipl.evidence.calibrate import confidence, passes
 from ipl.extract.matcher import value_key
 
 BASES = {"product": ("identical", "similar"), "sku": ("identical", "similar"), "listing": ()}
-STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "sku"),
-             ("caption", "product"), ("caption", "sku")}
+STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "product"),
+             ("photo", "sku"), ("caption", "product"), ("caption", "sku")}
 DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
 
 
@@ -91,6 +94,28 @@ def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alph
     return sorted(out, key=lambda c: -c["raw"])
 
 
+def nearest_value(hits: Sequence[dict], key: str) -> Optional[str]:
+    """The value of ``key`` the most similar hit stating it gives (None when no hit states it)."""
+    best = None
+    for h in hits:
+        value = (h.get("values") or {}).get(key)
+        if value is not None and str(value).strip() and (best is None or float(h.get("score", 0.0)) >
+                                                         float(best.get("score", 0.0))):
+            best = h
+    return None if best is None else str(best["values"][key])
+
+
+def photo_candidates(photo: Optional[Sequence[dict]], hits: Sequence[dict], key: str, level: str) -> list[dict]:
+    """A photo classifier's values that may count as evidence. At product level (the product heads:
+    closed-set classifiers, which name a known product even for one they never saw) only the value
+    the nearest retrieved listing stating the key also gives; SKU level (colour) as they are."""
+    photo = list(photo or ())
+    if level != "product" or not photo:
+        return photo
+    near = nearest_value(hits, key)
+    return [p for p in photo if near is not None and value_key(p["value"]) == value_key(near)]
+
+
 def score_setting(calibration: Mapping, tier: Optional[Mapping]) -> tuple[float, float, Optional[float]]:
     """(tau, alpha, anchor) of a tier's agreement score: the tier's own (``score``, chosen by the
     calibration's score search), else the calibration's; anchor None: the draft's best similarity."""
@@ -115,7 +140,7 @@ def key_candidates(hits: Sequence[dict], key: str, level: str, calibration: Mapp
             out.append({**c, "basis": basis, "confidence": round(confidence(tier, c["raw"]), 4),
                         "passes": (basis, level) in STATEABLE and passes(tier, c["raw"])})
     tier = tier_for(tiers, "photo", level, key)
-    for p in photo or ():
+    for p in photo_candidates(photo, hits, key, level):
         out.append({"value": p["value"], "raw": p["score"], "sources": [], "basis": "photo",
                     "confidence": round(confidence(tier, p["score"]), 4),
                     "passes": ("photo", level) in STATEABLE and passes(tier, p["score"])})
@@ -155,6 +180,10 @@ def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibra
         entry["candidates"] = [{"value": c["value"], "confidence": c["confidence"], "basis": c["basis"],
                                 "sources": c["sources"]} for c in list(distinct.values())[:max_candidates]]
         best = cands[0] if cands else None
+        rival = next((c for c in cands[1:] if c["passes"] and value_key(c["value"]) != value_key(best["value"])),
+                     None) if best is not None and best["passes"] else None
+        if rival is not None and abstain:  # two calibrated bases disagree: the seller decides
+            best = None
         if best is not None and (best["passes"] or not abstain):
             entry.update(value=best["value"], status="stated", confidence=best["confidence"], basis=best["basis"],
                          sources=best["sources"])

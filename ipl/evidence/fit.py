@@ -15,6 +15,10 @@ where only similar listings exist). From those queries:
   confidence of candidates offered to the seller; it never states a value;
 * ``photo:sku``: is a photo classifier's value right (e.g. the colour head,
   :mod:`ipl.index.colour`), as a function of its probability (queries carry ``photo``);
+* ``photo:product``: the same for a product-level classifier (the product heads,
+  :mod:`ipl.index.product`: brand and model per category, their predictions cross-fitted by SKU),
+  counting a value only where the nearest hit gives it too, as serving does
+  (:func:`ipl.evidence.assess.photo_candidates`);
 * ``in_domain.min_similarity``: a low quantile of the queries' best similarity; photos below
   it are unlike anything in the index and get no product-level value.
 
@@ -50,12 +54,13 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ipl.catalog.levels import KeyLevels
-from ipl.evidence.assess import DEFAULT_ALPHA, DEFAULT_TAU, basis_hits, key_tier_name, scored_values, tier_name
+from ipl.evidence.assess import (DEFAULT_ALPHA, DEFAULT_TAU, basis_hits, key_tier_name, photo_candidates,
+                                 scored_values, tier_name)
 from ipl.evidence.calibrate import fit_tier
 from ipl.extract.matcher import value_key
 
 VALUE_TIERS = (("identical", "product"), ("identical", "sku"), ("similar", "product"), ("similar", "sku"),
-               ("photo", "sku"))
+               ("photo", "product"), ("photo", "sku"))
 DEFAULT_KEY_MIN_CANDIDATES = 100
 SEARCHED = {("identical", "product"), ("identical", "sku"), ("similar", "product")}  # the stated retrieval tiers
 SEARCH_TAUS = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -152,7 +157,7 @@ def _samples(used: Sequence[tuple], setting: Mapping, only: Optional[str] = None
                     right = value_key(c["value"]) == value_key(true)
                     add(tier_name(basis, level), c["raw"], right, sku)
                     add(key_tier_name(basis, level, key), c["raw"], right, sku)
-            for p in photo.get(key, ()) if level == "sku" and (not want or want[0] == "photo") else ():
+            for p in photo_candidates(photo.get(key), hits, key, level) if not want or want[0] == "photo" else ():
                 right = value_key(p["value"]) == value_key(true)
                 add(tier_name("photo", level), p["score"], right, sku)
                 add(key_tier_name("photo", level, key), p["score"], right, sku)

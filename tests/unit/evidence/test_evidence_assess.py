@@ -117,3 +117,40 @@ def test_the_seller_s_own_words_may_be_restated():
     assert seller_told("Battery Health 80 %, comes with a case", vocab, m) == {"Battery"}
     assert seller_told("like new, from my Apple store", vocab, m) == {"Condition", "Brand"}
     assert seller_told("works, small scratch", vocab, m) == set()
+
+
+def test_a_calibrated_product_head_states_the_model_the_nearest_listing_confirms():
+    """Basis photo at product level (the product heads): the head's probability through its own
+    tier (photo:product:model), counted only when the nearest retrieved listing stating the model
+    gives the same value (a closed-set head names a known model even for one it never saw)."""
+    head_tier = {"enabled": True, "threshold": 0.9, "curve": [[0.0, 0.3], [0.9, 0.97]]}
+    cal = {**CAL, "tiers": {**CAL["tiers"], "photo:product:model": head_tier}}
+    weak = [hit("a", 0.91, Brand="Apple", Model="iPhone 12"), hit("b", 0.9, Brand="Apple", Model="iPhone 11")]
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), weak, cal, photo={"Model": [
+        {"value": "iPhone 12", "score": 0.95}, {"value": "iPhone 11", "score": 0.03}]})}
+    assert out["Model"]["status"] == "stated" and out["Model"]["value"] == "iPhone 12"
+    assert out["Model"]["basis"] == "photo" and out["Model"]["confidence"] == 0.97
+    unsure = {a["key"]: a for a in assess(KEYS, KeyLevels(), weak, cal, photo={"Model": [
+        {"value": "iPhone 12", "score": 0.6}]})}
+    assert unsure["Model"]["status"] == "to_confirm"
+    other = {a["key"]: a for a in assess(KEYS, KeyLevels(), weak, cal, photo={"Model": [
+        {"value": "iPhone 11", "score": 0.99}]})}  # the nearest listing says iPhone 12: the head's value is not evidence
+    assert other["Model"]["status"] == "to_confirm"
+    assert all(c["basis"] != "photo" for c in other["Model"]["candidates"])
+
+
+def test_two_calibrated_bases_that_disagree_leave_the_key_to_the_seller():
+    caption_tier = {"enabled": True, "threshold": 0.66, "curve": [[0.0, 0.4], [0.66, 0.97]]}
+    cal = {**CAL, "tiers": {**CAL["tiers"], "caption:product": caption_tier}}
+    agreeing = [hit(str(i), 0.9, Brand="Apple", Model="iPhone 11") for i in range(6)]  # similar tier passes
+    rivals = {a["key"]: a for a in assess(KEYS, KeyLevels(), agreeing, cal, caption={"Model": {
+        "value": "iPhone 12", "score": 1.0}})}
+    assert rivals["Model"]["status"] == "to_confirm" and rivals["Model"]["value"] is None
+    assert {c["value"] for c in rivals["Model"]["candidates"]} == {"iPhone 11", "iPhone 12"}
+    assert rivals["Brand"]["status"] == "stated"  # the other keys are not affected
+    both = {a["key"]: a for a in assess(KEYS, KeyLevels(), agreeing, cal, caption={"Model": {
+        "value": "iPhone 11", "score": 1.0}})}
+    assert both["Model"]["status"] == "stated" and both["Model"]["value"] == "iPhone 11"
+    unguarded = {a["key"]: a for a in assess(KEYS, KeyLevels(), agreeing, cal, abstain=False, caption={"Model": {
+        "value": "iPhone 12", "score": 1.0}})}
+    assert unguarded["Model"]["status"] == "stated"  # the unguarded rows still state the best candidate

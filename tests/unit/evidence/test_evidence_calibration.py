@@ -147,3 +147,27 @@ def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreem
     sampled = calibrate(queries, levels, 0.95, 10, 8, key_min_candidates=0, score_search=True)
     assert sampled["tiers"]["similar:product"]["score"]["anchor"] is not None
     assert sampled["tiers"]["similar:product"]["enabled"]
+
+
+def test_product_head_predictions_get_photo_product_tiers_where_the_nearest_hit_agrees():
+    """Queries carrying a product head's predictions (``photo``: key -> top values). The head is
+    sure of the right model three times in four and as sure of a wrong one otherwise; the nearest
+    hit gives the right model each time, so the wrong ones are no candidates (as in serving) and
+    photo:product and the model's own tier calibrate."""
+    queries = []
+    for i in range(80):
+        right = i % 4 != 0
+        hits = [_hit(f"b{i}{j}", f"s{j}", 0.80 - 0.01 * j, Brand="Apple", Model=f"iPhone {12 - j}") for j in range(3)]
+        truth = {"Brand": "Apple", "Model": "iPhone 12"}
+        photo = {"Model": [{"value": "iPhone 12" if right else "iPhone 11", "score": 0.97}]}
+        queries.append({"sku_id": f"q{i}", "category": "phone", "truth": truth, "predicted": ("phone", 0.9),
+                        "hits": hits, "photo": photo})
+    ev = calibrate(queries, KeyLevels(), 0.95, 20, k=8, key_min_candidates=50)
+    for name in ("photo:product", "photo:product:model"):
+        tier = ev["tiers"][name]
+        assert tier["enabled"] and tier["n"] == 60 and tier["precision"] == 1.0, name
+    assert "photo:sku" not in ev["tiers"]  # no SKU-level photo classifier in these queries
+    for q in queries:  # the nearest hit gives iPhone 11: only the head's wrong values count, and they are wrong
+        q["hits"] = q["hits"][1:]
+    tier = calibrate(queries, KeyLevels(), 0.95, 20, k=8)["tiers"]["photo:product"]
+    assert tier["n"] == 20 and tier["positives"] == 0 and not tier["enabled"]
