@@ -134,6 +134,9 @@ class EvidenceConfig(Strict):
                                 "queries' best similarity; photos below it state no product-level value.")
     colour_key: Optional[str] = Field("Color", description="Attribute the photo-colour head predicts (trained on the "
                                       "indexed listings' values of it; null: no colour head).")
+    product_heads: bool = Field(True, description="Fit a product head per category and product-level key (brand, "
+                                "model) on the listing embeddings: the photo:product tiers (ipl.index.product), "
+                                "calibrated on predictions of heads fitted without the query's SKU.")
     templates: Optional[str] = Field(None, description="templates.yaml with the key levels (null: "
                                      "<run>/templates.yaml; missing: the default levels).")
 

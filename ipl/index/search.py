@@ -47,6 +47,7 @@ class ShardedIndex:
         self._vocabulary: Optional[dict] = None
         self._merged: dict[str, dict] = {}  # category -> its vocabulary with the other categories' values
         self._colour = None
+        self._product = None
         self.text_index = None  # the version's text index (CASLIE captions are searched in it), if built
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
 
@@ -87,6 +88,16 @@ class ShardedIndex:
 
             self._colour = ColourPredictor.load(self.version_dir) or False
         return self._colour or None
+
+    @property
+    def product(self):
+        """The product heads (brand, model per category) calibrated with this version (None when it has none)."""
+        if self._product is None:
+            from ipl.index.product import ProductPredictor
+
+            fingerprint = (self.manifest.get("encoder") or {}).get("fingerprint")
+            self._product = ProductPredictor.load(self.version_dir, fingerprint) or False
+        return self._product or None
 
     def vocabulary(self, category: str) -> dict[str, list[str]]:
         """Scored key -> the values the indexed listings of ``category`` state, then those of the same

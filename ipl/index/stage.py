@@ -34,7 +34,8 @@ from typing import Optional
 import numpy as np
 
 from ipl.index.config import IndexConfig, ids_digest
-from ipl.index.calibration import evidence_queries, guard_words, key_levels, train_colour, vocabulary
+from ipl.index.calibration import (evidence_queries, guard_words, key_levels, train_colour, train_product,
+                                   vocabulary)
 from ipl.index.colour import FEATURES as COLOUR_FEATURES
 from ipl.index.embed import arrow_to_vectors, load_embeddings
 from ipl.index.faiss_index import INNER_PRODUCT, factory_string
@@ -245,7 +246,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
              photo: Optional[list] = None) -> dict:
     from ipl.evidence.fit import calibrate
     from ipl.extract.matcher import value_key
-    from ipl.index.calibration import colour_labels
+    from ipl.index.calibration import key_values
 
     if len(vectors) == 0:
         return {"queries": 0}
@@ -255,7 +256,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     spu_ok = np.array(top["spu_id"].tolist()) == np.array(meta["spu_id"])
     cat = np.array(meta["category"])
     key = cfg.evidence.colour_key or "Color"
-    theirs, ours = colour_labels(top["attributes"].tolist(), key), colour_labels(meta["extracted"], key)
+    theirs, ours = key_values(top["attributes"].tolist(), key), key_values(meta["extracted"], key)
     coloured = [o is not None for o in ours]
     same_colour = [o is not None and t is not None and value_key(t) == value_key(o) for t, o in zip(theirs, ours)]
     out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
@@ -408,10 +409,19 @@ def build(cfg: IndexConfig) -> dict:
                                      columns=("listing_id", "sku_id", "spu_id", "category", "extracted", "description"))
         levels = key_levels(cfg)
         colour = train_colour(cfg, emb_dir, trained_out)
-        photo = None
+        photo = [{} for _ in range(len(vecs))]
         if colour is not None:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
-            photo = [{colour[0]["key"]: p} for p in colour[1].predict_features(feats, 3)]
+            for p, pred in zip(photo, colour[1].predict_features(feats, 3)):
+                p[colour[0]["key"]] = pred
+        product = None
+        if len(vecs):
+            named = [p[0]["category"] for p in predictor.predict(vecs, 1)]
+            product = train_product(cfg, emb_dir, trained_out, levels, vecs, meta, named)
+        if product is not None:
+            for p, pred in zip(photo, product[1]):
+                p.update(pred)
+        photo = photo if any(photo) else None
         result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
         known = vocabulary(emb_dir, hold)
         leads, elsewhere = guard_words(emb_dir, hold, known, levels)
@@ -434,6 +444,11 @@ def build(cfg: IndexConfig) -> dict:
         threshold = cfg.identical_threshold if cfg.identical_threshold is not None else \
             (tier.get("threshold") if tier.get("enabled") else None)
         write_json_atomic(staged / VOCABULARY, known)
+        if product is not None:
+            from ipl.index.product import ProductPredictor, save_product_heads
+
+            save_product_heads(product[0], staged, clip.fingerprint)
+            result["product_heads"] = ProductPredictor(product[0]).summary()
         if colour is not None:
             from ipl.index.colour import save_colour_head
 
@@ -488,6 +503,10 @@ def report(s: dict) -> str:
         elif th.get("identical") is None:
             lines.append("  identical-product tier DISABLED: no hit is marked identical (set identical_threshold "
                          "to choose one)")
+        ph = ev.get("product_heads")
+        if ph:
+            lines.append(f"  product heads: {ph['heads']} ({', '.join(ph['keys'])} per category) on {ph['trained']} "
+                         "labelled listings; calibrated on heads fitted without the query's SKU")
         if s.get("evidence"):
             from ipl.evidence.fit import describe
 

@@ -221,9 +221,11 @@ class Perception:
         with self.holder.lease() as index:
             hits = index.search(vec[None, :], k)[0]
             _checkpoint(cancel, self.stats)
-            colour = index.colour
+            colour, product = index.colour, index.product
             photo = {colour.key: colour.predict(pixels, 3)} if colour is not None else {}
             named = category or (predicted["top"][0]["category"] if predicted and predicted["top"] else None)
+            if product is not None and named:  # the same vector the search used: no other encoder pass
+                photo.update(product.predict(vec, named, 3))
             keep = ("id", "listing_id", "sku_id", "spu_id", "category", "price", "score", "identical", "description",
                     "attributes")
             return {"hits": [{key: _plain(h.get(key)) for key in keep} for h in hits], "version": index.version,

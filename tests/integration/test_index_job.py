@@ -27,6 +27,12 @@ def index_cfg(root, *overrides):
         "faiss.nprobe=4", "category.epochs=30", "eval.holdout_fraction=0.2", *overrides])
 
 
+def labels_of(cfg, ids):
+    """The categories of the listings ``ids``."""
+    t = pds.dataset(str(cfg.listings_dir), format="parquet").to_table(columns=["listing_id", "category"])
+    return [c for lid, c in zip(t.column("listing_id").to_pylist(), t.column("category").to_pylist()) if lid in ids]
+
+
 def test_index_build_search_reuse_rollback(prepared_marketplace):
     root = prepared_marketplace
     cfg = index_cfg(root)
@@ -51,6 +57,13 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert untrained & indexed_ids  # still references for drafts
     labels = json.loads((cfg.category_dir / "labels.json").read_text())
     assert labels["trained"] == len(indexed_ids - untrained)
+    # the product heads (brand, model per category) learnt from the same listings, and were stored
+    # in the version with the encoder's fingerprint; each reads the vector the search uses
+    heads = json.loads((cfg.index_root / s["version"] / "product-heads.json").read_text())
+    assert heads["encoder"] == s["encoder"]["fingerprint"] and {h["key"] for h in heads["heads"]} == {"Brand", "Model"}
+    assert all(h["trained"] <= sum(c == h["category"] for c in labels_of(cfg, indexed_ids - untrained))
+               for h in heads["heads"])
+    assert s["eval"]["product_heads"]["heads"] == len(heads["heads"])
     for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot"):
         assert 0 <= ev[key] <= 1, key
     assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU
@@ -107,6 +120,10 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert {"listing_id", "sku_id", "spu_id", "category", "price", "description", "attributes", "identical"} <= set(hits[0])
     pred = CategoryPredictor.load(clip, cfg.category_dir)
     assert pred.source == "head" and len(pred.predict(vec, 3)[0]) == 3
+    headed = heads["heads"][0]["category"]  # a category with 20+ labelled listings (the fixture is small)
+    product = index.product.predict(vec[0] / np.linalg.norm(vec[0]), headed, 3)
+    assert product and set(product) == {h["key"] for h in heads["heads"] if h["category"] == headed}
+    assert all(0 <= c["score"] <= 1 for values in product.values() for c in values)
 
     # same command again: reused; rebuild=true: a new version; rollback; a damaged version refused
     assert build(cfg)["reused"] is True and versions(cfg.index_root) == ["v0001"]
