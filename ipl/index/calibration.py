@@ -1,5 +1,5 @@
-"""The index stage's evidence pieces: key levels, the photo-colour head, the known values per
-category and the held-out evidence queries the calibration (:mod:`ipl.evidence.fit`) runs on.
+"""The index stage's evidence pieces: key levels, the photo-colour head, the product heads, the
+known values per category and the held-out evidence queries the calibration (:mod:`ipl.evidence.fit`) runs on.
 Called by :mod:`ipl.index.stage` inside ``ipl index``; pure functions over the embeddings
 Parquet of a build (``load_embeddings``).
 """
