@@ -147,6 +147,9 @@ class ProductPredictor:
         return out
 
     def summary(self) -> dict:
+        """Heads, keys, and per key the listings its heads learnt from (over all categories)."""
         heads = [h for hs in self.heads.values() for h in hs]
-        return {"heads": len(heads), "keys": sorted({h["key"] for h in heads}),
-                "trained": int(sum(h.get("trained") or 0 for h in heads))}
+        trained: dict[str, int] = {}
+        for h in heads:
+            trained[h["key"]] = trained.get(h["key"], 0) + int(h.get("trained") or 0)
+        return {"heads": len(heads), "keys": sorted(trained), "trained": trained}

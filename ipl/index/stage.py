@@ -505,8 +505,9 @@ def report(s: dict) -> str:
                          "to choose one)")
         ph = ev.get("product_heads")
         if ph:
-            lines.append(f"  product heads: {ph['heads']} ({', '.join(ph['keys'])} per category) on {ph['trained']} "
-                         "labelled listings; calibrated on heads fitted without the query's SKU")
+            counts = ", ".join(f"{k} {n}" for k, n in sorted((ph.get("trained") or {}).items()))
+            lines.append(f"  product heads: {ph['heads']} ({', '.join(ph['keys'])} per category; listings with the "
+                         f"value: {counts}); calibrated on heads fitted without the query's SKU")
         if s.get("evidence"):
             from ipl.evidence.fit import describe
 

@@ -78,7 +78,8 @@ def test_heads_round_trip_through_the_version_directory(tmp_path):
                         min_listings=5)
     save_product_heads(heads, tmp_path, "enc-1")
     loaded = ProductPredictor.load(tmp_path, "enc-1")
-    assert loaded.summary() == {"heads": 4, "keys": ["Brand", "Model"], "trained": len(vecs) * 2}
+    assert loaded.summary() == {"heads": 4, "keys": ["Brand", "Model"], "trained": {"Brand": len(vecs),
+                                                                                    "Model": len(vecs)}}
     assert loaded.predict(vecs[5], "camera", 2) == ProductPredictor(heads).predict(vecs[5], "camera", 2)
     assert ProductPredictor.load(tmp_path, "another-encoder") is None  # fitted on other vectors: not used
     assert ProductPredictor.load(tmp_path / "none") is None
