@@ -1,7 +1,7 @@
 """The index stage's evidence pieces: key levels, the photo-colour head, the product heads, the
-known values per category and the held-out evidence queries the calibration (:mod:`ipl.evidence.fit`) runs on.
-Called by :mod:`ipl.index.stage` inside ``ipl index``; pure functions over the embeddings
-Parquet of a build (``load_embeddings``).
+known values per category and the held-out evidence queries the calibration
+(:mod:`ipl.evidence.fit`) runs on. Called by :mod:`ipl.index.stage` inside ``ipl index``; pure
+functions over the embeddings Parquet of a build (``load_embeddings``).
 """
 from __future__ import annotations
 
@@ -30,17 +30,18 @@ def key_levels(cfg: IndexConfig):
     return load_levels(path)
 
 
+def _attributes(raw) -> dict:
+    """A row's extracted attributes, stored as JSON text or a dict ({} when unreadable)."""
+    try:
+        return json.loads(raw) if isinstance(raw, str) else (raw or {})
+    except ValueError:
+        return {}
+
+
 def key_values(extracted: list, key: str) -> list:
     """The value of ``key`` (case-insensitive) in each row's extracted attributes (JSON or dict), or None."""
-    out = []
-    for raw in extracted:
-        try:
-            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        except ValueError:
-            attrs = {}
-        out.append(next((str(v) for k, v in attrs.items() if str(k).lower() == key.lower() and str(v).strip()),
-                        None))
-    return out
+    return [next((str(v) for k, v in _attributes(raw).items() if str(k).lower() == key.lower() and str(v).strip()),
+                 None) for raw in extracted]
 
 
 def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
@@ -73,11 +74,7 @@ def product_keys(extracted: list, levels) -> list[str]:
     """The product-level keys (``levels``) the rows' extracted attributes name, in first-seen order."""
     seen: dict[str, str] = {}
     for raw in extracted:
-        try:
-            attrs = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        except ValueError:
-            attrs = {}
-        for k in attrs:
+        for k in _attributes(raw):
             if levels.level(k) == "product":
                 seen.setdefault(str(k).lower(), str(k))
     return list(seen.values())
