@@ -26,6 +26,7 @@ def log_to_stderr(ipl_level: int) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("ipl").setLevel(ipl_level)
 
+
 log = logging.getLogger("ipl")
 # Ray Data's progress where stdout is not a terminal (a log file, CI): one block every 15 s instead of its 10 s
 os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")

@@ -32,8 +32,9 @@ A value's tier is its key's own (``<basis>:<level>:<key>``) when the calibration
 (enough held-out candidates of that key), else its level's (``<basis>:<level>``): :func:`tier_for`.
 A value is ``stated`` when its tier is enabled and the raw score reaches the tier's
 threshold, and no other basis passes its own tier with another value (two calibrated bases
-that disagree leave the key to the seller); otherwise the key is ``to_confirm`` with its candidates. ``abstain=False`` states
-every key's best candidate regardless (the evaluation's unguarded comparison rows).
+that disagree leave the key to the seller); otherwise the key is ``to_confirm`` with its
+candidates. ``abstain=False`` states every key's best candidate regardless (the evaluation's
+unguarded comparison rows).
 """
 from __future__ import annotations
 
@@ -96,13 +97,8 @@ def scored_values(hits: Sequence[dict], key: str, tau: float = DEFAULT_TAU, alph
 
 def nearest_value(hits: Sequence[dict], key: str) -> Optional[str]:
     """The value of ``key`` the most similar hit stating it gives (None when no hit states it)."""
-    best = None
-    for h in hits:
-        value = (h.get("values") or {}).get(key)
-        if value is not None and str(value).strip() and (best is None or float(h.get("score", 0.0)) >
-                                                         float(best.get("score", 0.0))):
-            best = h
-    return None if best is None else str(best["values"][key])
+    stating = [h for h in hits if str((h.get("values") or {}).get(key) or "").strip()]
+    return str(max(stating, key=lambda h: float(h.get("score", 0.0)))["values"][key]) if stating else None
 
 
 def photo_candidates(photo: Optional[Sequence[dict]], hits: Sequence[dict], key: str, level: str) -> list[dict]:
@@ -113,7 +109,7 @@ def photo_candidates(photo: Optional[Sequence[dict]], hits: Sequence[dict], key:
     if level != "product" or not photo:
         return photo
     near = nearest_value(hits, key)
-    return [p for p in photo if near is not None and value_key(p["value"]) == value_key(near)]
+    return [] if near is None else [p for p in photo if value_key(p["value"]) == value_key(near)]
 
 
 def score_setting(calibration: Mapping, tier: Optional[Mapping]) -> tuple[float, float, Optional[float]]:

@@ -242,7 +242,7 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
 
 
 # -- 5. evaluation -------------------------------------------------------------------------------
-def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: IndexConfig, levels,
+def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot, cfg: IndexConfig, levels,
              photo: Optional[list] = None) -> dict:
     from ipl.evidence.fit import calibrate
     from ipl.extract.matcher import value_key
@@ -263,10 +263,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
            "same_spu_colour_top1": float(np.sum(spu_ok & np.array(same_colour)) / max(1, sum(coloured))),
            "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
-    top = predictor.predict(vectors, 1) if predictor is not None else [[{"category": None, "score": 0.0}]] * len(cat)
-    predicted = [(p[0]["category"], float(p[0]["score"])) for p in top]
-    if predictor is not None:
-        out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
+    out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
     e = cfg.evidence
     out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k, photo), levels,
                                 e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile,
@@ -277,7 +274,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predictor, zero_shot, cfg: 
     return out
 
 
-def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predictor, known, levels,
+def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predicted: list, known, levels,
                  result: dict, photo: Optional[list] = None) -> dict:
     """Offline captions, the text index and the held-out caption evaluation (``caption.enabled``):
     the manifest entries; ``result`` gets ``caption`` (the evaluation) and ``caption_tiers``."""
@@ -297,8 +294,6 @@ def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predic
         text_index = faiss.read_index(str(staged / out["text_index"]["file"]))
         log.info("text index: %d listing descriptions in %.1fs", out["text_index"]["ntotal"], out["text_index"]["build_s"])
     t = time.monotonic()
-    predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] \
-        if predictor is not None and len(vecs) else [(None, 0.0)] * len(vecs)
     evaluation, tiers = evaluate_captions(cfg, clip, index, text_index, vecs, meta, predicted, known, levels,
                                           result.get("evidence") or {}, photo)
     result["caption"], result["caption_tiers"] = evaluation, tiers
@@ -414,19 +409,17 @@ def build(cfg: IndexConfig) -> dict:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
             for p, pred in zip(photo, colour[1].predict_features(feats, 3)):
                 p[colour[0]["key"]] = pred
-        product = None
-        if len(vecs):
-            named = [p[0]["category"] for p in predictor.predict(vecs, 1)]
-            product = train_product(cfg, emb_dir, trained_out, levels, vecs, meta, named)
-        if product is not None:
-            for p, pred in zip(photo, product[1]):
-                p.update(pred)
-        photo = photo if any(photo) else None
-        result = evaluate(index, vecs, meta, predictor, zero_shot, cfg, levels, photo)
+        # each held-out photo's category as serving would predict it (one pass for every use below)
+        predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] if len(vecs) else []
+        product = train_product(cfg, emb_dir, trained_out, levels, vecs, meta, [c for c, _ in predicted]) \
+            if len(vecs) else None
+        for p, pred in zip(photo, product[1] if product is not None else ()):
+            p.update(pred)
+        result = evaluate(index, vecs, meta, predicted, zero_shot, cfg, levels, photo)
         known = vocabulary(emb_dir, hold)
         leads, elsewhere = guard_words(emb_dir, hold, known, levels)
         if cfg.caption.enabled:
-            manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predictor, known, levels, result,
+            manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predicted, known, levels, result,
                                          photo))
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
