@@ -26,6 +26,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ipl.models.loss import answer_labels, target_loss
+
 log = logging.getLogger("ipl.models")
 
 SEPARATORS = (", ", ", ", "; ")
@@ -107,8 +109,6 @@ class CopyBatches:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def __call__(self, n: int) -> dict[str, torch.Tensor]:
-        from ipl.train.collate import answer_labels
-
         tok = self.tokenizer
         seqs = [tok.encode(tok.apply_chat_template(copy_sample(self.vocab, self.rng)[0], tokenize=False),
                            add_special_tokens=False) for _ in range(n)]
@@ -161,7 +161,7 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
     losses: list[float] = []
     start = last = time.time()
     for step in range(1, steps + 1):
-        loss = model(**batches(batch_size)).loss
+        loss, _ = target_loss(model, batches(batch_size))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

@@ -22,9 +22,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ipl.models.loss import IGNORE, answer_labels
 from ipl.photos import fit_photos, photos_within
-
-IGNORE = -100
 
 
 def limit_images(messages: list[dict], keep: int) -> list[dict]:
@@ -43,26 +42,6 @@ def limit_images(messages: list[dict], keep: int) -> list[dict]:
             m = {**m, "content": parts}
         out.append(m)
     return out
-
-
-def answer_labels(ids: list[int], im_start: int, im_end: int, header: list[int]) -> list[int]:
-    """Labels for one sequence: assistant answers and their ``<|im_end|>``; the rest -100.
-
-    ``header`` is the tokenised ``<|im_start|>assistant\n`` that opens an assistant turn."""
-    labels = [IGNORE] * len(ids)
-    h, i = len(header), 0
-    while i < len(ids):
-        if ids[i] == im_start and ids[i : i + h] == header:
-            j = i + h
-            while j < len(ids) and ids[j] != im_end:
-                labels[j] = ids[j]
-                j += 1
-            if j < len(ids):
-                labels[j] = ids[j]  # the closing <|im_end|> is a target too
-            i = j + 1
-        else:
-            i += 1
-    return labels
 
 
 class Collator:

@@ -89,10 +89,11 @@ def vision_touch(model, dummy: dict) -> torch.Tensor:
 
 
 def _loss_sum(engine, inputs: dict) -> tuple[torch.Tensor, int]:
-    """Mean next-token loss of a batch and its number of target tokens."""
-    out = engine(**inputs)
-    n = int((inputs["labels"][:, 1:] != -100).sum())
-    return out.loss, n
+    """Mean next-token loss of a batch and its number of target tokens (logits only where a row
+    has a target: :func:`ipl.models.loss.target_loss`)."""
+    from ipl.models.loss import target_loss
+
+    return target_loss(engine, inputs)
 
 
 def validate(engine, shard, collator, cfg, device, dtype) -> float:
