@@ -45,3 +45,22 @@ def test_the_clip_side_built_in_a_second_process_is_the_one_built_here(small_row
     for side in ("clip", "compare_clip"):
         assert infos[True][side]["fingerprint"] == infos[False][side]["fingerprint"]
     assert infos[True]["key"] == infos[False]["key"]  # the switch does not rebuild the VLM
+
+
+def test_the_pretraining_corpus_is_rendered_once_for_both_clips(small_rows, tmp_path):
+    """The base CLIP and the tiny ViT for comparison are pretrained on the same corpus: it is made once."""
+    from ipl.models.tiny import clip_side
+
+    calls = []
+
+    def corpus(n):
+        calls.append(n)
+        return [dict(r) for r in small_rows[:n]]
+
+    cfg = TinyModelsConfig(vocab_size=400, tokenizer_rows=60, vlm_pretrain_steps=0, clip_pretrain_steps=2,
+                           clip_pretrain_rows=40, clip_batch_size=8, compare_tiny_clip=True,
+                           packaged_clip={"embed_dim": 32})
+    (tmp_path / "models").mkdir()
+    out = clip_side(cfg, tmp_path / "models", corpus)
+    assert calls == [40]
+    assert out["clip"]["pretrain"]["photos"] == out["compare_clip"]["pretrain"]["photos"] > 0
