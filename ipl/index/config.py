@@ -90,6 +90,10 @@ class CategoryConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     top_k: int = Field(3, ge=1, description="Categories returned per photo.")
     prompt: str = Field("a photo of {category}", description="Zero-shot prompt ({category} is replaced).")
+    crossfit_calibration: bool = Field(True, description="The evidence calibration (the category tier and every "
+                                       "tier that needs the category) reads each held-out photo's category from a "
+                                       "head fitted without its SKU (two SKU groups), as a new product variant "
+                                       "meets the served head; false: from the served head, which learned the SKU.")
 
 
 class EvalConfig(Strict):

@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ipl.index.calibration import key_values
-from ipl.index.category import softmax, train_head
+from ipl.index.category import sku_groups, softmax, train_head
 from ipl.runtime import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def crossfit_predictions(vectors: np.ndarray, meta: Mapping[str, Sequence], quer
     (``vectors`` with ``meta``: ``category``, ``extracted``, ``sku_id``) **without** the query's
     SKU: the query SKUs are split into ``folds`` groups, one set of heads per group. A query is
     read with the heads of ``query_categories[i]`` (the category serving would use)."""
-    skus = sorted({str(s) for s in query_skus})
-    group = {s: i % folds for i, s in enumerate(skus)}
+    group = sku_groups(query_skus, folds)
+    skus = sorted(group)
     listing_skus = np.array([str(s) for s in meta["sku_id"]], dtype=object)
     out: list[dict] = [{} for _ in range(len(queries))]
     for g in range(folds):

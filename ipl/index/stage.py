@@ -243,7 +243,10 @@ def build_shards(cfg: IndexConfig, emb_dir: Path, holdout: set, staged: Path, di
 
 # -- 5. evaluation -------------------------------------------------------------------------------
 def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot, cfg: IndexConfig, levels,
-             photo: Optional[list] = None) -> dict:
+             photo: Optional[list] = None, served: Optional[list] = None) -> dict:
+    """Retrieval and category figures of the held-out photos, and the evidence calibration.
+    ``predicted``: each photo's (category, score) as the calibration reads it; ``served``: the served
+    head's, when those differ (``category.crossfit_calibration``), reported beside it."""
     from ipl.evidence.fit import calibrate
     from ipl.extract.matcher import value_key
     from ipl.index.calibration import key_values
@@ -264,6 +267,8 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot,
            "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
     out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
+    if served is not None and served is not predicted:
+        out["category_top1_served_head"] = float((np.array([p[0] for p in served]) == cat).mean())
     e = cfg.evidence
     out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k, photo), levels,
                                 e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile,
@@ -336,7 +341,7 @@ def same_product_ranking(clip, folder: Path) -> dict:
 def build(cfg: IndexConfig) -> dict:
     import pyarrow.dataset as pds
 
-    from ipl.index.category import CategoryPredictor, save_head, train_head
+    from ipl.index.category import CategoryPredictor, crossfit_categories, save_head, train_head
     from ipl.index.finetune import finetune
     from ipl.index.search import ShardedIndex
     from ipl.models.clip import load_clip
@@ -390,7 +395,7 @@ def build(cfg: IndexConfig) -> dict:
         write_json_atomic(staged / MANIFEST, manifest)
         trained_out = hold | set(untrained)  # what the heads may not learn from
         train_vecs, train_meta = load_embeddings(emb_dir, trained_out, held_out=False,
-                                                 columns=("listing_id", "category"))
+                                                 columns=("listing_id", "category", "sku_id"))
         c = cfg.category
         head = ray.get(ray.remote(num_cpus=1)(train_head).remote(
             train_vecs, train_meta["category"], c.epochs, c.lr, c.weight_decay, seed=cfg.eval.seed))
@@ -409,13 +414,19 @@ def build(cfg: IndexConfig) -> dict:
             feats, _ = load_embeddings(emb_dir, hold, held_out=True, columns=("listing_id",), vector="colour")
             for p, pred in zip(photo, colour[1].predict_features(feats, 3)):
                 p[colour[0]["key"]] = pred
-        # each held-out photo's category as serving would predict it (one pass for every use below)
-        predicted = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] if len(vecs) else []
+        # each held-out photo's category as the served head predicts it, and (what the calibration and
+        # every use below read) as a head that never saw the photo's SKU predicts it
+        served = [(p[0]["category"], float(p[0]["score"])) for p in predictor.predict(vecs, 1)] if len(vecs) else []
+        predicted = served
+        if c.crossfit_calibration and len(vecs):
+            predicted = ray.get(ray.remote(num_cpus=1)(crossfit_categories).remote(
+                train_vecs, train_meta["category"], train_meta["sku_id"], vecs, meta["sku_id"], c.epochs, c.lr,
+                c.weight_decay, seed=cfg.eval.seed))
         product = train_product(cfg, emb_dir, trained_out, levels, vecs, meta, [c for c, _ in predicted]) \
             if len(vecs) else None
         for p, pred in zip(photo, product[1] if product is not None else ()):
             p.update(pred)
-        result = evaluate(index, vecs, meta, predicted, zero_shot, cfg, levels, photo)
+        result = evaluate(index, vecs, meta, predicted, zero_shot, cfg, levels, photo, served)
         known = vocabulary(emb_dir, hold)
         leads, elsewhere = guard_words(emb_dir, hold, known, levels)
         if cfg.caption.enabled:
@@ -488,8 +499,10 @@ def report(s: dict) -> str:
         lines.append(f"  held-out photos ({ev['queries']}): identical (SKU) top-1 {ev['identical_top1']:.2f}, "
                      f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; same SPU and "
                      f"colour {ev.get('same_spu_colour_top1', float('nan')):.2f}; category "
-                     f"top-1 {ev.get('category_top1', float('nan')):.2f} (zero-shot "
-                     f"{ev.get('category_top1_zero_shot', float('nan')):.2f})")
+                     f"top-1 {ev.get('category_top1', float('nan')):.2f}"
+                     + (f" by heads without the photo's SKU, {ev['category_top1_served_head']:.2f} by the served head"
+                        if "category_top1_served_head" in ev else "")
+                     + f" (zero-shot {ev.get('category_top1_zero_shot', float('nan')):.2f})")
         th = s.get("thresholds", {})
         if not th.get("calibrated"):
             lines.append(f"  identical-product threshold {th.get('identical'):.3f} (configured)")

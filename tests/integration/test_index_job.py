@@ -64,7 +64,9 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert all(h["trained"] <= sum(c == h["category"] for c in labels_of(cfg, indexed_ids - untrained))
                for h in heads["heads"])
     assert s["eval"]["product_heads"]["heads"] == len(heads["heads"])
-    for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot"):
+    # the calibration read categories from heads fitted without the query's SKU; the served head beside them
+    for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot",
+                "category_top1_served_head"):
         assert 0 <= ev[key] <= 1, key
     assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU
     assert s["thresholds"]["calibrated"] is True

@@ -82,3 +82,36 @@ def test_category_zero_shot_with_real_clip(tiny_clip):
     img = tiny_clip.encode_images([__import__("PIL.Image", fromlist=["Image"]).new("RGB", (64, 64), "red")]).numpy()
     out = pred.predict(img, 2)[0]
     assert {o["category"] for o in out} == {"phone", "laptop"} and abs(sum(o["score"] for o in out) - 1) < 1e-5
+
+
+def test_crossfit_categories_never_saw_the_querys_sku():
+    """The calibration's category predictions come from heads fitted without the query's SKU: a
+    category made of one SKU only cannot be named for that SKU's photos (the head fitted on everything
+    names it), while categories with other SKUs still are, with the scores of a head that did not
+    learn the SKU."""
+    from ipl.index.category import crossfit_categories, sku_groups, softmax
+
+    rng = np.random.default_rng(0)
+    d = 16
+    sku_centres = {}
+    for cat, skus in {"phone": ["p1", "p2", "p3"], "watch": ["w1", "w2", "w3"], "drone": ["d1"]}.items():
+        base = rng.normal(size=d)
+        for s in skus:
+            sku_centres[(cat, s)] = base + 0.4 * rng.normal(size=d)
+    vecs, labels, skus = [], [], []
+    for (cat, s), c in sku_centres.items():
+        for _ in range(30):
+            vecs.append(c + 0.1 * rng.normal(size=d))
+            labels.append(cat)
+            skus.append(s)
+    vecs = normalize(np.array(vecs, np.float32))
+    queries = normalize(np.array([sku_centres[("drone", "d1")], sku_centres[("phone", "p2")],
+                                  sku_centres[("watch", "w3")]], np.float32))
+    query_skus = ["d1", "p2", "w3"]
+    full = train_head(vecs, labels, 80, 5e-2, 1e-4)
+    assert [full["classes"][int(p.argmax())] for p in softmax(queries @ full["weight"].T + full["bias"])] == \
+        ["drone", "phone", "watch"]
+    crossed = crossfit_categories(vecs, labels, skus, queries, query_skus, 80, 5e-2, 1e-4)
+    assert [c for c, _ in crossed][1:] == ["phone", "watch"] and crossed[0][0] != "drone"
+    assert all(0 < score <= 1 for _, score in crossed)
+    assert sku_groups(query_skus, 2) == {"d1": 0, "p2": 1, "w3": 0}
