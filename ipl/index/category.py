@@ -63,6 +63,18 @@ def sku_groups(query_skus: Sequence[str], folds: int) -> dict[str, int]:
     return {s: i % folds for i, s in enumerate(sorted({str(s) for s in query_skus}))}
 
 
+def sku_folds(listing_skus: Sequence[str], query_skus: Sequence[str], folds: int):
+    """Per :func:`sku_groups` group with queries: (the group's query rows, a mask of the listings not
+    of its SKUs), what each cross-fitted head is fitted on and asked about."""
+    group = sku_groups(query_skus, folds)
+    listing = [str(s) for s in listing_skus]
+    for g in range(folds):
+        rows = [i for i, s in enumerate(query_skus) if group[str(s)] == g]
+        if rows:
+            held = {s for s, x in group.items() if x == g}
+            yield rows, np.array([s not in held for s in listing], dtype=bool)
+
+
 def crossfit_categories(vectors: np.ndarray, labels: Sequence[str], skus: Sequence[str], queries: np.ndarray,
                         query_skus: Sequence[str], epochs: int = 60, lr: float = 1e-2, weight_decay: float = 1e-4,
                         seed: int = 0, folds: int = 2) -> list[tuple[str, float]]:
@@ -72,16 +84,9 @@ def crossfit_categories(vectors: np.ndarray, labels: Sequence[str], skus: Sequen
     seller listed before. The calibration reads these, not the served head's answers for SKUs it
     learned from (found over-confident: on new SKUs more photos fell under its threshold)."""
     vectors, queries = np.asarray(vectors, np.float32), np.atleast_2d(np.asarray(queries, np.float32))
-    group = sku_groups(query_skus, folds)
-    listing_skus = np.array([str(s) for s in skus], dtype=object)
     labels = np.asarray(labels, dtype=object)
     out: list[Optional[tuple[str, float]]] = [None] * len(queries)
-    for g in range(folds):
-        held = {s for s, x in group.items() if x == g}
-        rows = [i for i, s in enumerate(query_skus) if group[str(s)] == g]
-        if not rows:
-            continue
-        keep = np.array([s not in held for s in listing_skus], dtype=bool)
+    for rows, keep in sku_folds(skus, query_skus, folds):
         head = train_head(vectors[keep], labels[keep].tolist(), epochs, lr, weight_decay, seed=seed)
         probs = softmax(queries[rows] @ head["weight"].T + head["bias"])
         for i, p in zip(rows, probs):

@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ipl.index.calibration import key_values
-from ipl.index.category import sku_groups, softmax, train_head
+from ipl.index.category import sku_folds, softmax, train_head
 from ipl.runtime import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,8 @@ def crossfit_predictions(vectors: np.ndarray, meta: Mapping[str, Sequence], quer
     (``vectors`` with ``meta``: ``category``, ``extracted``, ``sku_id``) **without** the query's
     SKU: the query SKUs are split into ``folds`` groups, one set of heads per group. A query is
     read with the heads of ``query_categories[i]`` (the category serving would use)."""
-    group = sku_groups(query_skus, folds)
-    skus = sorted(group)
-    listing_skus = np.array([str(s) for s in meta["sku_id"]], dtype=object)
     out: list[dict] = [{} for _ in range(len(queries))]
-    for g in range(folds):
-        held = {s for s in skus if group[s] == g}
-        rows = [i for i, s in enumerate(query_skus) if group[str(s)] == g]
-        if not rows:
-            continue
-        keep = np.array([s not in held for s in listing_skus], dtype=bool)
+    for rows, keep in sku_folds(meta["sku_id"], query_skus, folds):
         predictor = ProductPredictor(train_heads(
             np.asarray(vectors)[keep], np.asarray(meta["category"], dtype=object)[keep].tolist(),
             np.asarray(meta["extracted"], dtype=object)[keep].tolist(), keys, epochs, lr, weight_decay, seed,

@@ -9,6 +9,7 @@ with the same inputs reuses them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -105,28 +106,14 @@ def build_vlm_side(cfg: TinyModelsConfig, run_dir: Path, models_dir: Path, key: 
 def clip_side(cfg: TinyModelsConfig, models_dir: Path, clip_corpus: Optional[Callable[[int], list[dict]]]) -> dict:
     """``clip`` (the base CLIP) and, with ``compare_tiny_clip``, ``compare_clip`` (the tiny ViT), both
     pretrained on the same corpus, rendered once."""
-    if clip_corpus is not None:
-        clip_corpus = _once(clip_corpus)
+    if clip_corpus is not None:  # the tiny ViT is pretrained on the rows the base CLIP was: render them once
+        clip_corpus = functools.lru_cache(maxsize=1)(clip_corpus)
     out = {"clip": build_base_clip(cfg, models_dir / "clip-base", clip_corpus)}
     if cfg.compare_tiny_clip and cfg.clip_model != "tiny":
         log.info("building the tiny ViT CLIP for comparison (models/clip-tiny)")
         out["compare_clip"] = build_base_clip(cfg.model_copy(update={"clip_model": "tiny"}), models_dir / "clip-tiny",
                                               clip_corpus)
     return out
-
-
-def _once(corpus: Callable[[int], list[dict]]) -> Callable[[int], list[dict]]:
-    """``corpus`` remembering its last answer: the tiny ViT for comparison is pretrained on the rows the
-    base CLIP was (rendering them again cost ~10 s of the synth stage's critical path)."""
-    memo: dict[int, list[dict]] = {}
-
-    def rows(n: int) -> list[dict]:
-        if n not in memo:
-            memo.clear()
-            memo[n] = corpus(n)
-        return memo[n]
-
-    return rows
 
 
 def _clip_side_process(cfg: TinyModelsConfig, models_dir: Path, clip_corpus, threads: int, level: int) -> dict:

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ipl.models.loss import target_loss
+
 log = logging.getLogger("ipl.train")
 
 
@@ -88,14 +90,6 @@ def vision_touch(model, dummy: dict) -> torch.Tensor:
     return sum(t.float().sum() for t in _tensors(out) if t.is_floating_point()) * 0.0
 
 
-def _loss_sum(engine, inputs: dict) -> tuple[torch.Tensor, int]:
-    """Mean next-token loss of a batch and its number of target tokens (logits only where a row
-    has a target: :func:`ipl.models.loss.target_loss`)."""
-    from ipl.models.loss import target_loss
-
-    return target_loss(engine, inputs)
-
-
 def validate(engine, shard, collator, cfg, device, dtype) -> float:
     """Token-weighted validation loss over every worker's validation shard."""
     engine.eval()
@@ -108,7 +102,7 @@ def validate(engine, shard, collator, cfg, device, dtype) -> float:
             inputs = collator(_rows(batch))
             if inputs is None:
                 continue
-            loss, n = _loss_sum(engine, _to(inputs, device, dtype))
+            loss, n = target_loss(engine, _to(inputs, device, dtype))
             total += float(loss) * n
             tokens += n
     engine.train()
@@ -249,7 +243,7 @@ def train_loop(config: dict) -> None:
             if inputs is None:  # every row too long: a zero loss keeps the ranks in step
                 loss = sum(p.sum() for p in engine.module.parameters() if p.requires_grad) * 0.0
             else:
-                loss, _ = _loss_sum(engine, inputs)
+                loss, _ = target_loss(engine, inputs)
                 window["samples"] += int(inputs["input_ids"].shape[0])
                 window["tokens"] += int(inputs["attention_mask"].sum())
                 if "pixel_values" not in inputs:
