@@ -98,7 +98,7 @@ def test_untrained_listings_are_the_evaluation_splits_skus(tmp_path):
 
 
 def test_report_says_which_evidence_tiers_are_disabled():
-    from ipl.index.stage import report
+    from ipl.index.report import report
 
     tiers = {"identical": {"enabled": False, "reason": "no score reaches precision 0.95 with 20+ of 40 held-out "
                            "top-1 hits (best 0.50 on 4)", "n": 40},
