@@ -54,20 +54,25 @@ def check(text: str, facts: Mapping[str, str], unknown: Sequence[str], vocabular
           elsewhere: Iterable[str] = (), notes: Optional[str] = None) -> list[dict]:
     problems = []
     fact_keys = {value_key(v) for v in facts.values()}
+    said = (text, normalize(text).lower(), value_key(text))  # one text against every known value
+
+    def states(value: str) -> bool:
+        return matcher.states(value, *said)
+
     for key, fact in facts.items():
         for other in _other_values(key, fact, vocabulary, matcher):
-            if matcher.states(other, text):
+            if states(other):
                 problems.append({"key": key, "stated": other, "expected": fact, "kind": "contradiction"})
     for key in unknown:
         for value in vocabulary.get(key, ()):
             n = value_key(value)
-            if n and not any(n in f for f in fact_keys) and matcher.states(str(value), text):
+            if n and not any(n in f for f in fact_keys) and states(str(value)):
                 problems.append({"key": key, "stated": str(value), "expected": None, "kind": "unsupported"})
     for word, key in (guarded_words(leads, facts, unknown, vocabulary, matcher) if leads else {}).items():
-        if states_word(word, text) and not any(matcher.states(str(v), text) for v in leads[word]):
+        if states_word(word, text) and not any(states(str(v)) for v in leads[word]):
             problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "partial"})
     for name in category_forms(elsewhere):
-        if matcher.states(name, text):
+        if states(name):
             problems.append({"key": None, "stated": name, "expected": None, "kind": "category"})
     for word, key in near_values(text, facts, unknown, vocabulary, matcher, notes or "").items():
         problems.append({"key": key, "stated": word, "expected": facts.get(key), "kind": "near"})

@@ -18,6 +18,7 @@ this category's sellers rarely write.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -27,7 +28,12 @@ from ipl.text.normalize import normalize
 
 def value_key(value: str) -> str:
     """The comparison form of a value: NFKC, lower-case, without spaces, hyphens, underscores, dots."""
-    return "".join(c for c in normalize(str(value)).lower() if not c.isspace() and c not in "-_.")
+    return _value_key(str(value))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same vocabulary's values, compared millions of times per evaluation
+def _value_key(value: str) -> str:
+    return "".join(c for c in normalize(value).lower() if not c.isspace() and c not in "-_.")
 
 
 def across_categories(vocabulary: Mapping[str, Mapping[str, Iterable[str]]], category: Optional[str]
@@ -71,14 +77,24 @@ class AttributeMatcher:
     def same(self, a: str, b: str) -> bool:
         return value_key(a) == value_key(b) or value_key(b) in {value_key(f) for f in self.forms(a)}
 
-    def states(self, value: str, text: str) -> bool:
-        lowered = normalize(text).lower()
-        return any(find_value(f, text, lowered) >= 0 for f in self.forms(value))
+    def states(self, value: str, text: str, lowered: Optional[str] = None, squeezed: Optional[str] = None) -> bool:
+        """``lowered`` (``normalize(text).lower()``) and ``squeezed`` (``value_key(text)``) when the
+        caller has them (one text, many values). A form whose ``value_key`` is not in the squeezed
+        text cannot match (the pattern is its characters with optional gaps), so only the others
+        are searched."""
+        forms = self.forms(value)
+        if squeezed is not None:
+            forms = [f for f in forms if value_key(f) in squeezed]
+            if not forms:
+                return False
+        lowered = normalize(text).lower() if lowered is None else lowered
+        return any(find_value(f, text, lowered) >= 0 for f in forms)
 
     def contradictions(self, text: str, truth: Mapping[str, str], vocabulary: Mapping[str, Iterable[str]],
                        keys: Optional[Sequence[str]] = None) -> list[tuple[str, str]]:
         """(key, stated value) pairs that contradict ``truth``."""
         out = []
+        lowered, squeezed = normalize(text).lower(), value_key(text)
         for key in keys or list(truth):
             true = truth.get(key)
             if not true:
@@ -88,7 +104,7 @@ class AttributeMatcher:
                 n = value_key(other)
                 if not n or n in true_forms or any(n in t for t in true_forms) or self.same(true, other):
                     continue
-                if self.states(other, text):
+                if self.states(other, text, lowered, squeezed):
                     out.append((key, str(other)))
         return out
 

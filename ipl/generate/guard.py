@@ -23,6 +23,7 @@ generation (:mod:`ipl.evidence.verify`).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
@@ -68,32 +69,113 @@ def spellings(value: str) -> list[str]:
     return sorted({p + f for f in forms for p in ("", " ")})
 
 
+def _forms(value: Blocked) -> list[str]:
+    return spellings(value) if isinstance(value, str) else [str(value[0]), " " + str(value[0])]
+
+
+def _encode(tokenizer, forms: list[str]) -> list[list[int]]:
+    """Token ids of each form without special tokens: one batch call of a fast tokenizer (its
+    per-string ``encode`` cost about a third of the evaluation's generation time)."""
+    if not forms:
+        return []
+    if getattr(tokenizer, "is_fast", False):
+        return [list(ids) for ids in tokenizer(forms, add_special_tokens=False)["input_ids"]]
+    return [tokenizer.encode(f, add_special_tokens=False) for f in forms]
+
+
 def token_sequences(tokenizer, values: Iterable[Blocked]) -> list[list[int]]:
-    seqs = set()
-    for v in values:
-        forms = spellings(v) if isinstance(v, str) else [str(v[0]), " " + str(v[0])]
-        for form in forms:
-            ids = tokenizer.encode(form, add_special_tokens=False)
-            if ids:
-                seqs.add(tuple(ids))
-    return [list(s) for s in sorted(seqs)]
+    forms = [f for v in values for f in _forms(v)]
+    return [list(s) for s in sorted({tuple(ids) for ids in _encode(tokenizer, forms) if ids})]
+
+
+class _Shared(list):
+    """A sequence list :class:`TokenSequences` caches and hands out again (read-only by contract)."""
+
+
+class TokenSequences:
+    """:func:`token_sequences` with each value tokenized once per tokenizer (the misses of a call
+    in one batch): the serving Generator and the evaluation's workers see the same vocabulary's
+    values draft after draft."""
+
+    def __init__(self, tokenizer, max_entries: int = 100_000):
+        self.tokenizer, self.max_entries = tokenizer, max_entries
+        self._cache: dict = {}  # value (str) or ("=", word) -> its token sequences
+        self._lists: dict = {}  # the keys of a whole call -> its sequences (the last 256 calls)
+
+    @staticmethod
+    def _key(value: Blocked):
+        return value if isinstance(value, str) else ("=", *value)
+
+    def __call__(self, values: Iterable[Blocked]) -> list[tuple[int, ...]]:
+        """The token sequences (tuples, sorted; shared between calls: do not modify)."""
+        values = list(values)
+        missing = {}
+        for v in values:
+            k = self._key(v)
+            if k not in self._cache and k not in missing:
+                missing[k] = v
+        if missing:
+            if len(self._cache) + len(missing) > self.max_entries:
+                self._cache.clear()
+            spans, forms = [], []
+            for k, v in missing.items():
+                f = _forms(v)
+                spans.append((k, len(forms), len(forms) + len(f)))
+                forms += f
+            ids = _encode(self.tokenizer, forms)
+            for k, a, b in spans:
+                self._cache[k] = sorted({tuple(x) for x in ids[a:b] if x})
+        keys = tuple(self._key(v) for v in values)
+        hit = self._lists.get(keys)
+        if hit is None:  # a draft's rows (and the next draft of the category) block the same list
+            seqs = set()
+            for k in keys:
+                seqs.update(self._cache[k])
+            hit = _Shared(sorted(seqs))
+            if len(self._lists) >= 256:
+                self._lists.pop(next(iter(self._lists)))
+            self._lists[keys] = hit
+        return hit
+
+
+_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def shared_sequences(tokenizer) -> TokenSequences:
+    """The process's :class:`TokenSequences` of ``tokenizer`` (dropped with the tokenizer)."""
+    cache = _SHARED.get(tokenizer)
+    if cache is None:
+        cache = _SHARED[tokenizer] = TokenSequences(tokenizer)
+    return cache
 
 
 class ValueGuard(LogitsProcessor):
     """Masks the last token of a banned sequence when the generated text ends with its prefix.
 
     ``rows[b]`` is the list of banned token sequences of batch row ``b``; ``prompt_len`` is
-    where generation starts (a prefix inside the prompt does not count)."""
+    where generation starts (a prefix inside the prompt does not count). A row's table is built
+    once per list object (:class:`TokenSequences` hands the same list to the same values)."""
+
+    _tables: dict = {}  # id(list) -> (the list, kept alive so the id stays its own; its table)
 
     def __init__(self, rows: Sequence[Sequence[Sequence[int]]], prompt_len: int):
         self.prompt_len = prompt_len
-        self.rows = []
-        for seqs in rows:
-            by_prefix: dict[tuple, set] = {}
-            for s in seqs:
-                by_prefix.setdefault(tuple(s[:-1]), set()).add(int(s[-1]))
-            lengths = sorted({len(p) for p in by_prefix})
-            self.rows.append((by_prefix, lengths))
+        self.rows = [self._table(seqs) for seqs in rows]
+
+    @classmethod
+    def _table(cls, seqs) -> tuple[dict, list]:
+        hit = cls._tables.get(id(seqs))
+        if hit is not None and hit[0] is seqs:
+            return hit[1]
+        by_prefix: dict[tuple, set] = {}
+        for s in seqs:
+            by_prefix.setdefault(tuple(s[:-1]), set()).add(int(s[-1]))
+        table = (by_prefix, sorted({len(p) for p in by_prefix}))
+        if isinstance(seqs, _Shared):  # a list TokenSequences hands out again (never modified)
+            if len(cls._tables) >= 256:
+                cls._tables.pop(next(iter(cls._tables)))
+            cls._tables[id(seqs)] = (seqs, table)
+        return table
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_len:].tolist()

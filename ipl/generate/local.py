@@ -19,12 +19,13 @@ def generate_batch(vlm, requests: Sequence[tuple[list[dict], Sequence[Any]]], ma
                    batch_size: int = 8, blocked: Optional[Sequence[Sequence[str]]] = None) -> list[str]:
     from transformers import LogitsProcessorList
 
-    from ipl.generate.guard import ValueGuard, token_sequences
+    from ipl.generate.guard import ValueGuard, shared_sequences
 
     model, tok = vlm.model, vlm.processor.tokenizer
     outputs: list[str] = []
+    sequences = shared_sequences(tok)
     for start, chunk, enc in encoded_batches(vlm, requests, batch_size):
-        rows = [token_sequences(tok, blocked[start + i]) for i in range(len(chunk))] if blocked else []
+        rows = [sequences(blocked[start + i]) for i in range(len(chunk))] if blocked else []
         guard = ValueGuard(rows, enc["input_ids"].shape[1]) if any(rows) else None
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

@@ -148,7 +148,9 @@ class TransformersBackend:
         if needs_probe(self.dtype, device):  # fp16 on a GPU: refuse to serve NaNs
             probe_vlm(self.vlm, self.dtype, f"VLM {path}")
         self.cfg = cfg
-        self._sequences: dict = {}  # blocked value (str) or word (tuple) -> token sequences
+        from ipl.generate.guard import TokenSequences
+
+        self._sequences = TokenSequences(self.vlm.processor.tokenizer)  # each blocked value tokenized once
         self._eos = _eos_ids(self.vlm)
         self._pending: "queue.Queue[_Job]" = queue.Queue()
         self.batches = {"batches": 0, "rows": 0, "max_rows": 0}
@@ -158,17 +160,7 @@ class TransformersBackend:
     def banned(self, blocked: Sequence) -> list[list[int]]:
         """Token sequences of the blocked values and words (:mod:`ipl.generate.guard`; each
         tokenized once, then cached)."""
-        from ipl.generate.guard import token_sequences
-
-        out = []
-        for value in blocked:
-            key = value if isinstance(value, str) else ("=", *value)
-            if key not in self._sequences:
-                if len(self._sequences) > 100_000:
-                    self._sequences.clear()
-                self._sequences[key] = token_sequences(self.vlm.processor.tokenizer, [value])
-            out += self._sequences[key]
-        return out
+        return self._sequences(blocked)
 
     async def choose(self, messages: list[dict], images: list, choices: Sequence[str]) -> tuple[str, float]:
         """A closed-set answer (one forward pass; :func:`ipl.generate.local.choose_batch`)."""

@@ -3,7 +3,7 @@ import torch
 
 from ipl.evidence.verify import check, clauses, repair, verify
 from ipl.extract.matcher import AttributeMatcher, guarded_words, states_word
-from ipl.generate.guard import ValueGuard, blocked_values, token_sequences
+from ipl.generate.guard import TokenSequences, ValueGuard, blocked_values, token_sequences
 
 M = AttributeMatcher([["grey", "gray"]])
 VOCAB = {"Brand": ["Apple", "Samsung", "Sony"], "Model": ["iPhone 12", "iPhone 12 Pro", "Galaxy S10"],
@@ -118,6 +118,35 @@ def test_a_model_number_one_character_off_a_known_one_is_dropped():
     # the seller's own words are theirs to state: a model number from their notes stays
     text, v = verify("Sony WH-1000XM3, works.", facts, [], phones, M, notes="my old WH-1000XM3, no box")
     assert text == "Sony WH-1000XM3, works." and v["problems"] == []
+
+
+def test_cached_token_sequences_equal_the_direct_ones_and_encode_each_value_once(tiny_vlm):
+    """The evaluation's workers and the Generator tokenize a value once (a third of the evaluation's
+    generation time went to re-encoding the same values per prompt) and get the same sequences."""
+    tok = tiny_vlm.processor.tokenizer
+    calls = []
+
+    class Counting:  # the tokenizer, counting the strings it is asked to encode
+        is_fast = True
+
+        def __call__(self, forms, **kw):
+            calls.extend(forms)
+            return tok(forms, **kw)
+
+    cached = TokenSequences(Counting())
+    first = ["iPhone 12 Pro", ["Watch"], "Galaxy S21"]
+    assert [tuple(s) for s in cached(first)] == [tuple(s) for s in token_sequences(tok, first)]
+    n = len(calls)
+    assert n == len(set(calls)) and n > 0
+    again = ["Galaxy S21", "iPhone 12 Pro", "Pixel 7"]  # two known values, one new
+    assert [tuple(s) for s in cached(again)] == [tuple(s) for s in token_sequences(tok, again)]
+    assert calls[n:] and all("Pixel" in f or "PIXEL" in f or "pixel" in f for f in calls[n:])
+    assert cached(again) is cached(list(again))  # a whole list seen before is handed out again
+    # the guard built from a handed-out list masks as one built from a fresh copy
+    ids = torch.tensor([[1, *tok.encode(" Pixel", add_special_tokens=False)]])
+    shared, fresh = ValueGuard([cached(again)], 1), ValueGuard([[list(s) for s in cached(again)]], 1)
+    assert torch.equal(shared(ids, torch.zeros(1, len(tok) + 8)), fresh(ids, torch.zeros(1, len(tok) + 8)))
+    assert ValueGuard([cached(again)], 1).rows[0] is shared.rows[0]  # its table built once
 
 
 def test_value_guard_masks_the_last_token_after_its_prefix():
