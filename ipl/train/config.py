@@ -54,6 +54,12 @@ class DataConfig(Strict):
                             "data-size curve (ipl curve).")
     max_length: int = Field(1024, ge=32, description="Tokens per sample; longer answers are cut at the end.")
     shuffle_buffer: int = Field(256, ge=0, description="Rows of Ray Data's local shuffle buffer (0: no shuffle).")
+    group_by_length: int = Field(1, ge=0, description="Micro-batches drawn together from the shuffled stream and "
+                                 "regrouped by length (HF's group_by_length: rows of similar length share a "
+                                 "micro-batch, so less padding is computed; the ranks take the groups' micro-batches "
+                                 "in one shared order, so a step's micro-batches are of similar length on every rank). "
+                                 "0 or 1: off (the default: on the demo, 4 trained 1.18x as fast but ended at "
+                                 "validation loss 0.466 against 0.442-0.454; docs/training.md).")
     preserve_order: bool = Field(True, description="Ray Data keeps the blocks' order into the workers (with the "
                                  "seeded shuffle buffer a re-run reads the rows in the same order; false: a little "
                                  "faster ingest, an order that varies between runs).")

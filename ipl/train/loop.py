@@ -49,6 +49,31 @@ def _rows(batch: dict) -> list[dict]:
              "photos": list(batch["photos"][i]) if batch["photos"][i] is not None else []} for i in range(n)]
 
 
+def _length(row: dict) -> int:
+    """A row's length for grouping: its messages' characters (tracks the tokens; the photos follow
+    one image policy)."""
+    m = row["messages"]
+    return len(m) if isinstance(m, str) else len(json.dumps(m, ensure_ascii=False))
+
+
+def micro_batches(big_batches, micro: int, group: int, seed: int):
+    """Lists of ``micro`` rows from Ray Data batches of ``micro * group`` rows. With ``group`` > 1 each
+    batch's rows are sorted by :func:`_length`, cut into micro-batches (a last one short of ``micro``
+    is dropped, as ``drop_last``), and those are taken in an order drawn from ``seed`` and the batch's
+    index: the same order on every rank, whose batches follow one distribution, so the ranks' k-th
+    micro-batches are of similar length and neither waits long for the other at the all-reduce."""
+    import random
+
+    for index, batch in enumerate(big_batches):
+        rows = _rows(batch)
+        if group > 1:
+            rows = sorted(rows, key=_length)
+        chunks = [rows[i: i + micro] for i in range(0, len(rows) - micro + 1, micro)]
+        if group > 1:
+            random.Random(seed * 1_000_003 + index).shuffle(chunks)
+        yield from chunks
+
+
 def _allreduce(values: list[float], device) -> list[float]:
     import torch.distributed as dist
 
@@ -230,15 +255,16 @@ def train_loop(config: dict) -> None:
 
     while step < total:
         epoch, skip = step // spe, (step % spe) * accum
-        it = train_shard.iter_batches(batch_size=cfg.optim.micro_batch_size, batch_format="numpy", drop_last=True,
-                                      local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+        group = max(1, cfg.data.group_by_length)
+        it = train_shard.iter_batches(batch_size=cfg.optim.micro_batch_size * group, batch_format="numpy",
+                                      drop_last=group == 1, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
                                       local_shuffle_seed=cfg.optim.seed + epoch)
-        for i, batch in enumerate(it):
+        for i, rows in enumerate(micro_batches(it, cfg.optim.micro_batch_size, group, cfg.optim.seed + epoch)):
             if i < skip:
                 continue  # resumed mid-epoch: these micro-batches were trained on before
             if i >= spe * accum:
                 break
-            inputs = collator(_rows(batch))
+            inputs = collator(rows)
             inputs = _to(inputs, device, dtype) if inputs is not None else None
             if inputs is None:  # every row too long: a zero loss keeps the ranks in step
                 loss = sum(p.sum() for p in engine.module.parameters() if p.requires_grad) * 0.0
