@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -62,6 +63,49 @@ class TransientNoCpuFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "does not have any available CPUs" not in record.getMessage()
+
+
+# Ray's own notes that reach the console through the driver's log relay (``log_to_driver``) and
+# say nothing a user of ipl can act on; they stay in Ray's log files (raylet.out, gcs_server.out,
+# the actors' .err files), and --verbose shows them. Each one, and why it is benign here:
+RAY_CONSOLE_NOISE = (
+    # the raylet, when Ray Train / Ray Data start their controller, coordinators and workers at once
+    # on a 2-CPU node: a hint about actor counts, not an error
+    r"worker processes have been started on node: .* maximum expected startup concurrency",
+    # Ray Train's and Ray Data's own internal actors (PreemptionWatcher, MapWorker) take ObjectRefs as
+    # constructor arguments (ray-project/ray#53727): logged at ERROR level on every job
+    r"has constructor arguments in the object store and max_restarts > 0",
+    # the Serve controller on every deploy of a deployment with a fixed replica count
+    r"Cannot deregister autoscaling state for deployment",
+    # serve.shutdown() kills the controller while its graceful shutdown task is in flight
+    r"Task ServeController\.graceful_shutdown failed",
+    # the GCS asked to kill an actor whose process had already exited
+    r"gcs_actor_scheduler\.cc:\d+: Failed to kill actor",
+)
+_NOISE = re.compile("|".join(f"(?:{p})" for p in RAY_CONSOLE_NOISE))
+
+
+def quiet_ray_console() -> bool:
+    """Drop :data:`RAY_CONSOLE_NOISE` from what Ray relays to the driver's console (before
+    ``ray.init``: Ray binds its relay to ``ray._private.worker.print_to_stdstream`` then; the
+    error channel looks it up per message). Every other line, an OOM kill or a worker's traceback
+    included, is printed as before. False where this Ray has no such function (left as is)."""
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_ipl_quiet", False):
+        return original is not None
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        lines = data.get("lines") or []
+        kept = [line for line in lines if not _NOISE.search(str(line))]
+        if lines and not kept:
+            return None
+        return original({**data, "lines": kept} if len(kept) != len(lines) else data, ignore_prefix)
+
+    print_to_stdstream._ipl_quiet = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_to_stdstream
+    return True
 
 
 def quiet_ray_data() -> None:
@@ -136,6 +180,12 @@ def ensure_ray(cfg: RayConfig):
         if cfg.object_store_mb:
             kwargs["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
         kwargs["include_dashboard"] = cfg.dashboard
+        if not verbose():  # before Ray starts: its local workers inherit it, so the Ray Data that runs
+            # inside them (Ray Train's split coordinator, ...) logs like the driver's ("Progress bars
+            # disabled", "Dataset ... execution finished" went to the console from every ingest)
+            os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
+    if not verbose():
+        quiet_ray_console()
     ray.init(**kwargs)
     if not verbose():  # Ray Data's per-dataset INFO lines to its log file; its progress stays on the console
         quiet_ray_data()
