@@ -13,7 +13,8 @@ the first description text over the whole draft). Everything is measured side by
 3. Chinese drafts (``language=zh``) through the graph at concurrency 1: time to the first
    ``delta`` over the whole draft (the output monitor releases Chinese text by characters).
 
-The top concurrency is run again side by side with photo batching off, or with the Serve config
+The top concurrency is run again side by side with the cross-request photo batching the other way
+(on where the config has it off, as the CPU configs do; off where it is on), or with the Serve config
 overrides of ``--compare KEY=VALUE ...`` (e.g. ``--compare generate.stream_items_per_s=200``).
 Each row also reports the ``delta`` events of a draft (p50): each is a message through Ray
 Serve's router and the HTTP proxy.
@@ -191,9 +192,10 @@ def main() -> None:
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "serve.json"))
     ap.add_argument("--guard", action="store_true", help="only the guard + verification cost (in-process A/B)")
     ap.add_argument("--skip-unbatched", action="store_true", help="skip the side-by-side run at the top concurrency "
-                    "with the cross-request photo batching off (safety/retrieval.batch_photos=1)")
+                    "with the cross-request photo batching the other way (off where the config batches, else on: "
+                    "safety/retrieval.batch_photos 16/32)")
     ap.add_argument("--compare", nargs="+", metavar="KEY=VALUE", help="the side-by-side run at the top concurrency "
-                    "with these Serve config overrides instead of photo batching off")
+                    "with these Serve config overrides instead of the photo batching the other way")
     ap.add_argument("extra", nargs="*", help="extra key=value overrides of the Serve config")
     args = ap.parse_args()
     overrides = [f"run.name={args.run}", f"http.port={args.port}", "pipeline.max_inflight=64",
@@ -236,15 +238,17 @@ def main() -> None:
             from ipl.serve.app import build
 
             top = max(args.concurrency)
-            other = args.compare or ["safety.batch_photos=1", "retrieval.batch_photos=1"]
+            batched = cfg.safety.batch_photos > 1 or cfg.retrieval.batch_photos > 1
+            other = args.compare or (["safety.batch_photos=1", "retrieval.batch_photos=1"] if batched
+                                     else ["safety.batch_photos=16", "retrieval.batch_photos=32"])
             alone = load_serve_config(REPO / "serve_configs" / "local.yaml", [*overrides, *other])
             serve.run(build(alone), name=alone.name, route_prefix=alone.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
                 http_draft(url, photos[0])
             rows, wall = load(url, photos, top, max(args.requests, 2 * top))
-            unbatched = summary(f"Serve graph, concurrency {top}, " + (" ".join(args.compare) if args.compare
-                                                                       else "photo batching off"), rows, wall)
+            unbatched = summary(f"Serve graph, concurrency {top}, " + (
+                " ".join(args.compare) if args.compare else "photo batching " + ("off" if batched else "on")), rows, wall)
             serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
@@ -270,7 +274,7 @@ def main() -> None:
               f"(/ in-process: {r['throughput_rps'] / base['throughput_rps']:.2f}x)")
     if not args.skip_unbatched:
         on = next(r for r in results if r["what"] == f"Serve graph, concurrency {max(args.concurrency)}")
-        other = " ".join(args.compare) if args.compare else "photo batching off"
+        other = unbatched["what"].split(", ", 2)[-1]
         print(f"at concurrency {max(args.concurrency)}: {on['throughput_rps']:.2f} req/s as configured vs "
               f"{unbatched['throughput_rps']:.2f} with {other} ({unbatched['throughput_rps'] / on['throughput_rps']:.2f}x), "
               f"p95 {on['p95_s']:.2f} vs {unbatched['p95_s']:.2f} s")
