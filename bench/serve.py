@@ -247,8 +247,8 @@ def main() -> None:
             for _ in range(2):
                 http_draft(url, photos[0])
             rows, wall = load(url, photos, top, max(args.requests, 2 * top))
-            unbatched = summary(f"Serve graph, concurrency {top}, " + (
-                " ".join(args.compare) if args.compare else "photo batching " + ("off" if batched else "on")), rows, wall)
+            other_label = " ".join(args.compare) if args.compare else "photo batching " + ("off" if batched else "on")
+            unbatched = summary(f"Serve graph, concurrency {top}, {other_label}", rows, wall)
             serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
@@ -274,9 +274,8 @@ def main() -> None:
               f"(/ in-process: {r['throughput_rps'] / base['throughput_rps']:.2f}x)")
     if not args.skip_unbatched:
         on = next(r for r in results if r["what"] == f"Serve graph, concurrency {max(args.concurrency)}")
-        other = unbatched["what"].split(", ", 2)[-1]
         print(f"at concurrency {max(args.concurrency)}: {on['throughput_rps']:.2f} req/s as configured vs "
-              f"{unbatched['throughput_rps']:.2f} with {other} ({unbatched['throughput_rps'] / on['throughput_rps']:.2f}x), "
+              f"{unbatched['throughput_rps']:.2f} with {other_label} ({unbatched['throughput_rps'] / on['throughput_rps']:.2f}x), "
               f"p95 {on['p95_s']:.2f} vs {unbatched['p95_s']:.2f} s")
     zh = results[-1]
     print(f"Chinese drafts: time to first description text / total time, p50: {zh['first_text_share_p50']:.2f}")

@@ -84,12 +84,14 @@ def _encode(tokenizer, forms: list[str]) -> list[list[int]]:
 
 
 def token_sequences(tokenizer, values: Iterable[Blocked]) -> list[list[int]]:
-    forms = [f for v in values for f in _forms(v)]
-    return [list(s) for s in sorted({tuple(ids) for ids in _encode(tokenizer, forms) if ids})]
+    return [list(s) for s in TokenSequences(tokenizer)(values)]
 
 
 class _Shared(list):
-    """A sequence list :class:`TokenSequences` caches and hands out again (read-only by contract)."""
+    """A sequence list :class:`TokenSequences` caches and hands out again (read-only by contract),
+    with the guard's prefix table of it, built by the first :class:`ValueGuard` that uses it."""
+
+    table: Optional[tuple[dict, list]] = None
 
 
 class TokenSequences:
@@ -153,28 +155,23 @@ class ValueGuard(LogitsProcessor):
     """Masks the last token of a banned sequence when the generated text ends with its prefix.
 
     ``rows[b]`` is the list of banned token sequences of batch row ``b``; ``prompt_len`` is
-    where generation starts (a prefix inside the prompt does not count). A row's table is built
-    once per list object (:class:`TokenSequences` hands the same list to the same values)."""
-
-    _tables: dict = {}  # id(list) -> (the list, kept alive so the id stays its own; its table)
+    where generation starts (a prefix inside the prompt does not count). A list
+    :class:`TokenSequences` handed out keeps its table, so the same values' table is built once."""
 
     def __init__(self, rows: Sequence[Sequence[Sequence[int]]], prompt_len: int):
         self.prompt_len = prompt_len
         self.rows = [self._table(seqs) for seqs in rows]
 
-    @classmethod
-    def _table(cls, seqs) -> tuple[dict, list]:
-        hit = cls._tables.get(id(seqs))
-        if hit is not None and hit[0] is seqs:
-            return hit[1]
+    @staticmethod
+    def _table(seqs) -> tuple[dict, list]:
+        if isinstance(seqs, _Shared) and seqs.table is not None:
+            return seqs.table
         by_prefix: dict[tuple, set] = {}
         for s in seqs:
             by_prefix.setdefault(tuple(s[:-1]), set()).add(int(s[-1]))
         table = (by_prefix, sorted({len(p) for p in by_prefix}))
-        if isinstance(seqs, _Shared):  # a list TokenSequences hands out again (never modified)
-            if len(cls._tables) >= 256:
-                cls._tables.pop(next(iter(cls._tables)))
-            cls._tables[id(seqs)] = (seqs, table)
+        if isinstance(seqs, _Shared):
+            seqs.table = table
         return table
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:

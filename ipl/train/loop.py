@@ -257,7 +257,7 @@ def train_loop(config: dict) -> None:
         epoch, skip = step // spe, (step % spe) * accum
         group = max(1, cfg.data.group_by_length)
         it = train_shard.iter_batches(batch_size=cfg.optim.micro_batch_size * group, batch_format="numpy",
-                                      drop_last=group == 1, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+                                      local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
                                       local_shuffle_seed=cfg.optim.seed + epoch)
         for i, rows in enumerate(micro_batches(it, cfg.optim.micro_batch_size, group, cfg.optim.seed + epoch)):
             if i < skip:
