@@ -83,10 +83,51 @@ RAY_CONSOLE_NOISE = (
     r"gcs_actor_scheduler\.cc:\d+: Failed to kill actor",
 )
 _NOISE = re.compile("|".join(f"(?:{p})" for p in RAY_CONSOLE_NOISE))
+# Whole tracebacks of Ray's own that are known to be benign: (the thread they start in, their
+# exception). Ray Data's file listing (ListFiles) signals its work queue's completion from a thread
+# named "pool-<n>/completion-signaler", whose queue put raises InterruptedError when the dataset is
+# shut down first (ray/data/_internal/dynamic_work_queue.py catches that in its workers, not there);
+# seen at the end of a training run's ingest, about one demo in three
+RAY_CONSOLE_NOISE_TRACEBACKS = ((r"pool-\d+/completion-signaler", r"InterruptedError"),)
+
+
+class _TracebackFilter:
+    """Holds back a worker's traceback that starts in a :data:`RAY_CONSOLE_NOISE_TRACEBACKS` thread
+    (``Exception in thread <name>:``, ``Traceback ...``, the indented frames) until its exception's
+    own line: dropped whole when that is the known exception, printed whole otherwise. Per worker
+    process, so a traceback split over two relay batches is judged whole."""
+
+    def __init__(self):
+        self.held: dict = {}  # pid -> (exception pattern, lines held back)
+
+    def lines(self, pid, lines: list) -> list:
+        out = []
+        for line in lines:
+            text = str(line).rstrip("\n")
+            held = self.held.get(pid)
+            if held is None:
+                known = next((exc for thread, exc in RAY_CONSOLE_NOISE_TRACEBACKS
+                              if re.fullmatch(f"Exception in thread {thread}:", text)), None)
+                if known is None:
+                    out.append(line)
+                else:
+                    self.held[pid] = (known, [line])
+                continue
+            exc, block = held
+            if len(block) == 1 and not text.startswith("Traceback (most recent call last):"):
+                out += self.held.pop(pid)[1] + [line]  # not the traceback it announced
+            elif len(block) == 1 or text.startswith((" ", "\t")):
+                block.append(line)
+            else:  # the exception's own line ends the traceback
+                self.held.pop(pid)
+                if not re.match(f"{exc}\\b", text):
+                    out += block + [line]
+        return out
 
 
 def quiet_ray_console() -> bool:
-    """Drop :data:`RAY_CONSOLE_NOISE` from what Ray relays to the driver's console (before
+    """Drop :data:`RAY_CONSOLE_NOISE` lines and :data:`RAY_CONSOLE_NOISE_TRACEBACKS` tracebacks from what
+    Ray relays to the driver's console (before
     ``ray.init``: Ray binds its relay to ``ray._private.worker.print_to_stdstream`` then; the
     error channel looks it up per message). Every other line, an OOM kill or a worker's traceback
     included, is printed as before. False where this Ray has no such function (left as is)."""
@@ -96,12 +137,14 @@ def quiet_ray_console() -> bool:
     if original is None or getattr(original, "_ipl_quiet", False):
         return original is not None
 
+    blocks = _TracebackFilter()
+
     def print_to_stdstream(data, ignore_prefix: bool):
         lines = data.get("lines") or []
-        kept = [line for line in lines if not _NOISE.search(str(line))]
+        kept = [line for line in blocks.lines(data.get("pid"), lines) if not _NOISE.search(str(line))]
         if lines and not kept:
             return None
-        return original({**data, "lines": kept} if len(kept) != len(lines) else data, ignore_prefix)
+        return original({**data, "lines": kept}, ignore_prefix)
 
     print_to_stdstream._ipl_quiet = True  # type: ignore[attr-defined]
     ray_worker.print_to_stdstream = print_to_stdstream

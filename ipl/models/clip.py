@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,6 +41,8 @@ HF_TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "voca
                  "merges.txt", "vocab.json")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TRUNK_RUNTIMES = ("auto", "onnxruntime", "torch")
+_ORT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -50,6 +54,35 @@ class Clip:
     source: str
     channels_last: bool = False  # a convolutional image tower runs faster on the CPU in this layout
     feature_cache: Any = None  # an ipl.models.feature_cache.FeatureCache of the image trunk's features
+    # "onnxruntime": a convolutional trunk in eval mode on the CPU runs on ONNX Runtime
+    # (ipl.models.trunk_runtime, ~3x torch eager here); "torch": always torch
+    trunk_runtime: str = "torch"
+    _ort: Any = None
+
+    def _ort_trunk(self):
+        """The ONNX Runtime trunk when it applies now (None: run torch), exported again when the
+        trunk's weights changed since."""
+        if self.trunk_runtime != "onnxruntime":
+            return None
+        trunk = self.model.visual.trunk
+        if trunk.training or self.device.type != "cpu":
+            return None
+        if self._ort is None or not self._ort.matches(trunk):
+            with _ORT_LOCK:  # concurrent request threads of a serving replica export it once
+                if self._ort is None or not self._ort.matches(trunk):
+                    from ipl.models.trunk_runtime import try_ort_trunk
+
+                    self._ort = try_ort_trunk(trunk, tuple(self.model.visual.image_size))
+                    if self._ort is None:
+                        self.trunk_runtime = "torch"
+        return self._ort
+
+    def _run_trunk(self, images: list) -> torch.Tensor:
+        """The trunk's features of PIL images, float32 on the CPU."""
+        ort = self._ort_trunk()
+        if ort is not None:
+            return ort(torch.stack([self.preprocess(im) for im in images]))
+        return self.model.visual.trunk(self._pixels(images)).float().cpu()
 
     def use_feature_cache(self, root: str | Path) -> bool:
         """Keep the image trunk's features under ``root`` (:mod:`ipl.models.feature_cache`), for
@@ -89,7 +122,7 @@ class Clip:
     def trunk_features(self, images: list, batch_size: int = 64) -> torch.Tensor:
         """The image trunk's features of PIL images (float32, on the CPU): read from the feature
         cache when one is on, the rest computed in batches on the model's device (and cached)."""
-        trunk, cache = self.model.visual.trunk, self.feature_cache
+        cache = self.feature_cache
         keys, feats = None, [None] * len(images)
         if cache is not None:
             from ipl.models.feature_cache import photo_key
@@ -99,7 +132,7 @@ class Clip:
         todo = [i for i, f in enumerate(feats) if f is None]
         for j in range(0, len(todo), batch_size):
             batch = todo[j : j + batch_size]
-            new = trunk(self._pixels([images[i] for i in batch])).float().cpu()
+            new = self._run_trunk([images[i] for i in batch])
             if cache is not None:
                 cache.put([keys[i] for i in batch], new.numpy())
             for i, f in zip(batch, new):
@@ -109,10 +142,11 @@ class Clip:
     @torch.no_grad()
     def encode_images(self, images: list, batch_size: int = 64) -> torch.Tensor:
         """L2-normalised image embeddings of PIL images, computed on the model's device, on the CPU
-        (through the trunk's feature cache when one is on: only the head runs for a cached photo)."""
+        (through the trunk's feature cache when one is on: only the head runs for a cached photo;
+        the trunk on ONNX Runtime where :attr:`trunk_runtime` says so)."""
         out, device = [], self.device
         count("encoded", len(images))
-        if self.feature_cache is not None:
+        if self.feature_cache is not None or self._ort_trunk() is not None:
             head = self.model.visual.head
             dtype = next(iter(head.parameters()), torch.empty(0)).dtype  # the head's own precision
             for i in range(0, len(images), batch_size):
@@ -193,10 +227,13 @@ def build_tiny_clip(cfg: TinyClipConfig, out_dir: str | Path, seed: int = 0) -> 
 
 
 def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: str = "cpu",
-              feature_cache: Optional[str | Path] = None) -> Clip:
+              feature_cache: Optional[str | Path] = None, trunk_runtime: Optional[str] = None) -> Clip:
     """Load a CLIP from a local directory, or from an architecture name plus a weights file.
 
-    ``feature_cache``: a directory for the image trunk's features (:meth:`Clip.use_feature_cache`)."""
+    ``feature_cache``: a directory for the image trunk's features (:meth:`Clip.use_feature_cache`).
+    ``trunk_runtime``: ``auto`` (default; the ``IPL_CLIP_TRUNK_RUNTIME`` environment variable
+    overrides it): ONNX Runtime for a convolutional trunk on the CPU, torch otherwise;
+    ``onnxruntime`` or ``torch`` to choose (:mod:`ipl.models.trunk_runtime`)."""
     import open_clip
 
     src = Path(str(source))
@@ -238,7 +275,12 @@ def load_clip(source: str | Path, weights: Optional[str | Path] = None, device: 
     if channels_last:
         model.visual.trunk.to(memory_format=torch.channels_last)
     model.eval()
-    clip = Clip(model, preprocess, tokenizer, digest[:16], str(source), channels_last)
+    runtime = trunk_runtime or os.environ.get("IPL_CLIP_TRUNK_RUNTIME") or "auto"
+    if runtime not in TRUNK_RUNTIMES:
+        raise ValueError(f"trunk_runtime {runtime!r}: expected one of {', '.join(TRUNK_RUNTIMES)}")
+    if runtime == "auto":
+        runtime = "onnxruntime" if channels_last and torch.device(device).type == "cpu" else "torch"
+    clip = Clip(model, preprocess, tokenizer, digest[:16], str(source), channels_last, trunk_runtime=runtime)
     if feature_cache:
         clip.use_feature_cache(feature_cache)
     return clip

@@ -40,6 +40,14 @@ class Talker:
         logging.getLogger("ray.data._internal.progress").info("a Ray Data progress note")
         logging.getLogger("ray.data").warning("a Ray Data warning in a worker")
         sys.stderr.flush()
+        import threading
+        def signaler(exc):  # Ray Data's ListFiles completion signaler, shut down first (benign) or failing
+            raise exc
+        for exc in (InterruptedError(), ValueError("a real signaler failure")):
+            th = threading.Thread(target=signaler, args=(exc,), name="pool-4/completion-signaler")
+            th.start()
+            th.join()
+        sys.stderr.flush()
         return True
 
 t = Talker.remote()
@@ -58,7 +66,28 @@ def test_rays_known_benign_notes_stay_off_the_console_and_real_lines_show():
     assert "a real worker error line" in text and "a Ray Data warning in a worker" in text
     assert "has constructor arguments in the object store" not in text
     assert "a Ray Data progress note" not in text
+    assert "InterruptedError" not in text  # the benign signaler traceback, dropped whole
+    assert "ValueError: a real signaler failure" in text and text.count("Exception in thread pool-4") == 1
     shown = subprocess.run([sys.executable, "-c", RELAY], capture_output=True, text=True, timeout=240,
                            env={**env, "IPL_VERBOSE": "1"})  # --verbose: Ray's notes come back
     assert "has constructor arguments in the object store" in shown.stdout + shown.stderr
     assert "a Ray Data progress note" in shown.stdout + shown.stderr
+    assert "InterruptedError" in shown.stdout + shown.stderr
+
+
+def test_a_known_benign_traceback_is_judged_whole_even_split_over_relay_batches():
+    from ipl.runtime import _TracebackFilter
+
+    benign = ["Exception in thread pool-4/completion-signaler:", "Traceback (most recent call last):",
+              '  File "/x/threading.py", line 1045, in _bootstrap_inner', "    self.run()", "InterruptedError"]
+    other = ["Exception in thread pool-4/completion-signaler:", "Traceback (most recent call last):",
+             '  File "/x/dynamic_work_queue.py", line 180', "ValueError: broken"]
+    f = _TracebackFilter()
+    assert f.lines(1, ["before"] + benign[:3]) == ["before"]
+    assert f.lines(2, ["another worker's line"]) == ["another worker's line"]  # per worker process
+    assert f.lines(1, benign[3:] + ["after"]) == ["after"]
+    assert f.lines(1, other[:2]) == [] and f.lines(1, other[2:]) == other  # another exception: shown whole
+    announced = ["Exception in thread pool-4/completion-signaler:", "not a traceback"]
+    assert f.lines(1, announced) == announced
+    assert f.lines(1, ["Exception in thread worker-1:", "Traceback (most recent call last):"]) == \
+        ["Exception in thread worker-1:", "Traceback (most recent call last):"]

@@ -136,3 +136,32 @@ def test_the_similarity_preserving_term_is_left_out_without_locked_towers(tiny_c
     with caplog.at_level("WARNING"):
         losses = contrastive_train(clip.model, data, steps=2, batch_size=8, log_every=0, similarity_weight=5.0)
     assert len(losses) == 2 and "similarity_weight 5 ignored" in caplog.text
+
+
+def test_the_trunk_runs_on_onnxruntime_on_the_cpu_with_torchs_features(packaged):
+    """ipl.models.trunk_runtime: the default for a convolutional trunk on the CPU; the same features
+    and embeddings as torch; re-exported when the trunk's weights change; torch while it trains."""
+    rng = np.random.default_rng(1)
+    imgs = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)) for _ in range(3)]
+    ort = load_clip(packaged.source)
+    plain = load_clip(packaged.source, trunk_runtime="torch")
+    assert ort.trunk_runtime == "onnxruntime" and plain.trunk_runtime == "torch"
+    f = ort.trunk_features(imgs)
+    assert ort._ort is not None and plain._ort_trunk() is None
+    assert torch.allclose(f, plain.trunk_features(imgs), atol=1e-4)
+    assert torch.allclose(ort.encode_images(imgs), plain.encode_images(imgs), atol=1e-5)
+    exported = ort._ort
+    with torch.no_grad():  # the weights change in place (an optimizer step, load_state_dict)
+        for m in (ort.model, plain.model):
+            m.visual.trunk.conv_stem.weight.mul_(0.5)
+    changed = ort.trunk_features(imgs)
+    assert ort._ort is not exported and not torch.allclose(changed, f, atol=1e-3)
+    assert torch.allclose(changed, plain.trunk_features(imgs), atol=1e-4)
+    ort.model.visual.trunk.train()
+    assert ort._ort_trunk() is None  # a trunk in training runs torch
+    with pytest.raises(ValueError, match="trunk_runtime 'tensorrt'"):
+        load_clip(packaged.source, trunk_runtime="tensorrt")
+
+
+def test_a_vit_tower_stays_on_torch(tiny_clip):
+    assert tiny_clip.trunk_runtime == "torch" and tiny_clip._ort_trunk() is None
