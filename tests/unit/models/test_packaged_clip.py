@@ -165,3 +165,11 @@ def test_the_trunk_runs_on_onnxruntime_on_the_cpu_with_torchs_features(packaged)
 
 def test_a_vit_tower_stays_on_torch(tiny_clip):
     assert tiny_clip.trunk_runtime == "torch" and tiny_clip._ort_trunk() is None
+
+
+def test_texts_taken_by_length_and_cut_to_each_batch_give_the_full_context_embeddings(packaged):
+    texts = ["phone: " + " ".join(["blue"] * n) for n in (9, 0, 4, 12, 1, 7, 3)]
+    with torch.no_grad():  # the tokenizer's full context, in the caller's order
+        full = torch.nn.functional.normalize(packaged.model.encode_text(packaged.tokenizer(texts)).float(), dim=-1)
+    assert torch.allclose(packaged.encode_texts(texts, batch_size=3), full, atol=1e-5)
+    assert packaged.encode_texts([]).shape == (0, packaged.dim)
