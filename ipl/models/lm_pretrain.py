@@ -143,7 +143,8 @@ def copy_recall(model, tokenizer, vocab: Vocabulary, rows: int = 40, seed: int =
 
 
 def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed: int = 0,
-                  eval_rows: int = 40, progress: Optional[Callable[[str], None]] = None) -> dict:
+                  eval_rows: int = 40, progress: Optional[Callable[[str], None]] = None,
+                  on_step: Optional[Callable[[], None]] = None) -> dict:
     """Train ``model``'s language model on generic copy conversations; returns the numbers.
 
     AdamW (betas 0.9/0.98, eps 1e-6, no weight decay), 5% warmup then cosine, clipping at 1.0.
@@ -161,6 +162,8 @@ def pretrain_copy(model, tokenizer, steps: int, batch_size: int, lr: float, seed
     losses: list[float] = []
     start = last = time.time()
     for step in range(1, steps + 1):
+        if on_step is not None:  # e.g. take more threads once the CPU is free
+            on_step()
         loss, _ = target_loss(model, batches(batch_size))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
