@@ -288,6 +288,9 @@ def train_loop(config: dict) -> None:
                     marker.write_text(str(os.getpid()))
                     time.sleep(cfg.chaos.delay_s)
                     os.kill(os.getpid(), signal.SIGKILL)
+            if rank == 0 and step == first_step + 1 and total > step:  # the start can take half a minute
+                print(f"[ipl.train] step {step}/{total}: the first step took {time.monotonic() - started:.0f}s "
+                      f"(ingest start, warm-up); progress every {cfg.eval.report_every} steps", flush=True)
             if step >= total:
                 break
             if step % cfg.eval.report_every == 0 or step % cfg.checkpoint.every_steps == 0 \
