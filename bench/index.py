@@ -125,8 +125,10 @@ def embed_throughput(run: Path, concurrency: int, clip_dir=None) -> dict:
 
     cfg = load_config(IndexConfig, REPO / "jobs/configs/index_local.yaml",
                       [f"run.root={run.parent}", f"run.name={run.name}", f"embed.concurrency={concurrency}",
-                       "embed.num_cpus=0.5", "ray.progress=false"])  # 1 torch thread per actor; the
-    # Parquet read needs one whole free CPU (Ray 2.60), so 2 actors x 0.5 CPU leave it one
+                       "embed.num_cpus=0.5", "ray.progress=false", "feature_cache=false"])
+    # 1 torch thread per actor; the Parquet read needs one whole free CPU (Ray 2.60), so 2 actors
+    # x 0.5 CPU leave it one; no trunk feature cache: the encoder itself is measured (the warm-up
+    # pass would fill the cache and the timed pass would run the projection alone)
     ensure_ray(cfg.ray)
     clip = str(clip_dir or (cfg.clip_dir if cfg.clip_dir.is_dir() else cfg.base_clip))
     out = Path(tempfile.mkdtemp(prefix="bench-embed-"))
