@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -57,7 +57,7 @@ class Clip:
     # "onnxruntime": a convolutional trunk in eval mode on the CPU runs on ONNX Runtime
     # (ipl.models.trunk_runtime, ~3x torch eager here); "torch": always torch
     trunk_runtime: str = "torch"
-    _ort: Any = None
+    _ort: Any = field(default=None, init=False, repr=False, compare=False)  # the exported trunk, once used
 
     def _ort_trunk(self):
         """The ONNX Runtime trunk when it applies now (None: run torch), exported again when the

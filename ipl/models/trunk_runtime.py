@@ -75,8 +75,8 @@ class OrtTrunk:
 
 
 def try_ort_trunk(trunk: torch.nn.Module, image_size: tuple[int, int]) -> Optional[OrtTrunk]:
-    """An :class:`OrtTrunk`, or None (logged once by the caller) where onnx / onnxruntime are
-    missing or the trunk does not export."""
+    """An :class:`OrtTrunk`, or None with a warning where onnx / onnxruntime are missing, the trunk
+    does not export or its features differ from torch's (the caller then stays on torch)."""
     try:
         return OrtTrunk(trunk, image_size)
     except Exception as exc:  # an architecture the exporter cannot take, or no onnx installed
