@@ -27,7 +27,9 @@ class KeyLevels(Strict):
     """Attribute keys by level (case-insensitive); keys named nowhere are listing-level."""
 
     product: list[str] = Field(default_factory=lambda: ["Brand", "Model", "品牌", "型号"],
-                               description="Product-level keys (same for every SKU of a product).")
+                               description="Product-level keys (same for every SKU of a product), broadest first: "
+                               "a value of a later key (a model) is stated only together with the value of each "
+                               "earlier key (its brand) that the listings giving it agree on.")
     sku: list[str] = Field(default_factory=lambda: ["Color", "Colour", "Storage", "Size", "Config", "Lens", "Edition",
                                                     "Case size", "Material", "Capacity", "颜色", "容量", "尺码"],
                            description="SKU-level keys (differ between SKUs of one product).")
@@ -39,6 +41,13 @@ class KeyLevels(Strict):
         if k in {s.lower() for s in self.sku}:
             return "sku"
         return "listing"
+
+    def broader(self, key: str) -> list[str]:
+        """The product-level keys named before ``key`` in :attr:`product` (lower-cased): the keys a
+        value of ``key`` may imply (a model implies its brand, never the other way)."""
+        order = [p.strip().lower() for p in self.product]
+        k = str(key).strip().lower()
+        return order[: order.index(k)] if k in order else []
 
     def scored(self, keys) -> list[str]:
         """The keys that evidence can state (product and SKU level), in their order."""

@@ -26,6 +26,11 @@ top approach 1; listings far below the top count little. Bases and the levels th
   the CQE judges that kept the caption is the raw score): product + SKU level, each its own
   calibrated tier (``caption:product``, ``caption:sku``);
 * ``seller``: confirmed values, confidence 1;
+* a product-level value implies the broader keys' values (:meth:`KeyLevels.broader`: a model, its
+  brand): when the listings that give it (the hits stating it and the broader key) agree on the
+  broader key's value (``IMPLIED_SHARE`` of them), it is stated only if that value is stated or
+  confirmed too. "A7 III" under a photo of a Nikon says "Sony" as surely as the word would, so a
+  model whose brand the evidence does not state goes to the seller (:func:`implied_value`);
 * listing-level keys (condition, accessories) are never taken from references.
 
 A value's tier is its key's own (``<basis>:<level>:<key>``) when the calibration fitted one
@@ -49,6 +54,7 @@ BASES = {"product": ("identical", "similar"), "sku": ("identical", "similar"), "
 STATEABLE = {("identical", "product"), ("identical", "sku"), ("similar", "product"), ("photo", "product"),
              ("photo", "sku"), ("caption", "product"), ("caption", "sku")}
 DEFAULT_TAU, DEFAULT_ALPHA = 0.05, 1.0
+IMPLIED_SHARE = 0.9  # of the listings giving a value, the share that must agree on a broader key's value
 
 
 def tier_name(basis: str, level: str) -> str:
@@ -185,6 +191,53 @@ def assess(keys: Sequence[str], levels: KeyLevels, hits: Sequence[dict], calibra
                          sources=best["sources"])
             entry["candidates"] = [c for c in entry["candidates"] if value_key(c["value"]) != value_key(best["value"])]
         out.append(entry)
+    return keep_implied(out, levels, hits, max_candidates) if abstain and in_domain else out
+
+
+def implied_value(hits: Sequence[dict], key: str, value: str, broader: str) -> Optional[str]:
+    """The value of the ``broader`` key that the hits stating ``key`` = ``value`` agree on (at least
+    ``IMPLIED_SHARE`` of those that state the broader key too), else None (no hit states both, or
+    they disagree: the data do not tie the value to one broader value)."""
+    counts: dict[str, list] = {}
+    for h in hits:
+        values = {str(k).strip().lower(): v for k, v in (h.get("values") or {}).items()}
+        own, other = values.get(str(key).strip().lower()), values.get(broader)
+        if own is None or other is None or not str(other).strip() or value_key(own) != value_key(value):
+            continue
+        slot = counts.setdefault(value_key(other), [str(other), 0])
+        slot[1] += 1
+    if not counts:
+        return None
+    best, n = max(counts.values(), key=lambda c: c[1])
+    return best if n >= IMPLIED_SHARE * sum(c[1] for c in counts.values()) else None
+
+
+def keep_implied(out: list[dict], levels: KeyLevels, hits: Sequence[dict], max_candidates: int = 3) -> list[dict]:
+    """Demote a stated product-level value whose implied broader value (:func:`implied_value`) is
+    not what the draft states or the seller confirmed for that key: its key goes to the seller, the
+    value first among its candidates with ``implies`` naming what it would have said."""
+    by_key = {str(a["key"]).strip().lower(): a for a in out}
+    changed = True
+    while changed:  # a demoted value may be what a narrower key's value needed
+        changed = False
+        for entry in out:
+            if entry["status"] != "stated" or entry["level"] != "product":
+                continue
+            for broader in levels.broader(entry["key"]):
+                implied = implied_value(hits, entry["key"], entry["value"], broader)
+                if implied is None:
+                    continue
+                held = by_key.get(broader)
+                if held is not None and held["status"] in ("stated", "confirmed") and held["value"] is not None \
+                        and value_key(held["value"]) == value_key(implied):
+                    continue
+                demoted = {"value": entry["value"], "confidence": entry["confidence"], "basis": entry["basis"],
+                           "sources": entry["sources"], "implies": {"key": held["key"] if held else broader,
+                                                                    "value": implied}}
+                entry.update(value=None, status="to_confirm", confidence=0.0, basis=None, sources=[],
+                             candidates=[demoted, *entry["candidates"]][:max_candidates])
+                changed = True
+                break
     return out
 
 

@@ -68,7 +68,9 @@ def test_out_of_domain_photos_state_no_product_value_and_confirmed_values_are_fa
     by = {a["key"]: a for a in out}
     assert by["Brand"] == {**by["Brand"], "value": "Huawei", "status": "confirmed", "confidence": 1.0,
                            "basis": "seller"}
-    assert facts_of(out) == {"Brand": "Huawei", "Model": "iPhone 12", "Condition": "like new"}
+    # the references' model implies Apple, which the seller just denied: the model goes to the seller too
+    assert facts_of(out) == {"Brand": "Huawei", "Condition": "like new"}
+    assert by["Model"]["candidates"][0]["implies"] == {"key": "Brand", "value": "Apple"}
 
 
 def test_a_calibrated_photo_classifier_states_the_colour():
@@ -154,3 +156,53 @@ def test_two_calibrated_bases_that_disagree_leave_the_key_to_the_seller():
     unguarded = {a["key"]: a for a in assess(KEYS, KeyLevels(), agreeing, cal, abstain=False, caption={"Model": {
         "value": "iPhone 12", "score": 1.0}})}
     assert unguarded["Model"]["status"] == "stated"  # the unguarded rows still state the best candidate
+
+
+def test_a_model_is_stated_only_with_the_brand_its_listings_agree_on():
+    """A model implies its brand: stating "A7 III" under a Nikon photo says "Sony". So a model
+    value is stated only when the brand its listings give is stated (or confirmed) too; the
+    brand is never held back by the model (brands span many models)."""
+    head_tier = {"enabled": True, "threshold": 0.9, "curve": [[0.0, 0.3], [0.9, 0.97]]}
+    cal = {**CAL, "tiers": {**CAL["tiers"], "photo:product:model": head_tier}}
+    split_brand = [hit("a", 0.91, Brand="Sony", Model="A7 III"), hit("b", 0.9, Brand="Nikon", Model="D750"),
+                   hit("c", 0.9, Brand="Canon", Model="EOS R")]  # the brand evidence is split: not stated
+    photo = {"Model": [{"value": "A7 III", "score": 0.99}]}
+    out = {a["key"]: a for a in assess(KEYS, KeyLevels(), split_brand, cal, photo=photo)}
+    assert out["Brand"]["status"] == "to_confirm"
+    m = out["Model"]
+    assert m["status"] == "to_confirm" and m["value"] is None
+    assert m["candidates"][0]["value"] == "A7 III" and m["candidates"][0]["implies"] == {"key": "Brand",
+                                                                                        "value": "Sony"}
+    assert len(m["candidates"]) <= 3
+    # the seller confirms the brand the model implies: the model is stated
+    told = {a["key"]: a for a in assess(KEYS, KeyLevels(), split_brand, cal, photo=photo,
+                                        confirmed={"Brand": "sony"})}
+    assert told["Model"]["status"] == "stated" and told["Model"]["value"] == "A7 III"
+    # ... another brand: not
+    other = {a["key"]: a for a in assess(KEYS, KeyLevels(), split_brand, cal, photo=photo,
+                                         confirmed={"Brand": "Nikon"})}
+    assert other["Model"]["status"] == "to_confirm"
+    # the brand stated by its own evidence and the model's listings agree: both stated
+    agreeing = [hit("0", 0.91, Brand="Sony", Model="A7 III")] + [
+        hit(str(i), 0.9, Brand="Sony", Model=m) for i, m in enumerate(["A7 IV", "RX100", "ZV-1", "A6400", "FX3"], 1)]
+    both = {a["key"]: a for a in assess(KEYS, KeyLevels(), agreeing, cal, photo=photo)}
+    assert both["Brand"]["value"] == "Sony" and both["Model"]["status"] == "stated"
+    # a brand whose listings all show one model is still stated without it (the rule runs narrow -> broad)
+    one_model = [hit(str(i), 0.9, Brand="Sony", Model="A7 III") for i in range(6)]
+    alone = {a["key"]: a for a in assess(KEYS, KeyLevels(), one_model, {**CAL, "tiers": {
+        **CAL["tiers"], "similar:product:model": {**TIER, "enabled": False}}})}
+    assert alone["Brand"]["status"] == "stated" and alone["Model"]["status"] == "to_confirm"
+    # listings that disagree on the model's brand tie it to none: the model's own evidence decides
+    mixed = [hit("a", 0.91, Brand="Sony", Model="A7 III"), hit("b", 0.9, Brand="Nikon", Model="A7 III"),
+             hit("c", 0.9, Brand="Canon", Model="EOS R")]
+    free = {a["key"]: a for a in assess(KEYS, KeyLevels(), mixed, cal, photo=photo)}
+    assert free["Model"]["status"] == "stated"
+    # the unguarded rows state every best candidate as before
+    unguarded = {a["key"]: a for a in assess(KEYS, KeyLevels(), split_brand, cal, photo=photo, abstain=False)}
+    assert unguarded["Model"]["status"] == "stated"
+
+
+def test_key_levels_order_product_keys_broadest_first():
+    levels = KeyLevels()
+    assert levels.broader("Model") == ["brand"] and levels.broader("brand") == []
+    assert levels.broader("Color") == [] and levels.broader("型号") == ["brand", "model", "品牌"]
