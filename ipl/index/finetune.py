@@ -61,6 +61,8 @@ def finetune_loop(config: dict) -> None:
     clip = load_clip(config["base"], config["weights"], device=str(ray.train.torch.get_device()),
                      feature_cache=config.get("feature_cache"))  # the trunk's features ipl prepare kept
     holdout = set(config["holdout"])
+    if rank == 0:  # the workers' start and the shard's first blocks take a while: say where it stands
+        print(f"clip fine-tune: {ctx.get_world_size()} worker(s) up, reading the listings shard", flush=True)
     rows = [r for r in ray.train.get_dataset_shard("listings").iter_rows() if r["listing_id"] not in holdout]
     started, shown = time.monotonic(), [0.0]
 

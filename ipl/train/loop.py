@@ -191,6 +191,9 @@ def train_loop(config: dict) -> None:
     scheduler = build_scheduler(optimizer, cfg.optim, plan["total_steps"])
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=cfg.deepspeed_config(precision))
+    if rank == 0:  # Ray Train's start, the model load and DeepSpeed's set-up take a while: say where it stands
+        print(f"[ipl.train] model loaded and DeepSpeed ZeRO-{cfg.zero_stage()} ready on "
+              f"{ctx.get_world_size()} worker(s); streaming the training shard", flush=True)
 
     step = 0
     checkpoint = ray.train.get_checkpoint()
