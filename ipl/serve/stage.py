@@ -133,6 +133,47 @@ def serve_logging(cfg: ServeConfig):
     return LoggingConfig(log_level=level, enable_access_log=access)
 
 
+class start_progress:
+    """While the application deploys: a line every ``every`` seconds with the deployments ready and
+    those still starting (``serve.status()`` read from a background thread)."""
+
+    def __init__(self, name: str, every: float = 10.0, say=None):
+        self.name, self.every = name, every
+        self.say = say or (lambda line: print(line, flush=True))
+
+    def __enter__(self):
+        import threading
+
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="serve-start-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join(timeout=5)
+        return False
+
+    def _watch(self) -> None:
+        from ray import serve
+
+        started = time.monotonic()
+        while not self._done.wait(self.every):
+            try:
+                app = serve.status().applications.get(self.name)
+            except Exception:  # the controller is starting: next time
+                continue
+            if app is None or not app.deployments:
+                self.say(f"   starting the Serve application {self.name!r} ({time.monotonic() - started:.0f}s)")
+                continue
+            waiting = [f"{n} {d.status.value.lower()}" for n, d in app.deployments.items()
+                       if d.status.value != "HEALTHY"]
+            ready = len(app.deployments) - len(waiting)
+            self.say(f"   starting the Serve application {self.name!r}: {ready}/{len(app.deployments)} deployments "
+                     f"ready after {time.monotonic() - started:.0f}s" + (f" (waiting: {', '.join(waiting)})"
+                                                                           if waiting else ""))
+
+
 def start(cfg: ServeConfig):
     """Start Serve on (local) Ray with ``cfg.http`` and run the application; returns its base URL."""
     from ray import serve
@@ -146,7 +187,8 @@ def start(cfg: ServeConfig):
     serve.start(proxy_location=cfg.http.proxy_location, logging_config=logs,
                 http_options={"host": cfg.http.host, "port": cfg.http.port,
                               "request_timeout_s": cfg.http.request_timeout_s})
-    serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix, blocking=False, logging_config=logs)
+    with start_progress(cfg.name):  # the replicas' start (models, ONNX export) can take half a minute
+        serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix, blocking=False, logging_config=logs)
     host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host
     return f"http://{host}:{cfg.http.port}{cfg.route_prefix.rstrip('/')}"
 

@@ -8,6 +8,7 @@ client disconnect that cancels generation.
 import base64
 import json
 import os
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,27 @@ def test_health_and_seller_page(server):
     assert page.status_code == 200 and "<form" in page.text and "v1/listings/draft" in page.text
     missing = requests.get(server.url + "/v2/nothing", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_the_start_says_which_deployments_are_ready(server):
+    """While `ipl serve` / the demo deploys, a line every few seconds says what is still starting
+    (read from Ray Serve's own status; here the application is up, so every deployment is ready)."""
+    from ipl.serve.stage import start_progress
+
+    name = serve_cfg(server.root, server.port).name
+    lines: list[str] = []
+    with start_progress(name, every=0.05, say=lines.append):
+        deadline = time.monotonic() + 30
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert lines, "no progress line"
+    ready = re.search(r"(\d+)/(\d+) deployments ready", lines[-1])
+    assert ready and ready.group(1) == ready.group(2) and "waiting" not in lines[-1], lines
+    assert int(ready.group(2)) >= 2  # the ingress and the stages behind it
+    absent: list[str] = []
+    with start_progress("not-deployed", every=0.05, say=absent.append):
+        time.sleep(0.3)
+    assert absent and all("starting the Serve application 'not-deployed'" in line for line in absent)
 
 
 def test_drafts_for_held_out_photos_name_category_and_attributes(server, examples, served_run):
