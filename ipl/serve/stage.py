@@ -89,7 +89,9 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                                   f"{a['confidence']:.2f}, {_provenance(a)})", file=out)
                     for a in data["attributes"]:
                         if a["status"] == "to_confirm":
-                            cands = ", ".join(f"{c['value']} ({c['confidence']:.2f})" for c in a["candidates"])
+                            cands = ", ".join(f"{c['value']} ({c['confidence']:.2f}" + (
+                                f"; a {c['implies']['value']} {a['key'].lower()}, the {c['implies']['key'].lower()} "
+                                "not stated" if c.get("implies") else "") + ")" for c in a["candidates"])
                             print(f"   to confirm  {a['key']}" + (f": candidates {cands}" if cands else ""), file=out)
                     if data["price_suggestion"]:
                         p = data["price_suggestion"]
