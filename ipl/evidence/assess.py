@@ -217,27 +217,22 @@ def keep_implied(out: list[dict], levels: KeyLevels, hits: Sequence[dict], max_c
     not what the draft states or the seller confirmed for that key: its key goes to the seller, the
     value first among its candidates with ``implies`` naming what it would have said."""
     by_key = {str(a["key"]).strip().lower(): a for a in out}
-    changed = True
-    while changed:  # a demoted value may be what a narrower key's value needed
-        changed = False
-        for entry in out:
-            if entry["status"] != "stated" or entry["level"] != "product":
+    # broadest keys first: a brand demoted here is seen demoted by its models after it
+    for entry in sorted(out, key=lambda a: len(levels.broader(a["key"]))):
+        if entry["status"] != "stated" or entry["level"] != "product":
+            continue
+        for broader in levels.broader(entry["key"]):
+            implied = implied_value(hits, entry["key"], entry["value"], broader)
+            held = by_key.get(broader)
+            if implied is None or (held is not None and held["status"] in ("stated", "confirmed")
+                                   and held["value"] is not None and value_key(held["value"]) == value_key(implied)):
                 continue
-            for broader in levels.broader(entry["key"]):
-                implied = implied_value(hits, entry["key"], entry["value"], broader)
-                if implied is None:
-                    continue
-                held = by_key.get(broader)
-                if held is not None and held["status"] in ("stated", "confirmed") and held["value"] is not None \
-                        and value_key(held["value"]) == value_key(implied):
-                    continue
-                demoted = {"value": entry["value"], "confidence": entry["confidence"], "basis": entry["basis"],
-                           "sources": entry["sources"], "implies": {"key": held["key"] if held else broader,
-                                                                    "value": implied}}
-                entry.update(value=None, status="to_confirm", confidence=0.0, basis=None, sources=[],
-                             candidates=[demoted, *entry["candidates"]][:max_candidates])
-                changed = True
-                break
+            demoted = {"value": entry["value"], "confidence": entry["confidence"], "basis": entry["basis"],
+                       "sources": entry["sources"], "implies": {"key": held["key"] if held else broader,
+                                                                "value": implied}}
+            entry.update(value=None, status="to_confirm", confidence=0.0, basis=None, sources=[],
+                         candidates=[demoted, *entry["candidates"]][:max_candidates])
+            break
     return out
 
 

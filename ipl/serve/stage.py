@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -89,9 +90,7 @@ def stream_draft(url: str, photos: list[bytes], out=sys.stdout, **fields) -> lis
                                   f"{a['confidence']:.2f}, {_provenance(a)})", file=out)
                     for a in data["attributes"]:
                         if a["status"] == "to_confirm":
-                            cands = ", ".join(f"{c['value']} ({c['confidence']:.2f}" + (
-                                f"; a {c['implies']['value']} {a['key'].lower()}, the {c['implies']['key'].lower()} "
-                                "not stated" if c.get("implies") else "") + ")" for c in a["candidates"])
+                            cands = ", ".join(_candidate(a["key"], c) for c in a["candidates"])
                             print(f"   to confirm  {a['key']}" + (f": candidates {cands}" if cands else ""), file=out)
                     if data["price_suggestion"]:
                         p = data["price_suggestion"]
@@ -135,45 +134,40 @@ def serve_logging(cfg: ServeConfig):
     return LoggingConfig(log_level=level, enable_access_log=access)
 
 
-class start_progress:
+@contextmanager
+def start_progress(name: str, every: float = 10.0, say=None):
     """While the application deploys: a line every ``every`` seconds with the deployments ready and
     those still starting (``serve.status()`` read from a background thread)."""
+    import threading
 
-    def __init__(self, name: str, every: float = 10.0, say=None):
-        self.name, self.every = name, every
-        self.say = say or (lambda line: print(line, flush=True))
+    say = say or (lambda line: print(line, flush=True))
+    done = threading.Event()
 
-    def __enter__(self):
-        import threading
-
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="serve-start-progress", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self._thread.join(timeout=5)
-        return False
-
-    def _watch(self) -> None:
+    def watch() -> None:
         from ray import serve
 
         started = time.monotonic()
-        while not self._done.wait(self.every):
+        while not done.wait(every):
             try:
-                app = serve.status().applications.get(self.name)
+                app = serve.status().applications.get(name)
             except Exception:  # the controller is starting: next time
                 continue
+            took = f"{time.monotonic() - started:.0f}s"
             if app is None or not app.deployments:
-                self.say(f"   starting the Serve application {self.name!r} ({time.monotonic() - started:.0f}s)")
+                say(f"   starting the Serve application {name!r} ({took})")
                 continue
-            waiting = [f"{n} {d.status.value.lower()}" for n, d in app.deployments.items()
-                       if d.status.value != "HEALTHY"]
-            ready = len(app.deployments) - len(waiting)
-            self.say(f"   starting the Serve application {self.name!r}: {ready}/{len(app.deployments)} deployments "
-                     f"ready after {time.monotonic() - started:.0f}s" + (f" (waiting: {', '.join(waiting)})"
-                                                                           if waiting else ""))
+            waiting = [f"{n} {d.status.value.lower()}" for n, d in app.deployments.items() if d.status.value != "HEALTHY"]
+            say(f"   starting the Serve application {name!r}: {len(app.deployments) - len(waiting)}/"
+                f"{len(app.deployments)} deployments ready after {took}"
+                + (f" (waiting: {', '.join(waiting)})" if waiting else ""))
+
+    thread = threading.Thread(target=watch, name="serve-start-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
 
 
 def start(cfg: ServeConfig):
@@ -236,3 +230,11 @@ def _provenance(attribute: dict) -> str:
         return "from " + ", ".join(attribute["sources"])
     return {"photo": "from the photo", "seller": "from the seller"}.get(attribute.get("basis"),
                                                                         f"basis {attribute.get('basis')}")
+
+
+def _candidate(key: str, candidate: dict) -> str:
+    """A value to confirm as the console shows it: the value, its confidence, and the broader value
+    it would have meant when it was held back for that (``implies``)."""
+    implies = candidate.get("implies")
+    why = f"; a {implies['value']} {key.lower()}, the {implies['key'].lower()} not stated" if implies else ""
+    return f"{candidate['value']} ({candidate['confidence']:.2f}{why})"
