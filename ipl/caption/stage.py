@@ -1,4 +1,4 @@
-"""Offline captions of the indexed listings: a Ray Data actor pool running the domain VLM.
+"""Offline captions of listings: a Ray Data actor pool running the domain VLM.
 
 ``caption_listings(cfg, listings, out_dir, vlm_dir, keys_for)`` reads the listings (listing_id,
 category, language, photos), skips those already captioned under the same key, and writes the
@@ -38,7 +38,11 @@ PROGRESS_S = 10.0  # seconds between progress lines of the offline captions
 class CaptionConfig(Strict):
     """Offline captioning of the indexed listings (CASLIE) and the vote that keeps a caption."""
 
-    enabled: bool = Field(False, description="Caption every indexed listing's photos with the domain VLM.")
+    enabled: bool = Field(False, description="Caption listings' photos with the domain VLM (which listings: scope).")
+    scope: Literal["evaluated", "all"] = Field(
+        "evaluated", description="Which listings `ipl index` captions: evaluated = those its caption evaluation and "
+        "`ipl eval` read (the held-out queries and the evaluation's listings; serving captions uploads itself and "
+        "reads no offline caption), all = every listing (a caption catalogue for other uses).")
     vlm: Optional[str] = Field(None, description="VLM directory (null: the run's fine-tuned VLM, models/vlm-ft).")
     batch_size: int = Field(8, ge=1, description="Listings per generate call.")
     concurrency: int = Field(1, ge=1, description="Captioning actors.")
@@ -147,8 +151,10 @@ def read_captions(out_dir: Path, with_answers: bool = False) -> dict:
 
 def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vlm_dir: Path,
                      keys_by_category: dict[str, list[str]], exclude: Sequence[str] = (),
-                     progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Caption what is not captioned yet; returns counts and the throughput."""
+                     progress: Optional[Callable[[str], None]] = None,
+                     only: Optional[Sequence[str]] = None) -> dict:
+    """Caption what is not captioned yet (of ``only`` when given, never ``exclude``); returns counts
+    (``reused``: captions already there, of any listing) and the throughput."""
     import pyarrow.dataset as pds
     import pyarrow.parquet as pq
     import ray.data
@@ -167,7 +173,9 @@ def caption_listings(cfg: CaptionConfig, listings: str | Path, out_dir: Path, vl
     done = done_ids(out_dir)
     skip = done | {str(x) for x in exclude}
     table = pds.dataset(str(listings), format="parquet").to_table(columns=["listing_id"])
-    todo = [i for i in table.column("listing_id").to_pylist() if str(i) not in skip]
+    wanted_ids = None if only is None else {str(x) for x in only}
+    todo = [i for i in table.column("listing_id").to_pylist()
+            if str(i) not in skip and (wanted_ids is None or str(i) in wanted_ids)]
     if cfg.max_listings is not None:
         todo = todo[: max(0, cfg.max_listings - len(done))]
     say = progress or log.info

@@ -278,6 +278,12 @@ def prepare_examples(cfg: EvalConfig, examples: dict[str, list[dict]]) -> list[d
         if why:
             log.warning("no caption rows: %s", why)
             pipelines.pop("captioned")
+        else:
+            missing = sorted({ex["listing_id"] for rows in examples.values() for ex in rows} - set(captions))
+            if missing:  # an index captioning another split than this evaluation's (caption.scope)
+                log.warning("%d held-out listings have no offline caption (e.g. %s): their caption rows use an "
+                            "empty caption (rebuild the index with this instruction split, or caption.scope=all)",
+                            len(missing), ", ".join(missing[:3]))
     t = time.monotonic()
     records = asyncio.run(_prepare(pipelines, stages, examples, cfg, levels, captions))
     log.info("retrieval + extraction for %d held-out listings in %.1fs", len(records), time.monotonic() - t)

@@ -2,10 +2,12 @@
 quality evaluation and the ``caption`` evidence tiers, run by ``ipl index`` when
 ``caption.enabled``.
 
-1. :func:`run_captions`: the domain VLM captions every listing (indexed and held out) with the
-   Ray Data actor pool of :mod:`ipl.caption.stage`; the captions, with the LLM judge's yes/no,
-   are kept in ``<index root>/captions/`` across versions (resumable; a new VLM or prompt starts
-   over).
+1. :func:`run_captions`: the domain VLM captions the listings that are read -- the held-out
+   queries of the evaluation below and the listings ``ipl eval`` drafts for (``caption.scope``
+   ``evaluated``, the default: serving captions an upload itself and reads no offline caption),
+   or every listing (``all``) -- with the Ray Data actor pool of :mod:`ipl.caption.stage`; the
+   captions, with the LLM judge's yes/no, are kept in ``<index root>/captions/`` across versions
+   (resumable; a new VLM or prompt starts over).
 2. :func:`build_text_index`: every indexed listing's text (its description) embedded by the
    CLIP's text tower into ``text.faiss`` (exact inner product); row ``i`` is the listing of id
    ``i`` of the image index, so both rankings name the same metadata rows. It is a file of the
@@ -49,12 +51,15 @@ def keys_by_category(cfg, levels) -> dict[str, list[str]]:
     return {c: caption_keys(t) for c, t in sorted(templates.items())}
 
 
-def run_captions(cfg, levels, progress=None) -> dict:
+def run_captions(cfg, levels, progress=None, evaluated=None) -> dict:
+    """Caption the listings ``caption.scope`` names: ``evaluated`` (the held-out queries and the
+    evaluation's listings, passed by the index stage) or all of them."""
     from ipl.caption.stage import caption_listings
 
+    only = None if cfg.caption.scope == "all" or evaluated is None else sorted(evaluated)
     out = caption_listings(cfg.caption, cfg.listings_dir, cfg.index_root / "captions", vlm_dir_of(cfg),
-                           keys_by_category(cfg, levels), progress=progress)
-    return {**out, "dir": str(cfg.index_root / "captions")}
+                           keys_by_category(cfg, levels), progress=progress, only=only)
+    return {**out, "dir": str(cfg.index_root / "captions"), "scope": cfg.caption.scope}
 
 
 # -- 2. text index ----------------------------------------------------------------------------------

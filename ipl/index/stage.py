@@ -280,7 +280,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot,
 
 
 def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predicted: list, known, levels,
-                 result: dict, photo: Optional[list] = None) -> dict:
+                 result: dict, photo: Optional[list] = None, evaluated: Optional[set] = None) -> dict:
     """Offline captions, the text index and the held-out caption evaluation (``caption.enabled``):
     the manifest entries; ``result`` gets ``caption`` (the evaluation) and ``caption_tiers``."""
     import faiss
@@ -289,7 +289,7 @@ def caption_part(cfg: IndexConfig, clip, index, staged: Path, vecs, meta, predic
     from ipl.index.captions import build_text_index, evaluate_captions, run_captions
 
     t = time.monotonic()
-    captions = run_captions(cfg, levels)
+    captions = run_captions(cfg, levels, evaluated=evaluated)
     log.info("captions: %d new, %d reused (%.1fs)", captions["captioned"], captions["reused"], time.monotonic() - t)
     out: dict = {"captions": captions}
     text_index = None
@@ -431,7 +431,7 @@ def build(cfg: IndexConfig) -> dict:
         leads, elsewhere = guard_words(emb_dir, hold, known, levels)
         if cfg.caption.enabled:
             manifest.update(caption_part(cfg, clip, index, staged, vecs, meta, predicted, known, levels, result,
-                                         photo))
+                                         photo, evaluated=trained_out))
         index.close()
         result["category_train_accuracy"] = head["train_accuracy"]
         if cfg.eval.same_product_dir:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import time
 
+import pyarrow.dataset as pds
 import pytest
 import requests
 
@@ -37,7 +38,7 @@ def captioned_run(prepared_marketplace, tmp_path_factory):
         # the base encoder as it is (no fine-tuning job): captions, not the encoder, are under test here
         "encoder.finetune=false", "embed.batch_size=64",
         "faiss.type=Flat", "faiss.shards=2", "category.epochs=30", "eval.holdout_fraction=0.15",
-        f"evidence.templates={root}/t/templates.yaml",
+        f"evidence.templates={root}/t/templates.yaml", f"eval.instructions={root}/t/instructions",
         "caption.enabled=true", f"caption.vlm={vlm}", "caption.max_new_tokens=8",
         "caption.batch_size=8"])
     return root, cfg, build(cfg), vlm
@@ -48,8 +49,18 @@ def test_index_builds_captions_a_verified_text_index_and_caption_tiers(captioned
     from ipl.index.search import ShardedIndex
 
     root, cfg, summary, _ = captioned_run
-    listings = summary["listings"]
-    assert summary["captions"]["total"] == listings and summary["captions"]["listings_per_s"] > 0
+    # captioned: what is read -- the held-out queries and the listings `ipl eval` drafts for (caption.scope)
+    from ipl.caption.stage import read_captions
+    from ipl.data.instructions import split_column
+
+    table = pds.dataset(str(cfg.listings_dir), format="parquet").to_table(columns=["listing_id", "sku_id"])
+    indexed = set(ShardedIndex.load(cfg.index_root).metadata["listing_id"])
+    groups = split_column(cfg.instructions_dir, cfg.eval.untrained_split, "group")
+    evaluated = {lid for lid, sku in zip(table.column("listing_id").to_pylist(), table.column("sku_id").to_pylist())
+                 if lid not in indexed or sku in groups}
+    assert groups and len(evaluated) < table.num_rows
+    assert set(read_captions(cfg.index_root / "captions")) == evaluated
+    assert summary["captions"]["total"] == len(evaluated) and summary["captions"]["listings_per_s"] > 0
     assert summary["text_index"]["ntotal"] == summary["ntotal"]
     assert set(summary["caption"]["judges"]) == {"encoder", "evidence", "llm"}
     assert summary["caption"]["encoder_threshold"] is not None
@@ -74,12 +85,16 @@ def test_index_builds_captions_a_verified_text_index_and_caption_tiers(captioned
     (bad / "text.faiss").write_bytes(b"\0" + (bad / "text.faiss").read_bytes()[1:])
     with pytest.raises(IndexIntegrityError, match="text.faiss"):
         ShardedIndex.load(bad)
-    # a re-run reuses every caption (resumable, keyed by model and prompt)
+    # a re-run reuses every caption (resumable, keyed by model and prompt); scope=all adds the others
     from ipl.index.captions import run_captions
     from ipl.index.calibration import key_levels
 
-    again = run_captions(cfg, key_levels(cfg))
-    assert again["captioned"] == 0 and again["reused"] == listings
+    again = run_captions(cfg, key_levels(cfg), evaluated=evaluated)
+    assert again["captioned"] == 0 and again["reused"] == len(evaluated)
+    every = cfg.model_copy(update={"caption": cfg.caption.model_copy(update={"scope": "all",
+                                                                             "max_listings": len(evaluated) + 4})})
+    more = run_captions(every, key_levels(cfg), evaluated=evaluated)
+    assert more["captioned"] == 4 and len(set(read_captions(cfg.index_root / "captions")) - evaluated) == 4
 
 
 @pytest.mark.slow  # a second Serve application of its own (~1.5 min): `make test-slow` runs it
