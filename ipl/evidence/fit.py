@@ -76,12 +76,16 @@ def mark_identical(hits: Sequence[dict], tier: Mapping) -> list[dict]:
 
 def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_support: int, k: int,
               tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA, ood_quantile: float = 0.01,
-              key_min_candidates: int = DEFAULT_KEY_MIN_CANDIDATES, score_search: bool = False) -> dict:
+              key_min_candidates: int = DEFAULT_KEY_MIN_CANDIDATES, score_search: bool = False,
+              level_targets: Optional[Mapping[str, float]] = None) -> dict:
     """``queries``: each ``{"hits": [...], "truth": {key: value}, "sku_id", "category",
     "predicted": (category, score)}`` with hits (best first) carrying ``listing_id, sku_id,
     category, score, values``; both conditions of a listing are separate queries.
     ``key_min_candidates``: held-out candidates a key needs for a tier of its own (0: none).
-    ``score_search``: each retrieval value tier chooses its agreement score (module docstring)."""
+    ``score_search``: each retrieval value tier chooses its agreement score (module docstring).
+    ``level_targets``: a key level's own target precision for its value tiers (e.g. ``{"product":
+    0.98}``: a wrong brand or model costs more than a colour to confirm); ``target`` otherwise."""
+    level_targets = {lv: t for lv, t in (level_targets or {}).items() if t is not None}
     top_sim = [float(q["hits"][0]["score"]) for q in queries if q["hits"]]
     top_sku = [q["hits"][0].get("sku_id") == q["sku_id"] for q in queries if q["hits"]]
     identical = fit_tier(top_sim, top_sku, target, min_support, "top-1 hits")
@@ -104,18 +108,19 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
     fitted_keys = {name: kx for name, (kx, _, _) in samples.items() if name.count(":") == 2}
     for basis, level in VALUE_TIERS:
         name = tier_name(basis, level)
+        goal = level_targets.get(level, target)
         if name not in samples:
             if basis != "photo":
-                tiers[name] = fit_tier([], [], target, min_support, f"{name} candidates")
+                tiers[name] = fit_tier([], [], goal, min_support, f"{name} candidates")
             continue  # no photo classifier
         names = [name, *sorted(n for n in fitted_keys if n.startswith(name + ":")
                                and key_min_candidates and len(fitted_keys[n]) >= key_min_candidates)]
         for tier in names:
             setting, search = default, None
             if score_search and (basis, level) in SEARCHED and samples[tier][0]:
-                setting, search = _search(used, tier, default, top_sim, target, min_support)
+                setting, search = _search(used, tier, default, top_sim, goal, min_support)
             xs, ys, _ = samples[tier] if setting is default else _samples(used, setting, only=tier)[tier]
-            fitted = fit_tier(xs, ys, target, min_support, f"{tier} candidates")
+            fitted = fit_tier(xs, ys, goal, min_support, f"{tier} candidates")
             if basis != "photo":
                 fitted["score"] = setting
             if search is not None:
@@ -125,7 +130,7 @@ def calibrate(queries: Sequence[Mapping], levels: KeyLevels, target: float, min_
     for name in [n for n in tiers if n == "similar:sku" or n.startswith("similar:sku:")]:
         tiers[name] = {**tiers[name], "enabled": False, "policy": never}
     floor = float(np.quantile(top_sim, ood_quantile)) if top_sim else None
-    return {"target_precision": target, "min_support": min_support, "k": k, "tau": tau, "alpha": alpha,
+    return {"target_precision": target, "level_targets": level_targets, "min_support": min_support, "k": k, "tau": tau, "alpha": alpha,
             "key_min_candidates": key_min_candidates, "score_search": score_search, "queries": len(queries),
             "tiers": tiers,
             "in_domain": {"min_similarity": None if floor is None else round(floor, 6), "quantile": ood_quantile},
@@ -222,8 +227,9 @@ def _searched(tier: Mapping) -> str:
 
 def describe(evidence: Mapping) -> list[str]:
     """Lines for ``ipl index`` output: each tier's threshold and precision, or why it is off."""
+    levels = "".join(f"; {lv} values {t}" for lv, t in (evidence.get("level_targets") or {}).items())
     lines = [f"  evidence calibration on {evidence.get('queries', 0)} held-out queries (target precision "
-             f"{evidence.get('target_precision')}):"]
+             f"{evidence.get('target_precision')}{levels}):"]
     for name, t in (evidence.get("tiers") or {}).items():
         if t.get("key_tier") and "policy" in t:
             continue  # its level's line already says the policy

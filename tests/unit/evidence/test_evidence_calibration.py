@@ -110,6 +110,26 @@ def test_each_key_gets_its_own_tier_when_the_held_out_queries_give_it_enough_can
     assert out["Brand"]["status"] == "stated" and out["Model"]["status"] == "to_confirm"
 
 
+def test_product_values_can_need_a_stricter_target_than_the_rest():
+    """Models right 96 % of the time (one look-alike in 25) and colours right every time: at the
+    common 0.95 both are stated; with the product level's own 0.98 the models are asked and the
+    colours are still stated (a wrong model is what a seller does not forgive)."""
+    queries = []
+    for i in range(100):
+        model = "iPhone 13" if i % 25 == 0 else "iPhone 12"
+        hits = [_hit(f"a{i}{j}", f"s{i}", 0.95 - 0.002 * j, Model=model, Color="Blue") for j in range(6)]
+        queries.append({"sku_id": f"s{i}", "category": "phone", "predicted": ("phone", 0.9), "hits": hits,
+                        "truth": {"Model": "iPhone 12", "Color": "Blue"}})
+    common = calibrate(queries, KeyLevels(), 0.95, 20, k=8, key_min_candidates=0)
+    assert common["tiers"]["identical:product"]["enabled"] and common["tiers"]["identical:sku"]["enabled"]
+    strict = calibrate(queries, KeyLevels(), 0.95, 20, k=8, key_min_candidates=0, level_targets={"product": 0.98})
+    assert strict["level_targets"] == {"product": 0.98}
+    product, sku = strict["tiers"]["identical:product"], strict["tiers"]["identical:sku"]
+    assert not product["enabled"] and product["target"] == 0.98 and "0.98" in product["reason"]
+    assert sku["enabled"] and sku["target"] == 0.95
+    assert strict["tiers"]["category"]["target"] == 0.95  # hit- and category-level tiers keep the common target
+
+
 def test_score_search_finds_the_score_that_tells_near_copies_from_distant_agreement(monkeypatch):
     """Half the queries have one near copy stating the right model (the others far and silent);
     half have only distant listings that all agree on a wrong model. Weighted from the draft's own
