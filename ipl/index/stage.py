@@ -6,7 +6,9 @@
 1. hold out ``eval.holdout_fraction`` of the listings whose SKU has other listings;
 2. fine-tune the CLIP contrastively with Ray Train (:mod:`ipl.index.finetune`);
 3. embed every listing with a Ray Data actor pool (:class:`ipl.index.embed.ListingEmbedder`)
-   into ``<index>/.embeddings-<version>/`` Parquet;
+   into ``<index>/.embeddings/<key>/`` Parquet, kept for the next build: the key is the listing
+   files, the encoder and the embedding settings (:func:`embeddings_key`), so a rebuild with other
+   index settings, or the re-run of a build that failed later, embeds nothing;
 4. train the coarse quantizer once on a sample, fill the shards in parallel Ray tasks, each
    writing ``shard-NNN.faiss`` + ``shard-NNN.parquet`` (metadata) into a staging directory;
 5. train the category head (a Ray task) and evaluate identical (SKU), similar (SPU) and
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import zlib
@@ -100,6 +103,43 @@ def build_key(cfg: IndexConfig, fingerprint: str, untrained: list[str] = ()) -> 
                        **({"untrained": ids_digest(untrained)} if untrained else {}),
                        **({"caption": caption_fingerprint(cfg)} if cfg.caption.enabled else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+EMBEDDINGS = ".embeddings"  # <index root>/.embeddings/<key>/: one pass's vectors, kept for the next build
+EMBED_FORMAT = 1  # bump when the embedding pass writes other columns
+
+
+def embeddings_key(cfg: IndexConfig, fingerprint: str) -> str:
+    """What an embedding pass depends on: the listing files as they are (path, size, mtime), the
+    encoder, the photos per listing and the colour features. A rebuild with other FAISS, category
+    or evidence settings, or a build that failed after embedding, reads the same vectors again."""
+    files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in listing_files(cfg)]
+    blob = json.dumps({"files": files, "encoder": fingerprint, "embed": cfg.embed.photos_per_listing,
+                       "colour_features": COLOUR_FEATURES, "format": EMBED_FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def embeddings_for(cfg: IndexConfig, clip_source: str, weights, fingerprint: str) -> tuple[Path, bool]:
+    """The directory of this encoder's vectors of these listings, embedding them unless a finished
+    pass is there; (directory, reused). Written under a temporary name and renamed when done."""
+    done = cfg.index_root / EMBEDDINGS / embeddings_key(cfg, fingerprint)
+    if (done / "_DONE").is_file():
+        log.info("embeddings of the same listings by the same encoder are in %s: reusing them", done)
+        return done, True
+    tmp = done.with_name(done.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(done, ignore_errors=True)
+    embed(cfg, clip_source, weights, tmp)
+    (tmp / "_DONE").write_text("")
+    os.replace(tmp, done)
+    return done, False
+
+
+def drop_other_embeddings(root: Path, keep: Path) -> None:
+    """After a publish: only the vectors the current version was built from stay."""
+    for d in (root / EMBEDDINGS).glob("*"):
+        if d != keep:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def caption_fingerprint(cfg: IndexConfig) -> dict:
@@ -378,11 +418,9 @@ def build(cfg: IndexConfig) -> dict:
             return {**manifest, "reused": True}
     version = next_version(root)
     staged = staging_dir(root, version)
-    emb_dir = root / f".embeddings-{version}"
-    shutil.rmtree(emb_dir, ignore_errors=True)
     try:
         t1 = time.monotonic()
-        embed(cfg, clip_source, weights, emb_dir)
+        emb_dir, reused = embeddings_for(cfg, clip_source, weights, clip.fingerprint)
         embed_s = time.monotonic() - t1
         hold = set(holdout)
         shards, info = build_shards(cfg, emb_dir, hold, staged, clip.dim)
@@ -390,7 +428,8 @@ def build(cfg: IndexConfig) -> dict:
                     "factory": info["spec"], "ntotal": info["vectors"], "shards": shards,
                     "search": {"nprobe": cfg.faiss.nprobe, "ef_search": cfg.faiss.ef_search},
                     "encoder": {"source": clip_source, "fingerprint": clip.fingerprint}, "build_key": key,
-                    "build": {"embed_s": round(embed_s, 1), "shards_s": round(info["build_s"], 1),
+                    "build": {"embed_s": round(embed_s, 1), "embeddings_reused": reused,
+                              "shards_s": round(info["build_s"], 1),
                               "embed_errors": info["embed_errors"], "untrained": len(untrained)}}
         write_json_atomic(staged / MANIFEST, manifest)
         trained_out = hold | set(untrained)  # what the heads may not learn from
@@ -472,8 +511,8 @@ def build(cfg: IndexConfig) -> dict:
         tmp_cat.rename(cfg.category_dir)
 
         final = publish(root, staged, manifest, keep=cfg.keep_versions)
-    finally:
-        shutil.rmtree(emb_dir, ignore_errors=True)
+        drop_other_embeddings(root, emb_dir)
+    finally:  # the embeddings stay (a failed build's re-run reads them); the staged version does not
         shutil.rmtree(staged, ignore_errors=True)
     summary.update(read_manifest(final))
     return summary

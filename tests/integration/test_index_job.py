@@ -132,6 +132,10 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     v2 = build(index_cfg(root, "rebuild=true", "faiss.type=HNSW", "faiss.shards=3"))
     assert v2["version"] == "v0002" and v2["index_type"] == "HNSW" and len(v2["shards"]) == 3
     assert v2["finetune"].get("reused") is True  # the encoder did not change
+    # nor did the listings: the vectors of the first build are read again, not embedded again
+    assert s["build"]["embeddings_reused"] is False and v2["build"]["embeddings_reused"] is True
+    kept = list((cfg.index_root / ".embeddings").iterdir())
+    assert len(kept) == 1 and (kept[0] / "_DONE").is_file() and v2["ntotal"] == s["ntotal"]
     assert json.loads((cfg.index_root / "v0002" / "manifest.json").read_text())["previous"] == "v0001"
     assert main(index_cfg(root, "action=rollback")) == 0 and current_version(cfg.index_root) == "v0001"
     shard = cfg.index_root / "v0002" / "shard-002.faiss"
