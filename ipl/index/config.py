@@ -60,6 +60,9 @@ class EmbedConfig(Strict):
                             "repartition: a single large Parquet file would otherwise keep all but one actor idle).")
     photos_per_listing: int = Field(3, ge=1, description="A listing's vector is the normalised mean of its first N "
                                     "photos.")
+    keep: bool = Field(True, description="Keep the vectors in <index>/.embeddings/<key>/ after a build (about "
+                       "4 bytes x (dimension + 48) per listing): a rebuild with other index settings, or a failed "
+                       "build's re-run, reads them instead of embedding again. false: deleted after each build.")
 
 
 class FaissConfig(Strict):

@@ -135,8 +135,9 @@ def embeddings_for(cfg: IndexConfig, clip_source: str, weights, fingerprint: str
     return done, False
 
 
-def drop_other_embeddings(root: Path, keep: Path) -> None:
-    """After a publish: only the vectors the current version was built from stay."""
+def drop_other_embeddings(root: Path, keep: Optional[Path]) -> None:
+    """After a publish: only the vectors the current version was built from stay (none: ``embed.keep``
+    false)."""
     for d in (root / EMBEDDINGS).glob("*"):
         if d != keep:
             shutil.rmtree(d, ignore_errors=True)
@@ -511,7 +512,7 @@ def build(cfg: IndexConfig) -> dict:
         tmp_cat.rename(cfg.category_dir)
 
         final = publish(root, staged, manifest, keep=cfg.keep_versions)
-        drop_other_embeddings(root, emb_dir)
+        drop_other_embeddings(root, emb_dir if cfg.embed.keep else None)
     finally:  # the embeddings stay (a failed build's re-run reads them); the staged version does not
         shutil.rmtree(staged, ignore_errors=True)
     summary.update(read_manifest(final))
