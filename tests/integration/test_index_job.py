@@ -74,11 +74,13 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     # threshold whose held-out precision reaches the target, or disabled with its reason
     evidence = s["evidence"]
     assert evidence["queries"] == 2 * s["holdout"] and evidence["target_precision"] == 0.95
+    assert evidence["level_targets"] == {"product": 0.96}  # brand and model: the item's identity
     assert {"identical", "category", "identical:product", "identical:sku", "similar:product",
             "similar:sku"} <= set(evidence["tiers"])
     for name, tier in evidence["tiers"].items():
+        assert tier["target"] == (0.96 if ":product" in name else 0.95), name
         if tier["enabled"]:
-            assert tier["precision"] >= 0.95 and tier["threshold"] is not None, name
+            assert tier["precision"] >= tier["target"] and tier["threshold"] is not None, name
         else:
             assert tier.get("reason") or tier.get("policy"), name
     assert set(evidence["disabled"]) == {n for n, t in evidence["tiers"].items() if not t["enabled"] and "policy" not in t}
