@@ -259,8 +259,7 @@ def evaluate_captions(cfg, clip, index, text_index, vecs: np.ndarray, meta: dict
                             "identical_top1_image": round(sum(retrieval["identical_image"]) / n, 4),
                             "identical_top1_fused": round(sum(retrieval["identical_fused"]) / n, 4),
                             "fusion": {"k": c.fusion_k, "text_weight": c.text_weight, "text_source": "description"}}
-    goal = {tier_name("caption", "product"): e.product_target_precision or e.target_precision}
-    tiers = {name: fit_tier(xs, ys, goal.get(name, e.target_precision), e.min_support,
+    tiers = {name: fit_tier(xs, ys, e.level_targets.get(name.split(":", 1)[1], e.target_precision), e.min_support,
                             f"{name} values (share of judges keeping the caption)") for name, (xs, ys) in samples.items()}
     if evidence is not None:
         out["gain"] = caption_gain(values, tiers, len(cases))

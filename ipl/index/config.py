@@ -126,8 +126,7 @@ class EvidenceConfig(Strict):
     product_target_precision: Optional[float] = Field(
         0.96, gt=0, le=1, description="The target of the product-level value tiers (brand, model: the item's "
         "identity; a seller forgives 'please confirm the colour', not a wrong brand or model). null: "
-        "target_precision. 0.96: in two demo runs hallucination 0.052/0.062 -> 0.031/0.010 for ACC "
-        "0.609/0.633 -> 0.615/0.578 (docs/evaluation.md).")
+        "target_precision. How 0.96 was measured: docs/evaluation.md.")
     min_support: int = Field(20, ge=1, description="Held-out candidates a tier needs at or above its threshold.")
     k: int = Field(8, ge=1, le=100, description="Hits per query the evidence reads (serving reads the same number: "
                    "retrieval.k).")
@@ -151,6 +150,11 @@ class EvidenceConfig(Strict):
                                 "calibrated on predictions of heads fitted without the query's SKU.")
     templates: Optional[str] = Field(None, description="templates.yaml with the key levels (null: "
                                      "<run>/templates.yaml; missing: the default levels).")
+
+    @property
+    def level_targets(self) -> dict[str, float]:
+        """Key level -> the target of its value tiers where it is not ``target_precision``."""
+        return {} if self.product_target_precision is None else {"product": self.product_target_precision}
 
 
 class IndexConfig(Strict):

@@ -313,7 +313,7 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot,
     e = cfg.evidence
     out["evidence"] = calibrate(evidence_queries(index, vectors, meta, predicted, e.k, photo), levels,
                                 e.target_precision, e.min_support, e.k, e.tau, e.alpha, e.ood_quantile,
-                                e.key_min_candidates, e.score_search, {"product": e.product_target_precision})
+                                e.key_min_candidates, e.score_search, e.level_targets)
     if zero_shot is not None:
         pred = np.array([p[0]["category"] for p in zero_shot.predict(vectors, 1)])
         out["category_top1_zero_shot"] = float((pred == cat).mean())
