@@ -101,6 +101,11 @@ class EvalStages(LocalStages):
         hits = [h for h in found["text_hits"] if not any(h.get(f) == v for f, v in self.exclude.items())][: self.k]
         return {**found, "text_hits": hits}
 
+    def sku_colours(self, key: str) -> dict:
+        """SKU -> its colour in the served index (what most of its listings state)."""
+        with self.perception.holder.lease() as index:
+            return index.sku_values(key)
+
     async def perceive(self, images, category=None, vectors=None, fingerprint=None):
         found = await self._once(("perceive", _digest(images), category, fingerprint),
                                  lambda: self.perception.perceive(images, category, vectors, fingerprint,
@@ -219,7 +224,9 @@ async def _prepare(pipelines: dict, stages: EvalStages, examples: dict[str, list
                 "references": [r["listing_id"] for r in meta["references"]],
                 "retrieval": {"identical_top1": bool(top and top.get("sku_id") == ex["sku_id"]),
                               "similar_top1": bool(top and top.get("spu_id") == ex["spu_id"]),
-                              "same_spu_colour_top1": same_spu_colour(top, ex, cfg.metrics.colour_key),
+                              "same_spu_colour_top1": same_spu_colour(top, ex, cfg.metrics.colour_key,
+                                                                      stages.sku_colours(cfg.metrics.colour_key)),
+                              "same_spu_colour_top1_text": same_spu_colour(top, ex, cfg.metrics.colour_key),
                               "category_top1": predicted == ex["category"]},
                 "rows": row_plans(draft, unguarded, confirmed, cfg.conditions, levels, captioned),
                 "caption": None if captioned is None else captioned.meta.get("caption"),

@@ -97,12 +97,15 @@ def render(result: dict, plots: list[str]) -> str:
         lines += partial_value_lines(ab["table"])
     if result.get("retrieval"):
         lines += ["## Retrieval and category (the Serve graph's path, on the same held-out listings)", "",
-                  "| set | queries | identical (SKU) top-1 | same SPU and colour top-1 | similar (SPU) top-1 | "
-                  "category top-1 | with reference | fallbacks |", "|---|---|---|---|---|---|---|---|"]
+                  "The hit's colour is its SKU's (what most of the SKU's indexed listings state); the column after "
+                  "counts only a colour the hit's own text states.", "",
+                  "| set | queries | identical (SKU) top-1 | same SPU and colour top-1 | the same, colour in the hit's "
+                  "text | similar (SPU) top-1 | category top-1 | with reference | fallbacks |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in result["retrieval"].items():
             fb = ", ".join(f"{k} {v}" for k, v in sorted(r["fallbacks"].items())) or "none"
             lines.append(f"| {SET_TITLES.get(name, name)} | {r['queries']} | {_f(r.get('identical_top1'))} | "
-                         f"{_f(r.get('same_spu_colour_top1'))} | {_f(r['similar_top1'])} | {_f(r['category_top1'])} | {_f(r['with_reference'])} | {fb} |")
+                         f"{_f(r.get('same_spu_colour_top1'))} | {_f(r.get('same_spu_colour_top1_text'))} | {_f(r['similar_top1'])} | {_f(r['category_top1'])} | {_f(r['with_reference'])} | {fb} |")
         lines.append("")
     if result.get("caption"):
         lines += caption_lines(result["caption"])

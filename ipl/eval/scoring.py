@@ -152,16 +152,17 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             "caption": caption_summary(cfg, scored, known, levels, matcher)}
 
 
-def same_spu_colour(hit: Optional[dict], ex: dict, key: str) -> Optional[bool]:
-    """The top hit is the query's SPU in the query's colour (None: the query has no colour)."""
+def same_spu_colour(hit: Optional[dict], ex: dict, key: str, sku_colours: Optional[dict] = None) -> Optional[bool]:
+    """The top hit is the query's SPU in the query's colour (None: the query has no colour). The
+    hit's colour is its SKU's (``sku_colours``: what most of the SKU's indexed listings state, so a
+    hit whose text leaves the colour out counts by the colour it has), else what its text states."""
     from ipl.extract.matcher import value_key
 
     truth = (ex.get("attributes") or {}).get(key)
     if not truth:
         return None
-    theirs = (hit or {}).get("attributes") or {}
-    return bool(hit and hit.get("spu_id") == ex["spu_id"] and theirs.get(key)
-                and value_key(str(theirs[key])) == value_key(str(truth)))
+    theirs = ((sku_colours or {}).get(str((hit or {}).get("sku_id"))) or ((hit or {}).get("attributes") or {}).get(key))
+    return bool(hit and hit.get("spu_id") == ex["spu_id"] and theirs and value_key(str(theirs)) == value_key(str(truth)))
 
 
 def retrieval_summary(records: list[dict]) -> dict:
@@ -185,9 +186,9 @@ def retrieval_summary(records: list[dict]) -> dict:
                "refused": sum(1 for r in records if r["set"] == name and r.get("refused"))}
         if name != "unseen_sku":  # its own SKU is removed from the hits: identical is impossible by design
             row["identical_top1"] = sum(r["retrieval"]["identical_top1"] for r in recs) / n
-            coloured = [r["retrieval"].get("same_spu_colour_top1") for r in recs]
-            coloured = [c for c in coloured if c is not None]
-            if coloured:
-                row["same_spu_colour_top1"] = sum(coloured) / len(coloured)
+            for field in ("same_spu_colour_top1", "same_spu_colour_top1_text"):
+                coloured = [c for c in (r["retrieval"].get(field) for r in recs) if c is not None]
+                if coloured:
+                    row[field] = sum(coloured) / len(coloured)
         out[name] = row
     return out

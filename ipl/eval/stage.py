@@ -102,7 +102,9 @@ def summary(cfg: EvalConfig, result: dict) -> str:
     for name, r in (result.get("retrieval") or {}).items():
         ident = f"identical top-1 {r['identical_top1']:.2f}, " if "identical_top1" in r else ""
         if "same_spu_colour_top1" in r:
-            ident += f"same SPU and colour {r['same_spu_colour_top1']:.2f}, "
+            ident += f"same SPU and colour {r['same_spu_colour_top1']:.2f}"
+            ident += f" ({r['same_spu_colour_top1_text']:.2f} in the hit's text), " \
+                if "same_spu_colour_top1_text" in r else ", "
         lines.append(f"retrieval on {SET_TITLES.get(name, name)} ({r['queries']}): {ident}similar top-1 "
                      f"{r['similar_top1']:.2f}, category top-1 {r['category_top1']:.2f}")
     ood = (result.get("realdata") or {}).get("ood") or {}

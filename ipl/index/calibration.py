@@ -44,6 +44,23 @@ def key_values(extracted: list, key: str) -> list:
                  None) for raw in extracted]
 
 
+def sku_values(sku_ids: list, extracted: list, key: str) -> dict[str, str]:
+    """Each SKU's value of ``key``: the one most of its listings state (a SKU is one colour, one
+    storage), so a listing whose own text leaves the colour out still has its SKU's. SKUs whose
+    listings state none are absent; ties go to the value seen first."""
+    from collections import Counter
+
+    from ipl.extract.matcher import value_key
+
+    votes: dict[str, Counter] = {}
+    shown: dict[tuple, str] = {}
+    for sku, value in zip(sku_ids, key_values(extracted, key)):
+        if value is not None and sku is not None:
+            votes.setdefault(str(sku), Counter())[value_key(value)] += 1
+            shown.setdefault((str(sku), value_key(value)), value)
+    return {sku: shown[(sku, c.most_common(1)[0][0])] for sku, c in votes.items()}
+
+
 def train_colour(cfg: IndexConfig, emb_dir: Path, holdout: set):
     """Fit the photo-colour head on the indexed listings (a Ray task); None when there is nothing to learn."""
     import ray

@@ -22,7 +22,8 @@ def report(s: dict) -> str:
     if ev.get("queries"):
         lines.append(f"  held-out photos ({ev['queries']}): identical (SKU) top-1 {ev['identical_top1']:.2f}, "
                      f"top-5 {ev['identical_top5']:.2f}; similar (SPU) top-1 {ev['similar_top1']:.2f}; same SPU and "
-                     f"colour {ev.get('same_spu_colour_top1', float('nan')):.2f}; category "
+                     f"colour {ev.get('same_spu_colour_top1', float('nan')):.2f} (colour in the hit's text "
+                     f"{ev.get('same_spu_colour_top1_text', float('nan')):.2f}); category "
                      f"top-1 {ev.get('category_top1', float('nan')):.2f}"
                      + (f" by heads without the photo's SKU, {ev['category_top1_served_head']:.2f} by the served head"
                         if "category_top1_served_head" in ev else "")

@@ -48,6 +48,7 @@ class ShardedIndex:
         self._merged: dict[str, dict] = {}  # category -> its vocabulary with the other categories' values
         self._colour = None
         self._product = None
+        self._sku_values: dict[str, dict] = {}
         self.text_index = None  # the version's text index (CASLIE captions are searched in it), if built
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(shards)), thread_name_prefix="faiss-shard")
 
@@ -55,6 +56,16 @@ class ShardedIndex:
     def evidence(self) -> dict:
         """The evidence calibration of this version (empty for an index built before it)."""
         return self.manifest.get("evidence") or {}
+
+    def sku_values(self, key: str) -> dict[str, str]:
+        """SKU -> the value of ``key`` most of its indexed listings state (computed once per version)."""
+        if key not in self._sku_values:
+            from ipl.index.calibration import sku_values
+
+            m = self.metadata
+            self._sku_values[key] = sku_values(m["sku_id"].tolist(), m["attributes"].tolist(), key) \
+                if len(m) and "attributes" in m else {}
+        return self._sku_values[key]
 
     @property
     def caption(self) -> dict:

@@ -103,6 +103,8 @@ def test_retrieval_and_category_accuracy(evaluated):
     r = m["retrieval"]
     assert r["indexed_sku"]["queries"] == 5 and 0 <= r["indexed_sku"]["identical_top1"] <= 1
     assert "identical_top1" not in r["unseen_sku"]
+    # same SPU and colour: the hit's colour by its SKU, and beside it by the hit's own text
+    assert {"same_spu_colour_top1", "same_spu_colour_top1_text"} <= set(r["indexed_sku"]), r
     # the fine-tuned encoder finds the held-out photos' product family and category
     assert r["indexed_sku"]["similar_top1"] >= 0.4 and r["indexed_sku"]["category_top1"] >= 0.4, r
 

@@ -66,7 +66,7 @@ def test_index_build_search_reuse_rollback(prepared_marketplace):
     assert s["eval"]["product_heads"]["heads"] == len(heads["heads"])
     # the calibration read categories from heads fitted without the query's SKU; the served head beside them
     for key in ("identical_top1", "similar_top1", "category_top1", "category_top1_zero_shot",
-                "category_top1_served_head"):
+                "category_top1_served_head", "same_spu_colour_top1", "same_spu_colour_top1_text"):
         assert 0 <= ev[key] <= 1, key
     assert ev["similar_top1"] >= ev["identical_top1"]  # same SKU implies same SPU
     assert s["thresholds"]["calibrated"] is True

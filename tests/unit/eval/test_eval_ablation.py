@@ -158,12 +158,12 @@ def test_report_renders_tables_and_plots(tmp_path):
     result = {"run": "runs/x", "command": "ipl eval", "model": {"vlm": "v", "fingerprint": "f"},
               "ablation": {"table": table, "skipped": {"unseen_sku": "no validation split"}},
               "retrieval": {"indexed_sku": {"queries": 10, "identical_top1": 0.8, "similar_top1": 0.9,
-                                            "same_spu_colour_top1": 0.85, "category_top1": 1.0, "with_reference": 1.0, "fallbacks": {}}},
+                                            "same_spu_colour_top1": 0.85, "same_spu_colour_top1_text": 0.75, "category_top1": 1.0, "with_reference": 1.0, "fallbacks": {}}},
               "realdata": {"skipped": "no fixtures"}}
     text = render(result, plots)
     assert "## RAG ablation" in text and "0.200 -> image+category+reference 0.500 (2.50x)" in text
     assert "set `unseen_sku` skipped: no validation split" in text and "![ablation_acc.png]" in text
-    assert "| unseen photos of indexed SKUs | 10 | 0.800 | 0.850 | 0.900 | 1.000 |" in text
+    assert "| unseen photos of indexed SKUs | 10 | 0.800 | 0.850 | 0.750 | 0.900 | 1.000 |" in text
 
 
 def test_configs_validate(tmp_path):

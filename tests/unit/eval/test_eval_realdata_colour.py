@@ -31,6 +31,23 @@ def test_same_spu_colour_needs_both_the_spu_and_the_colour():
     assert same_spu_colour({"spu_id": "a"}, {"spu_id": "a", "attributes": {}}, "Color") is None
 
 
+def test_a_hits_colour_is_its_skus_when_its_text_leaves_it_out():
+    from ipl.index.calibration import sku_values
+
+    # the SKU's colour is what most of its listings state; a listing that states none inherits it
+    colours = sku_values(["s1", "s1", "s1", "s2", "s3"],
+                         ['{"Color": "Navy"}', {"color": "navy "}, '{"Color": "Black"}', "{}", {"Brand": "X"}], "Color")
+    assert colours == {"s1": "Navy"}
+    ex = {"spu_id": "a", "attributes": {"Color": "Navy"}}
+    silent = {"spu_id": "a", "sku_id": "s1", "attributes": {}}
+    assert same_spu_colour(silent, ex, "Color") is False  # by the hit's text alone: no colour, a miss
+    assert same_spu_colour(silent, ex, "Color", colours) is True
+    # the SKU's colour outranks a listing's own stray one; a SKU with none falls back to the text
+    assert same_spu_colour({**silent, "attributes": {"Color": "Black"}}, ex, "Color", colours) is True
+    assert same_spu_colour({**silent, "sku_id": "s2", "attributes": {"Color": "Navy"}}, ex, "Color", colours) is True
+    assert same_spu_colour({**silent, "sku_id": "s2"}, ex, "Color", colours) is False
+
+
 def test_a_compared_clip_is_read_under_the_run_unless_it_exists_as_given(tmp_path, monkeypatch):
     from ipl.eval.config import EvalConfig
     from ipl.eval.realdata import compare_dir
