@@ -71,9 +71,10 @@ class SafetyConfig(Strict):
     monitor_holdback_chars: int = Field(48, ge=0, description="Characters held back from the stream until the "
                                         "monitor has seen what follows (a phone number is not half-sent).")
     monitor_cjk_holdback_chars: Optional[int] = Field(
-        12, ge=0, description="Chinese text: characters held back before the trailing run of digits/Latin/punctuation "
+        0, ge=0, description="Chinese text: characters held back before the trailing run of digits/Latin/punctuation "
         "(where a contact detail can be growing), so Chinese flows as it is written; never below the longest Chinese "
-        "risk term. null: the full monitor_holdback_chars for every script.")
+        "term the detectors know (0: exactly that, 4 with the shipped lists; it grows with the configured risk terms). "
+        "null: the full monitor_holdback_chars for every script.")
 
 
 class RetrievalConfig(Strict):

@@ -125,3 +125,30 @@ def test_a_chinese_risk_term_is_not_half_sent():
     sent, halt = feed_all(m, list(text))
     assert halt is not None and halt.kind.startswith("risk:"), sent
     assert sent and "保" not in sent[30:], sent
+
+
+@pytest.mark.parametrize("inserted, kind", [
+    ("加微信号：abc12345", "pii:wechat"), ("薇信 xy_998877", "pii:wechat"), ("扣扣 12345678", "pii:wechat"),
+    ("电话13812345678", "pii:phone"), ("去拼多多买", "pii:platform"), ("保证退款", "risk:"),
+])
+def test_the_shipped_chinese_holdback_sends_no_part_of_a_match(inserted, kind):
+    """The serve config's default (the floor: the longest Chinese term the detectors know) sends
+    Chinese after a few characters, and still nothing of a contact detail or a risk term."""
+    from ipl.serve.config import SafetyConfig
+    from ipl.text.pii import find_pii
+
+    cfg = SafetyConfig()
+    m = OutputMonitor(cfg.monitor_holdback_chars, cjk_holdback=cfg.monitor_cjk_holdback_chars)
+    assert m.cjk_holdback <= 6
+    released = [m.feed(ch)[0] for ch in ZH[:20]]
+    assert next(i for i, out in enumerate(released) if out) <= m.cjk_holdback + 1  # flows within a few characters
+    sent, halt = "".join(released), None
+    for ch in inserted + ZH[20:]:
+        out, halt = m.feed(ch)
+        sent += out
+        if halt:
+            break
+    assert halt is not None and halt.kind.startswith(kind), (inserted, sent)
+    assert sent == ZH[:len(sent)], sent  # nothing of the inserted text left
+    if kind.startswith("pii"):
+        assert not find_pii(sent)
