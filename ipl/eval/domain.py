@@ -202,15 +202,24 @@ def run(cfg) -> dict:
 
     answers = {}
     chunk = max(1, 4 * cfg.generation.batch_size)  # a progress line per chunk
-    for name, path in models.items():
-        worker = vlm_actor(cfg, path)
-        progress, answers[name] = Progress(f"domain benchmark, {name} model", len(flat), every=10.0), []
-        for start in range(0, len(flat), chunk):
-            got, _ = ray.get(worker.generate.remote(flat[start:start + chunk], d.max_new_tokens,
-                                                    cfg.generation.batch_size))
-            answers[name] += got
-            progress.update(len(answers[name]), force=start + chunk >= len(flat))
-        ray.kill(worker)
+    # both models' actors start at once and get all their chunks queued: the second loads its model and
+    # answers while the first one's answers are read (where the cluster has room for both; else Ray
+    # starts it when the first one's resources are free)
+    workers = {name: vlm_actor(cfg, path) for name, path in models.items()}
+    pending = {name: [w.generate.remote(flat[start:start + chunk], d.max_new_tokens, cfg.generation.batch_size)
+                      for start in range(0, len(flat), chunk)] for name, w in workers.items()}
+    progress = {name: Progress(f"domain benchmark, {name} model", len(flat), every=10.0) for name in workers}
+    try:
+        for name, refs in pending.items():
+            answers[name] = []
+            for i, ref in enumerate(refs):
+                got, _ = ray.get(ref)
+                answers[name] += got
+                progress[name].update(len(answers[name]), force=i == len(refs) - 1)
+            ray.kill(workers[name])
+    finally:
+        for w in workers.values():
+            ray.kill(w)
     tasks = {}
     for t in d.tasks:
         idx = [i for i, it in enumerate(flat) if it["task"] == t]
