@@ -302,18 +302,16 @@ def evaluate(index, vectors: np.ndarray, meta: dict, predicted: list, zero_shot,
     key = cfg.evidence.colour_key or "Color"
     # a listing's colour is its SKU's (what most of the SKU's listings state), so a hit whose own text
     # leaves the colour out is judged by the colour it has; ``_text``: only what the hit's text states
-    stated, ours = key_values(top["attributes"].tolist(), key), key_values(meta["extracted"], key)
+    stated, own = key_values(top["attributes"].tolist(), key), key_values(meta["extracted"], key)
     by_sku = index.sku_values(key)
-    ours = [o or by_sku.get(s) for o, s in zip(ours, meta["sku_id"])]
-    theirs = [by_sku.get(s) or t for s, t in zip(top["sku_id"].tolist(), stated)]
-    coloured = max(1, sum(o is not None for o in ours))
 
-    def same_colour(values: list) -> np.ndarray:
-        return np.array([o is not None and t is not None and value_key(t) == value_key(o) for t, o in zip(values, ours)],
-                        dtype=bool)
+    def same_spu_colour(theirs: list, ours: list) -> float:
+        same = [o is not None and t is not None and value_key(t) == value_key(o) for t, o in zip(theirs, ours)]
+        return float(np.sum(spu_ok & np.array(same, dtype=bool)) / max(1, sum(o is not None for o in ours)))
     out = {"queries": int(len(vectors)), "identical_top1": float(sku_ok.mean()), "similar_top1": float(spu_ok.mean()),
-           "same_spu_colour_top1": float(np.sum(spu_ok & same_colour(theirs)) / coloured),
-           "same_spu_colour_top1_text": float(np.sum(spu_ok & same_colour(stated)) / coloured),
+           "same_spu_colour_top1": same_spu_colour([by_sku.get(s) or t for s, t in zip(top["sku_id"].tolist(), stated)],
+                                                   [o or by_sku.get(s) for o, s in zip(own, meta["sku_id"])]),
+           "same_spu_colour_top1_text": same_spu_colour(stated, own),
            "identical_top5": float(np.mean([s in set(index.metadata.loc[row[row >= 0]]["sku_id"]) for s, row in
                                             zip(meta["sku_id"], ids)]))}
     out["category_top1"] = float((np.array([p[0] for p in predicted]) == cat).mean())
