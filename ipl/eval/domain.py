@@ -216,9 +216,9 @@ def run(cfg) -> dict:
                 got, _ = ray.get(ref)
                 answers[name] += got
                 progress[name].update(len(answers[name]), force=i == len(refs) - 1)
-            ray.kill(workers[name])
+            ray.kill(workers.pop(name))  # its resources go to the next model's actor if it waits for them
     finally:
-        for w in workers.values():
+        for w in workers.values():  # what a failure left running
             ray.kill(w)
     tasks = {}
     for t in d.tasks:
