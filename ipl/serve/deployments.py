@@ -6,7 +6,9 @@
   concepts (the category names are the allowed side), and against a blocklist of known
   prohibited photos. Returns ``{"images": [uint8 H x W x 3 arrays], "vectors", "fingerprint"}``
   (the CLIP embeddings it computed for its screen, with the encoder's fingerprint, or None) or
-  ``{"error": {"code", "message"}}``. Nothing downstream decodes again.
+  ``{"error": {"code", "message"}}``. Nothing downstream decodes again. ``check_stream(photos)``
+  sends the decoded photos first and the verdict after, so the draft's Perception runs while
+  Open-NSFW does (its work is dropped when the verdict refuses the photo).
 * ``Perception.perceive(images, category, vectors, fingerprint, k)``: one embedding per photo
   (the SafetyGate's when it was the same encoder, else computed here), and from that one vector:
   the top-k categories with scores (trained head, or zero-shot through the text tower; only when
@@ -29,7 +31,7 @@ import asyncio
 import logging
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import AsyncIterator, Optional, Sequence
 
 import numpy as np
 
@@ -146,7 +148,7 @@ class SafetyGate:
                                    f"({concept!r}, p={row.sum():.2f})")
         return vecs
 
-    def _check(self, photos: Sequence[bytes], cancel: Optional[threading.Event] = None) -> dict:
+    def _decode(self, photos: Sequence[bytes], cancel: Optional[threading.Event] = None) -> list:
         check_photo_count(len(photos), self.cfg)
         self.stats["requests"] += 1
         images = []
@@ -154,16 +156,52 @@ class SafetyGate:
             _checkpoint(cancel, self.stats)
             images.append(clean_image(p, self.cfg, i + 1))
         self.stats["photos"] += len(images)
+        return images
+
+    def _screened(self, images: list, cancel: Optional[threading.Event] = None) -> dict:
         _checkpoint(cancel, self.stats)
         vectors = self.screen(images, cancel)
-        return {"images": [np.asarray(im, dtype=np.uint8) for im in images], "vectors": vectors,
-                "fingerprint": self.clip.fingerprint if vectors is not None else None}
+        return {"vectors": vectors, "fingerprint": self.clip.fingerprint if vectors is not None else None}
+
+    def _check(self, photos: Sequence[bytes], cancel: Optional[threading.Event] = None) -> dict:
+        images = self._decode(photos, cancel)
+        return {"images": [np.asarray(im, dtype=np.uint8) for im in images], **self._screened(images, cancel)}
+
+    @property
+    def screen_embeds(self) -> bool:
+        """Whether the screen computes CLIP embeddings (prohibited concepts or a blocklist): Perception
+        then reuses them and must wait for the screen."""
+        return self.text is not None or self.blocklist is not None
 
     async def check(self, photos: Sequence[bytes]) -> dict:
         try:
             return await in_thread(self._check, list(photos))
         except ApiError as exc:
             return exc.body()
+
+    async def check_stream(self, photos: Sequence[bytes]) -> AsyncIterator[dict]:
+        """:meth:`check` in two messages where the screen needs no CLIP embedding (Open-NSFW alone):
+        first the decoded photos (``"screened": False``), so that the caller may start Perception
+        on them while the screen runs, then the verdict (``{"screened": True, "vectors": None, ...}``
+        or ``{"error": ...}``). Where the screen embeds the photos (Perception reuses the vectors), or
+        there is no screen, one message as :meth:`check` (``"screened": True``); an undecodable
+        photo is an error message before any photo."""
+        try:
+            images = await in_thread(self._decode, list(photos))
+            pixels = [np.asarray(im, dtype=np.uint8) for im in images]
+            if self.screen_embeds or self.nsfw is None:
+                yield {"images": pixels, **(await in_thread(self._screened, images)), "screened": True}
+                return
+        except ApiError as exc:
+            yield exc.body()
+            return
+        yield {"images": pixels, "screened": False}
+        try:
+            verdict = await in_thread(self._screened, images)
+        except ApiError as exc:
+            yield exc.body()
+            return
+        yield {**verdict, "screened": True}
 
 
 def load_nsfw(cfg):

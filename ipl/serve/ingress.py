@@ -80,6 +80,9 @@ class HandleStages:
     async def check(self, photos):
         return await _call(self.safety.check.remote(photos))
 
+    def check_stream(self, photos):
+        return self.safety.options(stream=True).check_stream.remote(photos)
+
     async def perceive(self, images, category=None, vectors=None, fingerprint=None):
         return await _call(self.perception.perceive.remote(images, category, vectors, fingerprint))
 

@@ -144,18 +144,8 @@ class DraftPipeline:
         started = time.monotonic()
         self.validate(req)
         timings: dict[str, float] = {}
-        t = time.monotonic()
-        checked = await self._timed(self.stages.check(req.photos), "the safety check")
-        timings["safety_ms"] = _ms(t)
-        if "error" in checked:
-            raise ApiError(checked["error"]["code"], checked["error"]["message"])
-        photos = checked["images"]  # decoded once by the SafetyGate: pixels from here on
-
+        photos, found = await self._screen_and_perceive(req, timings)
         want_category = req.category is None
-        t = time.monotonic()
-        found = await self._timed(self.stages.perceive(photos, req.category, checked.get("vectors"),
-                                                       checked.get("fingerprint")), "perception")
-        timings["perception_ms"] = _ms(t)
         predicted = found.get("category")
         calibration = found.get("evidence") or {}
 
@@ -299,6 +289,43 @@ class DraftPipeline:
                 "image_caption_cosine": read.get("cosine"), "calibrated": bool(settings),
                 "fused_references": fused[:k], "evidence_values": {key: {"value": v, "score": share}
                                                                    for key, v in stated.items()}}
+
+    async def _perceived(self, coro, timings: dict) -> dict:
+        t = time.monotonic()
+        found = await self._timed(coro, "perception")
+        timings["perception_ms"] = _ms(t)
+        return found
+
+    async def _screen_and_perceive(self, req: DraftRequest, timings: dict) -> tuple[list, dict]:
+        """(the photos decoded once by the SafetyGate, Perception's reply). Where the screen needs no
+        CLIP embedding, Perception starts on the decoded photos while the screen runs (the gate's
+        ``check_stream`` sends them before its verdict) and is cancelled when the verdict refuses;
+        where it does (Perception reuses the screen's vectors), one after the other."""
+        t = time.monotonic()
+        stream = self.stages.check_stream(req.photos)
+        perceiving: Optional[asyncio.Future] = None
+        try:
+            checked = await self._timed(stream.__anext__(), "the safety check")
+            if "error" not in checked and not checked.get("screened", True):
+                perceiving = asyncio.ensure_future(self._perceived(
+                    self.stages.perceive(checked["images"], req.category), timings))
+                verdict = await self._timed(stream.__anext__(), "the safety check")
+                checked = {**checked, **verdict}
+            timings["safety_ms"] = _ms(t)
+            if "error" in checked:
+                raise ApiError(checked["error"]["code"], checked["error"]["message"])
+            photos = checked["images"]  # decoded once by the SafetyGate: pixels from here on
+            if perceiving is None:
+                found = await self._perceived(self.stages.perceive(photos, req.category, checked.get("vectors"),
+                                                                   checked.get("fingerprint")), timings)
+            else:
+                found = await perceiving
+            return photos, found
+        finally:
+            if perceiving is not None and not perceiving.done():  # refused, timed out or cancelled
+                perceiving.cancel()
+                await asyncio.gather(perceiving, return_exceptions=True)
+            await self.stages.close(stream)
 
     async def _vocabulary(self, category: str, found: dict) -> tuple[dict, dict, list]:
         """The category's known values, the index's distinctive leading words (``leads``) and the
@@ -453,6 +480,9 @@ class LocalStages:
 
     def check(self, photos):
         return self.safety.check(photos)
+
+    def check_stream(self, photos):
+        return self.safety.check_stream(photos)
 
     def perceive(self, images, category=None, vectors=None, fingerprint=None):
         return self.perception.perceive(images, category, vectors, fingerprint)

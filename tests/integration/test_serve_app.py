@@ -311,6 +311,49 @@ def test_the_safety_screens_embedding_is_the_one_retrieval_uses(served_run, exam
     assert [h["listing_id"] for h in own["hits"]] == [h["listing_id"] for h in reused["hits"]]
 
 
+def test_perception_runs_while_open_nsfw_screens_and_a_refusal_drops_it(served_run, examples):
+    """The draft's Perception starts on the SafetyGate's decoded photos before the screen's verdict
+    (real gate, real Perception, in this process); a refused photo still ends in prohibited_content,
+    with the speculative Perception awaited or cancelled, never left running."""
+    import asyncio
+
+    from ipl.catalog.templates import load_templates
+    from ipl.serve.deployments import Perception, SafetyGate
+    from ipl.serve.errors import ApiError
+    from ipl.serve.extractor import AttributeExtractor
+    from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
+
+    root, _ = served_run
+    order: list[str] = []
+
+    class Observed(LocalStages):
+        async def check_stream(self, photos):
+            async for message in super().check_stream(photos):
+                order.append("verdict" if message.get("screened") or "error" in message else "photos")
+                yield message
+
+        async def perceive(self, images, category=None, vectors=None, fingerprint=None):
+            order.append("perceive")
+            return await super().perceive(images, category, vectors, fingerprint)
+
+    def prepare(*overrides):
+        cfg = serve_cfg(root, 1, *overrides)
+        stages = Observed(SafetyGate(cfg), Perception(cfg), AttributeExtractor(cfg), None)
+        pipe = DraftPipeline(stages, load_templates(cfg.templates_path), cfg)
+        order.clear()
+        return asyncio.run(pipe.prepare(DraftRequest(photos=[examples[0]["photos"][0]], category=examples[0]["category"],
+                                                     language="en")))
+
+    draft = prepare("extract.backend=offline")
+    assert order == ["photos", "perceive", "verdict"], order
+    assert draft.meta["references"] and draft.meta["timings"]["safety_ms"] > 0
+    with pytest.raises(ApiError) as refused:
+        prepare("safety.nsfw_threshold=0.0")
+    assert refused.value.code == "prohibited_content" and order == ["photos", "perceive", "verdict"]
+    prepare("safety.nsfw=false")  # no screen to wait for: one message, then Perception
+    assert order == ["verdict", "perceive"], order
+
+
 def http_bad_inputs(url, good):
     """name -> (callable returning a Response, expected code)."""
     boundary = "XyZ123"

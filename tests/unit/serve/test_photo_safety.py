@@ -54,3 +54,24 @@ def test_real_photos_pass_at_the_default_threshold(gate_cfg):
     for p in photos:
         out = asyncio.run(gate.check([p.read_bytes()]))
         assert "images" in out, (p, out)
+
+
+def messages(gate, photos):
+    async def collect():
+        return [m async for m in gate.check_stream(photos)]
+    return asyncio.run(collect())
+
+
+def test_check_stream_sends_the_decoded_photos_before_the_open_nsfw_verdict(gate_cfg):
+    """Open-NSFW alone: the photos first (Perception may start on them), then the verdict; a refusal
+    is the second message; no screen at all, or an undecodable photo: one message."""
+    passed = messages(SafetyGate(gate_cfg()), [jpeg(1), jpeg(2)])
+    assert [m.get("screened") for m in passed] == [False, True]
+    assert len(passed[0]["images"]) == 2 and passed[0]["images"][0].dtype == np.uint8
+    assert "images" not in passed[1] and passed[1]["vectors"] is None
+    refused = messages(SafetyGate(gate_cfg(nsfw_threshold=0.0)), [jpeg(1)])
+    assert refused[0]["screened"] is False and refused[1]["error"]["code"] == "prohibited_content"
+    off = messages(SafetyGate(gate_cfg(nsfw=False)), [jpeg(1)])
+    assert len(off) == 1 and off[0]["screened"] is True and len(off[0]["images"]) == 1
+    bad = messages(SafetyGate(gate_cfg()), [b"not a photo"])
+    assert len(bad) == 1 and "error" in bad[0]
