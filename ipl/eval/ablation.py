@@ -89,12 +89,10 @@ class EvalStages(LocalStages):
             self._memo[key] = await make()
         return copy.deepcopy(self._memo[key])
 
-    async def check(self, photos):
-        return await self._once(("check", _digest(photos)), lambda: self.safety.check(photos))
-
     async def check_stream(self, photos):
-        """The memoized check as one message: Perception (memoized too) waits for the verdict."""
-        yield {**(await self.check(photos)), "screened": True}
+        """The SafetyGate's check, memoized, as one message: Perception (memoized too) waits for it."""
+        checked = await self._once(("check", _digest(photos)), lambda: self.safety.check(photos))
+        yield {**checked, "screened": True}
 
     async def caption(self, photos, category, keys, language, max_new_tokens):
         text, answer = self.current_caption or ("", None)

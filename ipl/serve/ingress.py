@@ -77,9 +77,6 @@ class HandleStages:
         self.extractor, self.generator = extractor, generator
         self.local_extractor = local_extractor  # the offline extractor, called in this process
 
-    async def check(self, photos):
-        return await _call(self.safety.check.remote(photos))
-
     def check_stream(self, photos):
         return self.safety.options(stream=True).check_stream.remote(photos)
 

@@ -478,9 +478,6 @@ class LocalStages:
         self.safety, self.perception = safety, perception
         self.extractor, self.generator = extractor, generator
 
-    def check(self, photos):
-        return self.safety.check(photos)
-
     def check_stream(self, photos):
         return self.safety.check_stream(photos)
 
