@@ -163,21 +163,15 @@ class SafetyGate:
         vectors = self.screen(images, cancel)
         return {"vectors": vectors, "fingerprint": self.clip.fingerprint if vectors is not None else None}
 
-    def _check(self, photos: Sequence[bytes], cancel: Optional[threading.Event] = None) -> dict:
-        images = self._decode(photos, cancel)
-        return {"images": [np.asarray(im, dtype=np.uint8) for im in images], **self._screened(images, cancel)}
-
-    @property
-    def screen_embeds(self) -> bool:
-        """Whether the screen computes CLIP embeddings (prohibited concepts or a blocklist): Perception
-        then reuses them and must wait for the screen."""
-        return self.text is not None or self.blocklist is not None
-
     async def check(self, photos: Sequence[bytes]) -> dict:
-        try:
-            return await in_thread(self._check, list(photos))
-        except ApiError as exc:
-            return exc.body()
+        """:meth:`check_stream`'s messages as one reply: the photos, vectors and fingerprint, or the error."""
+        out: dict = {}
+        async for message in self.check_stream(photos):
+            if "error" in message:
+                return message
+            out.update(message)
+        out.pop("screened", None)
+        return out
 
     async def check_stream(self, photos: Sequence[bytes]) -> AsyncIterator[dict]:
         """:meth:`check` in two messages where the screen needs no CLIP embedding (Open-NSFW alone):
@@ -189,7 +183,9 @@ class SafetyGate:
         try:
             images = await in_thread(self._decode, list(photos))
             pixels = [np.asarray(im, dtype=np.uint8) for im in images]
-            if self.screen_embeds or self.nsfw is None:
+            # the screen embeds the photos (prohibited concepts, a blocklist: Perception reuses the
+            # vectors and must wait) or there is no screen: one message
+            if self.text is not None or self.blocklist is not None or self.nsfw is None:
                 yield {"images": pixels, **(await in_thread(self._screened, images)), "screened": True}
                 return
         except ApiError as exc:
