@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 from ipl.eval.config import EvalConfig
 from ipl.runtime import write_json_atomic
@@ -48,6 +49,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                        "index_version": resolve_version_dir(scfg.index_root).name if scfg.index_root.exists() else None,
                        "sim_model": str(sim.path)}
     examples: list = []
+    # the Mercari cleaning (Ray Data, independent of the run's models) runs beside everything below
+    mercari = (realdata.start_mercari(cfg) if cfg.realdata.enabled and Path(cfg.realdata.root).is_dir()
+               else None)
     if sets:
         t = time.monotonic()
         records = prepare_examples(cfg, sets)
@@ -62,7 +66,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         result["caption"] = caption or {"skipped": "no captions: build the index with caption.enabled=true "
                                         "(ipl index), or eval.caption_rows is off"}
     if cfg.realdata.enabled:
-        result["realdata"] = realdata.run(cfg)
+        result["realdata"] = realdata.run(cfg, mercari)
     if cfg.domain.enabled:
         from ipl.eval import domain
 
