@@ -182,17 +182,31 @@ def wait_healthy(url, timeout=180):
     raise SystemExit("the redeployed application did not become healthy")
 
 
+def busy_cpu_s() -> float:
+    """Seconds of CPU the whole machine has spent busy (every core, every process) since boot."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def load(url, photos, concurrency, n, language="en", max_new_tokens=None):
-    start = time.monotonic()
+    """``n`` drafts from ``concurrency`` client threads: (rows, wall seconds, CPU): CPU is the
+    seconds the machine was busy and those of this process (the load generator) over the row."""
+    start, machine, client = time.monotonic(), busy_cpu_s(), time.process_time()
     with ThreadPoolExecutor(concurrency) as pool:
         out = list(pool.map(lambda i: http_draft(url, photos[i % len(photos)], language, max_new_tokens), range(n)))
-    return out, time.monotonic() - start
+    return out, time.monotonic() - start, {"machine_s": busy_cpu_s() - machine, "client_s": time.process_time() - client}
 
 
-def summary(name, rows, wall):
+def summary(name, rows, wall, cpu=None):
     ok = [r for r in rows if r.get("status", 200) == 200]
     col = lambda k: [r[k] for r in ok if r.get(k) is not None and r[k] == r[k]]  # noqa: E731
-    return {"what": name, "requests": len(rows), "ok": len(ok), "rejected": len(rows) - len(ok),
+    # CPU per finished draft: the whole machine's busy seconds, and the load generator's own share of them
+    per = {} if cpu is None or not ok else {"machine_cpu_s_per_draft": cpu["machine_s"] / len(ok),
+                                            "client_cpu_s_per_draft": cpu["client_s"] / len(ok),
+                                            "machine_busy_share": cpu["machine_s"] / (wall * (os.cpu_count() or 1))}
+    return {"what": name, "requests": len(rows), "ok": len(ok), "rejected": len(rows) - len(ok), **per,
             "p50_s": pct(col("total"), 50), "p95_s": pct(col("total"), 95),
             "first_event_p50_s": pct(col("first_event"), 50), "first_text_p50_s": pct(col("first_text"), 50),
             "throughput_rps": len(ok) / wall if wall else float("nan"),
@@ -258,8 +272,8 @@ def main() -> None:
         for _ in range(2):
             http_draft(url, photos[0])  # warm-up
         for c in args.concurrency:
-            rows, wall = load(url, photos, c, max(args.requests, 2 * c))
-            results.append(summary(f"Serve graph, concurrency {c}", rows, wall))
+            rows, wall, cpu = load(url, photos, c, max(args.requests, 2 * c))
+            results.append(summary(f"Serve graph, concurrency {c}", rows, wall, cpu))
             print(f"done: concurrency {c}", flush=True)
         stats = json.loads(urllib.request.urlopen(url + "/v1/stats", timeout=30).read())
         batching = {name: stats.get(name, {}).get("batching") for name in ("safety", "perception")}
@@ -276,15 +290,15 @@ def main() -> None:
             wait_healthy(url)
             for _ in range(2):
                 http_draft(url, photos[0])
-            rows, wall = load(url, photos, top, max(args.requests, 2 * top))
+            rows, wall, cpu = load(url, photos, top, max(args.requests, 2 * top))
             other_label = " ".join(args.compare) if args.compare else "photo batching " + ("off" if batched else "on")
-            unbatched = summary(f"Serve graph, concurrency {top}, {other_label}", rows, wall)
+            unbatched = summary(f"Serve graph, concurrency {top}, {other_label}", rows, wall, cpu)
             serve.run(build(cfg), name=cfg.name, route_prefix=cfg.route_prefix, blocking=False)
             wait_healthy(url)
             for _ in range(2):
                 http_draft(url, photos[0])
-        rows, wall = load(url, photos, 1, args.requests, "zh")
-        results.append(summary("Serve graph, Chinese, concurrency 1", rows, wall))
+        rows, wall, cpu = load(url, photos, 1, args.requests, "zh")
+        results.append(summary("Serve graph, Chinese, concurrency 1", rows, wall, cpu))
         zh_rows = 1
         if args.zh_tokens:  # the same Chinese drafts at a fixed length: what streaming gives a long text
             from ipl.serve.app import build
@@ -293,8 +307,8 @@ def main() -> None:
             serve.run(build(fixed), name=fixed.name, route_prefix=fixed.route_prefix, blocking=False)
             wait_healthy(url)
             http_draft(url, photos[0], "zh", args.zh_tokens)
-            rows, wall = load(url, photos, 1, args.requests, "zh", args.zh_tokens)
-            results.append(summary(f"Serve graph, Chinese, c1, {args.zh_tokens} tokens", rows, wall))
+            rows, wall, cpu = load(url, photos, 1, args.requests, "zh", args.zh_tokens)
+            results.append(summary(f"Serve graph, Chinese, c1, {args.zh_tokens} tokens", rows, wall, cpu))
             zh_rows = 2
         if not args.skip_unbatched:
             results.insert(len(results) - zh_rows, unbatched)
@@ -313,6 +327,9 @@ def main() -> None:
             print(f"{r['what']}: only {r['cjk_share']:.0%} of the drafts are Chinese text (the run's model writes "
                   "another language): the row measures that language's streaming, not Chinese; use a language=zh "
                   "run (docs/benchmarks.md)")
+        if r.get("machine_cpu_s_per_draft") is not None:
+            print(f"{r['what']}: CPU per draft {r['machine_cpu_s_per_draft']:.3f} core-s (the machine "
+                  f"{r['machine_busy_share']:.0%} busy; the load generator {r['client_cpu_s_per_draft']:.3f} of it)")
         if r.get("stages_ms_p50"):
             print(f"{r['what']}: server timings p50 (ms): "
                   + ", ".join(f"{k[:-3]} {v:g}" for k, v in r["stages_ms_p50"].items()))
