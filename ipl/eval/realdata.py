@@ -36,16 +36,12 @@ from ipl.eval.config import EvalConfig
 log = logging.getLogger("ipl.eval")
 
 
-def mercari(cfg: EvalConfig) -> dict:
-    """The Mercari figures, running their prepare first when its summary is missing."""
-    return start_mercari(cfg)()
-
-
 def start_mercari(cfg: EvalConfig) -> Callable[[], dict]:
-    """:func:`mercari` begun now: when its prepare has to run, it runs in a background thread
-    (Ray Data's cleaning of 2,000 rows is mostly task scheduling and worker start-up, 30-40 s on
-    2 cores, so it overlaps the evaluation's in-process work); the returned function waits for
-    it, prints the prepare's report in one piece and gives the result (a failure raises there)."""
+    """The Mercari figures begun now: when their prepare has to run (its summary is missing), it
+    runs in a background thread (Ray Data's cleaning of 2,000 rows, 30-40 s alone on 2 cores,
+    then takes the core time the evaluation's single-threaded scoring and photo figures leave:
+    2-15 s off an evaluation here); the returned function waits for it, prints the prepare's
+    report in one piece and gives the result (a failure raises there)."""
     from ipl.config import REPO_ROOT, load_config
     from ipl.data.config import PrepareConfig
 
