@@ -845,9 +845,11 @@ def test_extraction_failure_and_generation_timeout(server, examples, served_run)
 
 
 def test_no_retrieval_hit_and_client_disconnect_cancels_generation(server, examples):
+    # never ends on its own first: 30,000 tokens past the end of text take the tiny model minutes here (1,800
+    # could finish within the seconds a loaded machine takes to pass the disconnect on: CI saw it complete)
     server.deploy("retrieval.similar_min_score=1.0", "retrieval.identical_threshold=1.0",
-                  "generate.max_new_tokens=1800", "generate.max_chars=100000", "generate.timeout_s=600",
-                  "generate.ignore_eos=true", "safety.monitor_holdback_chars=0")  # never ends on its own first
+                  "generate.max_new_tokens=30000", "generate.max_model_len=40000", "generate.max_chars=1000000",
+                  "generate.timeout_s=600", "generate.ignore_eos=true", "safety.monitor_holdback_chars=0")
     stats = lambda: requests.get(server.url + "/v1/stats", timeout=10).json()["generator"]  # noqa: E731
     before = stats()
     r = draft(server.url, examples[0]["photos"][:1], stream=True)
