@@ -26,23 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def index_vectors(version: Path) -> tuple[np.ndarray, list[dict]]:
-    """The version's vectors (L2-normalised) and their shard rows, in shard order."""
+def index_vectors(index_root: Path) -> tuple[np.ndarray, list[dict]]:
+    """The current version's vectors (L2-normalised) and their metadata rows, in id order (the shards as
+    ``ShardedIndex.load`` checks and reads them)."""
     import faiss
-    import pyarrow.parquet as pq
 
-    vecs, rows = [], []
-    for shard in sorted(version.glob("shard-*.faiss")):
-        index = faiss.read_index(str(shard))
+    from ipl.index.search import ShardedIndex
+
+    index = ShardedIndex.load(index_root, use_gpu=False)
+    vecs = []
+    for shard in index.shards:
         try:
-            faiss.extract_index_ivf(index).make_direct_map()
+            faiss.extract_index_ivf(shard).make_direct_map()
         except RuntimeError:  # a flat index reconstructs without one
             pass
-        vecs.append(index.reconstruct_n(0, index.ntotal))
-        rows += pq.read_table(str(shard.with_suffix(".parquet")), columns=["listing_id", "sku_id", "spu_id"]).to_pylist()
+        vecs.append(shard.reconstruct_n(0, shard.ntotal))
+    rows = index.metadata.sort_index()[["listing_id", "sku_id", "spu_id"]].to_dict("records")
+    index.close()
     x = np.concatenate(vecs).astype(np.float32)
-    if len(x) != len(rows):
-        raise SystemExit(f"{version}: {len(x)} vectors but {len(rows)} shard rows")
     return x / np.linalg.norm(x, axis=1, keepdims=True), rows
 
 
@@ -53,13 +54,12 @@ def read_run(run: Path, csls: list[int]) -> dict:
     from ipl.data.instructions import split_column
     from ipl.demo import DemoConfig
     from ipl.index.calibration import sku_values
-    from ipl.index.search import resolve_version_dir
     from ipl.models.clip import load_clip
     from ipl.photos import decode_photo
 
     cfg = load_config(DemoConfig, ROOT / "jobs" / "configs" / "demo_local.yaml",
                       [f"run.root={run.parent}", f"run.name={run.name}"]).stage("eval")
-    x, rows = index_vectors(resolve_version_dir(cfg.serve_config().index_root))
+    x, rows = index_vectors(cfg.serve_config().index_root)
     listings = pds.dataset(str(run / "clean" / "listings"), format="parquet").to_table(
         columns=["listing_id", "sku_id", "spu_id", "extracted", "photos"]).to_pylist()
     meta = {r["listing_id"]: r for r in listings}
