@@ -117,7 +117,10 @@ class _Job:
         self.cancel, self.blocked, self.loop, self.queue = cancel, blocked, loop, queue
 
     def send(self, item: dict) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the caller's event loop is gone (it closed the stream and ended): nobody to tell
+            pass
 
 
 class TransformersBackend:

@@ -42,6 +42,7 @@ from ipl.evidence.verify import verify
 from ipl.extract.matcher import AttributeMatcher, value_key
 from ipl.generate.guard import blocked_values
 from ipl.generate.prompts import clean_notes, description_prompt
+from ipl.generate.repetition import Repeats
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
 from ipl.serve.generator import truncate_sentence
@@ -388,6 +389,8 @@ class DraftPipeline:
         stream = draft.stream
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         finish, closed = "stop", False
+        repeats = Repeats() if cfg.repeats else None
+        raw, fed = "", 0  # the model's text, and how much of its edit the monitor has
         try:
             while True:
                 try:
@@ -409,7 +412,14 @@ class DraftPipeline:
                     return
                 if "text" in item:
                     timings.setdefault("first_token_ms", _ms(t0))
-                    text, halt = monitor.feed(item["text"])
+                    raw += item["text"]
+                    edited = repeats.feed(raw) if repeats else raw  # settled clauses, repeats taken out
+                    text, halt = monitor.feed(edited[fed:])
+                    fed = len(edited)
+                    if halt is None and repeats and repeats.ended and not cfg.ignore_eos:  # a loop: more of the same
+                        await self.stages.close(stream)
+                        closed = True
+                        break
                     if halt is None and len(monitor.text) > cfg.max_chars:
                         finish = "length"
                         await self.stages.close(stream)
@@ -431,7 +441,18 @@ class DraftPipeline:
         finally:
             if not closed:
                 await self.stages.close(stream)
-        final = truncate_sentence(monitor.text, cfg.max_chars) if finish == "length" else monitor.text.strip()
+        edited = repeats.finish(raw) if repeats else raw.strip()
+        final = truncate_sentence(edited, cfg.max_chars) if finish == "length" else edited
+        repetition = {"removed": len(repeats.removed), "collapsed": repeats.collapsed,
+                      "ended": repeats.ended} if repeats else None
+        if repeats and repeats.ended:
+            draft.fallbacks.append("repetition_ended")
+        if not final and repeats and repeats.ended:
+            end(t0)
+            yield "error", {"code": "generation_failed", "message": "the description repeated itself; "
+                            + MANUAL.get(draft.language, MANUAL["en"]), "fallbacks": draft.fallbacks,
+                            "timings": timings}
+            return
         rest, halt = monitor.finish(final)
         if halt is not None:
             end(t0)
@@ -450,7 +471,7 @@ class DraftPipeline:
             timings.setdefault("first_text_ms", _ms(draft.started))
             yield "delta", {"text": rest}
         yield "done", {"description": final, "finish_reason": finish, "truncated": finish == "length",
-                       "verification": verification, "fallbacks": draft.fallbacks, "timings": timings,
+                       "verification": verification, "repetition": repetition, "fallbacks": draft.fallbacks, "timings": timings,
                        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}}
 
     async def run(self, req: DraftRequest) -> dict:
@@ -462,7 +483,8 @@ class DraftPipeline:
         async for kind, data in self.generate(draft):
             if kind == "done":
                 reply.update(description=data["description"], finish_reason=data["finish_reason"],
-                             truncated=data["truncated"], verification=data["verification"], usage=data["usage"])
+                             truncated=data["truncated"], verification=data["verification"], usage=data["usage"],
+                             repetition=data["repetition"])
             elif kind == "halted":
                 reply.update(halted=True, halt={"reason": data["reason"], "message": data["message"]})
             elif kind == "error":
