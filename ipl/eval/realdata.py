@@ -222,12 +222,18 @@ def fashion_descriptions(cfg: EvalConfig) -> dict:
     texts, _ = ray.get(worker.generate.remote(items, cfg.generation.max_new_tokens, cfg.generation.batch_size))
     ray.kill(worker)
     log.info("real data: %d fashion photos described in %.0fs", len(rows), time.monotonic() - t)
+    from ipl.generate.repetition import clean_repeats
+
+    edits = [clean_repeats(t) for t in texts]  # what the Serve pipeline would send: repeats out, a loop ended
     matcher = AttributeMatcher(cfg.metrics.synonyms)
-    brand = sum(matcher.states(r["brandName"], t) for r, t in zip(rows, texts)) / len(rows)
-    colour = sum(matcher.states(r["baseColour"], t) for r, t in zip(rows, texts)) / len(rows)
+    brand = sum(matcher.states(r["brandName"], t) for r, (t, _) in zip(rows, edits)) / len(rows)
+    colour = sum(matcher.states(r["baseColour"], t) for r, (t, _) in zip(rows, edits)) / len(rows)
     return {"photos": len(rows), "brand_stated": brand, "colour_stated": colour,
+            "repeats_edited": sum(bool(e["removed"] or e["collapsed"]) for _, e in edits) / len(rows),
+            "repetition_ended": sum(e["ended"] for _, e in edits) / len(rows),
             "example": {"truth": {"brand": rows[0]["brandName"], "colour": rows[0]["baseColour"],
-                                  "type": rows[0]["articleType"]}, "generated": texts[0]}}
+                                  "type": rows[0]["articleType"]}, "generated": edits[0][0],
+                        "generated_raw": texts[0]}}
 
 
 def fashion_captions(cfg: EvalConfig) -> dict:

@@ -289,8 +289,9 @@ def realdata_lines(rd: dict) -> list[str]:
     d = rd.get("fashion_descriptions") or {}
     if d and not d.get("skipped"):
         lines.append(f"- Fashion photos described by the VLM (image only, {d['photos']} photos): the true brand "
-                     f"stated in {_f(d['brand_stated'])}, the true colour in {_f(d['colour_stated'])}. Example "
-                     f"({d['example']['truth']}): \"{d['example']['generated']}\"")
+                     f"stated in {_f(d['brand_stated'])}, the true colour in {_f(d['colour_stated'])}; repeats "
+                     f"taken out of {_f(d.get('repeats_edited', 0))}, a loop ended {_f(d.get('repetition_ended', 0))}. "
+                     f"Example ({d['example']['truth']}): \"{d['example']['generated']}\"")
     fc = rd.get("fashion_captions") or {}
     if fc and not fc.get("skipped"):
         col = fc["colour"]

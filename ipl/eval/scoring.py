@@ -58,15 +58,19 @@ def row_names(cfg: EvalConfig) -> list[str]:
     return names
 
 
-def final_text(rec: dict, name: str, text: str, matcher, evidence) -> tuple[str, Optional[dict]]:
-    """What the seller sees for one row: the generation, verified (repaired, completed) when the row's guard is on."""
+def final_text(rec: dict, name: str, text: str, matcher, evidence) -> tuple[str, Optional[dict], dict]:
+    """What the seller sees for one row: the generation with its repeats taken out (every row, as the
+    Serve pipeline does: :mod:`ipl.generate.repetition`), verified (repaired, completed) when the row's
+    guard is on; with the verification (or None) and what the repeats' edit did."""
     from ipl.evidence.verify import verify
+    from ipl.generate.repetition import clean_repeats
 
+    text, repetition = clean_repeats(text)
     row = rec["rows"][name]
     if not (row["guard"] and evidence.verify):
-        return text, None
-    return verify(text, row["facts"], row["unknown"], row["vocabulary"], matcher, evidence.add_missing,
-                  rec["language"], row.get("leads"), row.get("elsewhere", ()))
+        return text, None, repetition
+    return (*verify(text, row["facts"], row["unknown"], row["vocabulary"], matcher, evidence.add_missing,
+                    rec["language"], row.get("leads"), row.get("elsewhere", ())), repetition)
 
 
 def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim) -> dict:
@@ -109,7 +113,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
             hyps = [texts[(id(r), n)][0] for r in recs]
             refs = [r["description"] for r in recs]
             attrs, model_only = AttributeScore(), AttributeScore()
-            repaired = completed = 0
+            repaired = completed = repeats_edited = repetition_ended = 0
             own = {"values": 0, "stated": 0, "contradicted": 0, "unsupported": 0, "drafts": 0}
             partial = elsewhere = near = 0
             for r, text in zip(recs, hyps):
@@ -125,6 +129,9 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                 verification = texts[(id(r), n)][1]
                 repaired += bool(verification and verification["repaired"])
                 completed += bool(verification and verification["added"])
+                repetition = texts[(id(r), n)][2]
+                repeats_edited += bool(repetition["removed"] or repetition["collapsed"] or repetition["ended"])
+                repetition_ended += repetition["ended"]
                 model_only.add(matcher, generations[r["keys"][n]], r["attributes"], keys, known.get(r["category"], {}))
                 if name != "all":
                     ex = examples.setdefault(f"{r['set']}:{r['listing_id']}", {
@@ -139,6 +146,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                                           **({"verification": verification} if verification else {})}
             row = {**attrs.summary(), **text_scores(hyps, refs), "style": register.summary(hyps),
                    "descriptions": len(hyps), "repaired": repaired, "completed": completed,
+                   "repeats_edited": repeats_edited, "repetition_ended": repetition_ended,
                    "model_acc": model_only.accuracy, "model_hallucination": model_only.hallucination_rate,
                    "partial_values": partial, "other_category": elsewhere, "near_values": near,
                    "listing_facts": {**{k: v for k, v in own.items() if k != "drafts"},

@@ -103,6 +103,24 @@ def test_score_rows(run_cfg):
     assert ex["a"]["truth"] == {k: TRUTH[k] for k in ("Brand", "Model", "Storage", "Color")}
 
 
+def test_every_row_scores_the_text_with_its_repeats_taken_out(run_cfg):
+    """As the Serve pipeline sends it (ipl.generate.repetition): a stutter said once, a loop ended;
+    the model's own text (model_acc) is scored as written."""
+    texts = {"image": "selling my phone, " + "phone " * 10 + "Huawei P30, blue",
+             "image+category:unguarded": "selling my phone, Huawei P30, Huawei P30, blue, blue."}
+    records = [record("indexed_sku", "a", texts)]
+    out = score(run_cfg, records, {f"a:{c}": t for c, t in texts.items()}, sim=None)
+    rows = out["table"]["indexed_sku"]
+    ex = {e["listing_id"]: e for e in out["examples"]}["a"]["generated"]
+    assert ex["image"]["text"] == "selling my phone."  # the loop ended the text: nothing after it is sent
+    assert rows["image"]["repetition_ended"] == 1 and rows["image"]["repeats_edited"] == 1
+    assert rows["image"]["acc"] == 0 and rows["image"]["model_acc"] > 0
+    assert ex["image+category:unguarded"]["text"] == "selling my phone, Huawei P30, blue."
+    unguarded = rows["image+category:unguarded"]
+    assert unguarded["repeats_edited"] == 1 and unguarded["repetition_ended"] == 0
+    assert unguarded["acc"] == pytest.approx(3 / 4) and unguarded["precision"] == 1.0
+
+
 def test_a_product_named_by_a_part_of_a_known_value_is_counted():
     """The guard blocks whole values, so "Used iPhone 12" (a part of "iPhone 12 Pro") for a watch, or
     "Michael Vuitton", got through as 0 wrong values; an ordinary first word ("The") is not counted."""
