@@ -33,6 +33,7 @@ import threading
 from typing import AsyncIterator, Optional, Sequence
 
 from ipl.generate.prompts import description_messages
+from ipl.generate.repetition import Repeats
 from ipl.photos import counts, counts_since
 from ipl.serve.config import GenerateConfig, ServeConfig
 
@@ -318,7 +319,7 @@ class Generator:
             self.tokenizer = self.backend.vlm.processor.tokenizer
             policy = self.backend.vlm.images
         self.images = capped_policy(policy, self.cfg.max_photos)  # the model's policy (what it was trained with)
-        self.stats = {"active": 0, "completed": 0, "cancelled": 0, "failed": 0}
+        self.stats = {"active": 0, "completed": 0, "cancelled": 0, "failed": 0, "loops_ended": 0}
         self._base = counts()
         # float16 behind the LLMServer: checked for finite logits before the first draft (the
         # transformers backend probes at load, ipl.devices.probe_vlm)
@@ -386,10 +387,24 @@ class Generator:
         cancel = threading.Event()
         self.stats["active"] += 1
         outcome = "cancelled"
+        # a loop (ipl.generate.repetition) stops decoding here, where the tokens are counted; the
+        # pipeline, reading the same text, ends the description there
+        watch = Repeats() if self.cfg.repeats and not self.cfg.ignore_eos else None
+        raw, looped = "", False
         try:
             async for item in self.backend.stream(messages, images, limit, cancel, list(blocked or ())):
+                if "text" in item and watch is not None and not looped:
+                    raw += item["text"]
+                    watch.feed(raw)
+                    if watch.ended:
+                        looped = True
+                        cancel.set()
                 if "error" in item:
                     outcome = "failed"
+                elif "finish_reason" in item and looped:
+                    item = {**item, "finish_reason": "stop"}  # the text ended; nobody cancelled it
+                    outcome = "completed"
+                    self.stats["loops_ended"] += 1
                 elif "finish_reason" in item and item["finish_reason"] != "cancelled":
                     outcome = "completed"
                 yield item

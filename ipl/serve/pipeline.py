@@ -414,12 +414,8 @@ class DraftPipeline:
                     timings.setdefault("first_token_ms", _ms(t0))
                     raw += item["text"]
                     edited = repeats.feed(raw) if repeats else raw  # settled clauses, repeats taken out
-                    text, halt = monitor.feed(edited[fed:])
+                    text, halt = monitor.feed(edited[fed:])  # after a loop: nothing more (the Generator stops)
                     fed = len(edited)
-                    if halt is None and repeats and repeats.ended and not cfg.ignore_eos:  # a loop: more of the same
-                        await self.stages.close(stream)
-                        closed = True
-                        break
                     if halt is None and len(monitor.text) > cfg.max_chars:
                         finish = "length"
                         await self.stages.close(stream)
