@@ -159,7 +159,8 @@ def test_drafts_for_held_out_photos_name_category_and_attributes(server, example
         assert r.status_code == 200, r.text
         body = r.json()
         for key in ("category", "template", "references", "attributes", "facts", "to_confirm", "evidence",
-                    "description", "verification", "price_suggestion", "fallbacks", "halted", "timings"):
+                    "description", "verification", "repetition", "price_suggestion", "fallbacks", "halted",
+                    "timings"):
             assert key in body, (key, body.get("error_code"), body.get("message"), body.get("fallbacks"))
         assert body["category"]["source"] == "predictor:head" and body["halted"] is False
         assert {"safety_ms", "perception_ms", "admission_ms", "total_ms"} <= set(body["timings"])
@@ -238,6 +239,7 @@ def test_stream_events_come_in_order(server, examples):
     assert meta["category"]["name"] and meta["instruction"] in ("rag", "category_template")
     assert "description" not in meta and done["finish_reason"] in ("stop", "length")
     assert done["verification"]["ok"] is True and done["verification"]["checked"] >= 1
+    assert set(done["repetition"]) == {"removed", "collapsed", "ended"}
     streamed = "".join(d["text"] for k, d in events if k == "delta")
     if not done["truncated"]:
         assert streamed.strip() == done["description"]
