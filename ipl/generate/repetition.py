@@ -85,7 +85,8 @@ class Repeats:
     """A description's repeats taken out as it is written.
 
     ``feed(text)`` takes the whole raw text so far (each call a longer one) and returns the
-    edited text of its settled clauses (the clause not yet ended and the last kept one are held back);
+    edited text of its complete clauses (the clause not yet ended, and the closing punctuation of
+    the last one, are held back);
     ``finish(text)`` also takes the last clause and returns the edited description. ``ended``
     is set once a loop ended the text (nothing after it is read); ``removed`` holds the dropped
     clauses and ``collapsed`` counts the runs said once."""
@@ -138,8 +139,9 @@ class Repeats:
                     self.kept[-1][len(prev):]
 
     def feed(self, text: str) -> str:
-        """The edit of ``text``'s settled clauses: every kept clause but the last (a repeat dropped
-        after it may still move its sentence end onto it), so what it returns only ever grows."""
+        """The edit of ``text``'s complete clauses without the last one's closing punctuation (a
+        repeat dropped after it may still move its sentence end onto it), so what it returns only
+        ever grows; a clause not yet ended is held back (it may turn out to be a repeat)."""
         while not self.ended:
             m = _CLAUSE.match(text, self.pos)
             if m is None or not m.group():
@@ -151,7 +153,7 @@ class Repeats:
                 break
             self.pos = m.end()
             self._take(clause)
-        return "".join(self.kept[:-1])
+        return "".join(self.kept).rstrip(_DELIMS + " ")
 
     def finish(self, text: str) -> str:
         self.feed(text)

@@ -77,3 +77,13 @@ def test_the_stream_is_a_growing_prefix_of_the_whole_edit():
         for dropped in r.removed:
             if dropped.strip() not in final:
                 assert dropped.strip() not in sent
+
+
+def test_a_clause_is_sent_as_soon_as_it_ends():
+    """Chinese first text must not wait: a clause goes out when it ends, without its closing
+    punctuation (a repeat dropped next may still turn that comma into a full stop)."""
+    r = Repeats()
+    assert r.feed("九成新") == ""  # not ended: it may be a repeat
+    assert r.feed("九成新，功") == "九成新"
+    assert r.feed("九成新，九成新。") == "九成新"
+    assert r.finish("九成新，九成新。") == "九成新。"
