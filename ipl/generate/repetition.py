@@ -101,6 +101,7 @@ class Repeats:
         self.removed: list[str] = []
         self.collapsed = 0
         self.ended = False
+        self.dropped = False  # the clause read last was dropped
 
     def _end(self, clause: str) -> None:
         self.ended = True
@@ -126,11 +127,13 @@ class Repeats:
                 self.last, self.streak = key, 1
                 if long_enough:
                     self.seen.add(key)
-            if self.removed and self.kept and self.kept[-1].rstrip(" ")[-1:] in _SENTENCE_ENDS:
+            if self.dropped and self.kept and self.kept[-1].rstrip(" ")[-1:] in _SENTENCE_ENDS:
                 edited = _capital(edited)  # a clause that now starts a sentence
             self.kept.append(edited)
+            self.dropped = False
             return
         self.removed.append(clause)
+        self.dropped = True
         end = clause.rstrip(" ")[-1:]
         if end and end in _SENTENCE_ENDS and self.kept:  # "40mm, 40mm." → "40mm."
             prev = self.kept[-1].rstrip(" ")

@@ -46,6 +46,7 @@ def test_stutters_are_said_once_and_every_value_stays(text):
 @pytest.mark.parametrize("text", [
     "Selling my iPhone 13 Pro Max, 256GB. iPhone 13 Pro Max is in great shape, no scratches.",
     "Used, works. Used, works.",  # "Used," is one word: a copy further back counts from two; "works." is not adjacent
+    "Works. e.g. cable, mouse and stand. Works, e.g. like new.",  # nothing dropped: nothing capitalised
     "Battery 89%, 8/10. Comes with box, cable and case.",
     "自用华为 Mate 60 Pro，12GB+512GB，雅川青，九成新。",
     "",
@@ -87,3 +88,12 @@ def test_a_clause_is_sent_as_soon_as_it_ends():
     assert r.feed("九成新，功") == "九成新"
     assert r.feed("九成新，九成新。") == "九成新"
     assert r.finish("九成新，九成新。") == "九成新。"
+
+
+def test_a_clause_after_a_dropped_sentence_starts_a_sentence():
+    out, _ = clean_repeats("No much anymore. Ask me anything. No much anymore. got it as a gift, hardly used.")
+    assert out == "No much anymore. Ask me anything. Got it as a gift, hardly used."
+
+
+def test_only_a_clause_right_after_a_dropped_one_is_capitalised():
+    assert clean_repeats("Nice, nice, good. e.g. cable.")[0] == "Nice, good. e.g. cable."
