@@ -51,6 +51,9 @@ from ipl.serve.monitor import OutputMonitor
 MANUAL = {"en": "We could not write a description for these photos in time. Please describe the item yourself: "
                 "brand, model, colour and condition help buyers most.",
           "zh": "暂时无法为这些照片生成描述，请手动填写商品描述（品牌、型号、颜色和成色最能帮助买家）。"}
+REPEATED = {"en": "The description only repeated itself. Please describe the item yourself: brand, model, colour and "
+                  "condition help buyers most.",
+            "zh": "生成的描述只是在重复，请手动填写商品描述（品牌、型号、颜色和成色最能帮助买家）。"}
 
 
 @dataclass
@@ -413,7 +416,7 @@ class DraftPipeline:
                 if "text" in item:
                     timings.setdefault("first_token_ms", _ms(t0))
                     raw += item["text"]
-                    edited = repeats.feed(raw) if repeats else raw  # settled clauses, repeats taken out
+                    edited = repeats.feed(raw) if repeats else raw  # complete clauses, repeats taken out
                     text, halt = monitor.feed(edited[fed:])  # after a loop: nothing more (the Generator stops)
                     fed = len(edited)
                     if halt is None and len(monitor.text) > cfg.max_chars:
@@ -445,9 +448,8 @@ class DraftPipeline:
             draft.fallbacks.append("repetition_ended")
         if not final and repeats and repeats.ended:
             end(t0)
-            yield "error", {"code": "generation_failed", "message": "the description repeated itself; "
-                            + MANUAL.get(draft.language, MANUAL["en"]), "fallbacks": draft.fallbacks,
-                            "timings": timings}
+            yield "error", {"code": "generation_failed", "message": REPEATED.get(draft.language, REPEATED["en"]),
+                            "fallbacks": draft.fallbacks, "timings": timings}
             return
         rest, halt = monitor.finish(final)
         if halt is not None:
@@ -467,7 +469,8 @@ class DraftPipeline:
             timings.setdefault("first_text_ms", _ms(draft.started))
             yield "delta", {"text": rest}
         yield "done", {"description": final, "finish_reason": finish, "truncated": finish == "length",
-                       "verification": verification, "repetition": repetition, "fallbacks": draft.fallbacks, "timings": timings,
+                       "verification": verification, "repetition": repetition, "fallbacks": draft.fallbacks,
+                       "timings": timings,
                        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}}
 
     async def run(self, req: DraftRequest) -> dict:

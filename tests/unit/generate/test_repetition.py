@@ -33,7 +33,8 @@ def test_a_loop_ends_the_text_before_it():
 
 def test_a_cycle_of_clauses_ends_at_its_fourth_copy():
     out, info = clean_repeats(CYCLE)
-    assert out == "Works perfectly, got it as shown works fine. Ask me anything. No much anymore. No as a gift, hardly used."
+    assert out == ("Works perfectly, got it as shown works fine. Ask me anything. No much anymore. No as a gift, "
+                   "hardly used.")
     assert info["ended"] and len(info["removed"]) == MAX_REPEATS + 1  # one adjacent copy, then four further back
 
 

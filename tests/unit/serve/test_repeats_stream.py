@@ -19,8 +19,8 @@ LOOP = "Nice bag, hardly used, " + "letting " * 40
 def looping_vlm(tiny_vlm, tmp_path_factory):
     from planted import plant_output
 
-    return plant_output(tiny_vlm.path, tmp_path_factory.mktemp("looping") / "vlm", LOOP.strip(), categories=[], steps=150,
-                        lr=1e-2)
+    return plant_output(tiny_vlm.path, tmp_path_factory.mktemp("looping") / "vlm", LOOP.strip(), categories=[],
+                        steps=150, lr=1e-2)
 
 
 def photo() -> bytes:
