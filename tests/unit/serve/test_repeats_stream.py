@@ -67,3 +67,20 @@ def test_a_loop_is_ended_and_its_decoding_stopped(looping_vlm):
     # the Generator stopped decoding at the loop and counted the tokens it decoded
     assert stats["loops_ended"] == 1 and stats["completed"] == 1 and stats["cancelled"] == 0
     assert done["finish_reason"] == "stop" and 10 < done["usage"]["completion_tokens"] < 30
+
+
+@pytest.fixture(scope="module")
+def only_loop_vlm(tiny_vlm, tmp_path_factory):
+    from planted import plant_output
+
+    return plant_output(tiny_vlm.path, tmp_path_factory.mktemp("only-loop") / "vlm", ("letting " * 40).strip(),
+                        categories=[], steps=150, lr=1e-2)
+
+
+def test_a_draft_that_is_only_a_loop_tells_the_seller_to_write_it(only_loop_vlm):
+    events, draft, stats = draft_events(only_loop_vlm)
+    assert [k for k, _ in events] == ["error"], events  # nothing was sent before it
+    error = events[-1][1]
+    assert error["code"] == "generation_failed" and "describe the item yourself" in error["message"]
+    assert "in time" not in error["message"] and error["fallbacks"] == ["repetition_ended"]
+    assert stats["loops_ended"] == 1
