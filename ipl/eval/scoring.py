@@ -130,7 +130,7 @@ def score(cfg: EvalConfig, records: list[dict], generations: dict[str, str], sim
                 repaired += bool(verification and verification["repaired"])
                 completed += bool(verification and verification["added"])
                 repetition = texts[(id(r), n)][2]
-                repeats_edited += bool(repetition["removed"] or repetition["collapsed"] or repetition["ended"])
+                repeats_edited += bool(repetition["removed"] or repetition["collapsed"])  # a loop ended removed one
                 repetition_ended += repetition["ended"]
                 model_only.add(matcher, generations[r["keys"][n]], r["attributes"], keys, known.get(r["category"], {}))
                 if name != "all":

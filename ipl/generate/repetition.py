@@ -28,7 +28,7 @@ after , ; . ! ? or their CJK forms, or a line break), in order:
 
 Every decision is taken when its clause is complete and depends only on the text before it,
 so the edit of a text is a prefix of the edit of any longer text that begins with it: a stream
-is cleaned as it is written and stopped at a loop (:class:`Repeats`, the Serve pipeline), and
+is cleaned as it is written and stopped at a loop (:class:`Repeats`, the Serve Generator), and
 the evaluation, which edits whole generations afterwards (:func:`clean_repeats`), scores what a
 seller would have been sent.
 """
@@ -156,7 +156,7 @@ class Repeats:
                 break
             self.pos = m.end()
             self._take(clause)
-        return "".join(self.kept).rstrip(_DELIMS + " ")
+        return "".join(self.kept).strip().rstrip(_DELIMS + " ")
 
     def finish(self, text: str) -> str:
         self.feed(text)

@@ -162,7 +162,7 @@ class GenerateConfig(Strict):
                              "text (benchmarks and tests that need a fixed length; vLLM's ignore_eos). Never in "
                              "production: the seller gets the text cut at max_chars.")
     repeats: bool = Field(True, description="Take repeated clauses and words out of the description as it streams, "
-                          "and end it at a loop, closing the stream (ipl.generate.repetition; the reply's "
+                          "and end it at a loop, where decoding stops (the Generator; ipl.generate.repetition; the reply's "
                           "`repetition`). With ignore_eos the text is edited but decoding goes on to max_new_tokens.")
     max_chars: int = Field(600, ge=20, description="Characters of description at most; a capped description is cut "
                            "at its last sentence boundary.")

@@ -376,6 +376,39 @@ class Generator:
             out["answer"] = f"{said} (p={p:.3f})"
         return out
 
+    async def _repeats_out(self, items: AsyncIterator[dict], cancel: threading.Event) -> AsyncIterator[dict]:
+        """The backend's items with the description's repeats taken out (:mod:`ipl.generate.repetition`):
+        text goes on as its edit grows, each text item and the last one carry ``repetition`` (clauses
+        removed, runs collapsed, ended); at a loop decoding stops here, where the tokens are counted
+        (with ``ignore_eos`` it goes on, the text after the loop left out), and the row finishes as
+        ``stop``."""
+        repeats, raw, sent = Repeats(), "", ""
+
+        def state() -> dict:
+            return {"removed": len(repeats.removed), "collapsed": repeats.collapsed, "ended": repeats.ended}
+        async for item in items:
+            if "text" in item:
+                if repeats.ended:
+                    continue
+                raw += item["text"]
+                edited = repeats.feed(raw)
+                if repeats.ended and not self.cfg.ignore_eos:
+                    cancel.set()
+                if len(edited) > len(sent):
+                    yield {"text": edited[len(sent):], "repetition": state()}
+                    sent = edited
+                continue
+            if "finish_reason" in item:
+                final = repeats.finish(raw)
+                if len(final) > len(sent):  # the last clause and the closing punctuation held back
+                    yield {"text": final[len(sent):], "repetition": state()}
+                item = {**item, "repetition": state()}
+                if repeats.ended:
+                    self.stats["loops_ended"] += 1
+                    if item["finish_reason"] == "cancelled":  # stopped at its loop (a caller gone reads nothing)
+                        item["finish_reason"] = "stop"
+            yield item
+
     async def stream(self, prompt: str, photos: Sequence, language: str = "en",
                      max_new_tokens: Optional[int] = None, blocked: Optional[Sequence[str]] = None
                      ) -> AsyncIterator[dict]:
@@ -387,24 +420,11 @@ class Generator:
         cancel = threading.Event()
         self.stats["active"] += 1
         outcome = "cancelled"
-        # a loop (ipl.generate.repetition) stops decoding here, where the tokens are counted; the
-        # pipeline, reading the same text, ends the description there
-        watch = Repeats() if self.cfg.repeats and not self.cfg.ignore_eos else None
-        raw, looped = "", False
+        items = self.backend.stream(messages, images, limit, cancel, list(blocked or ()))
         try:
-            async for item in self.backend.stream(messages, images, limit, cancel, list(blocked or ())):
-                if "text" in item and watch is not None and not looped:
-                    raw += item["text"]
-                    watch.feed(raw)
-                    if watch.ended:
-                        looped = True
-                        cancel.set()
+            async for item in (self._repeats_out(items, cancel) if self.cfg.repeats else items):
                 if "error" in item:
                     outcome = "failed"
-                elif "finish_reason" in item and looped:
-                    item = {**item, "finish_reason": "stop"}  # the text ended; nobody cancelled it
-                    outcome = "completed"
-                    self.stats["loops_ended"] += 1
                 elif "finish_reason" in item and item["finish_reason"] != "cancelled":
                     outcome = "completed"
                 yield item

@@ -42,7 +42,6 @@ from ipl.evidence.verify import verify
 from ipl.extract.matcher import AttributeMatcher, value_key
 from ipl.generate.guard import blocked_values
 from ipl.generate.prompts import clean_notes, description_prompt
-from ipl.generate.repetition import Repeats
 from ipl.serve.config import ServeConfig
 from ipl.serve.errors import ApiError
 from ipl.serve.generator import truncate_sentence
@@ -392,8 +391,7 @@ class DraftPipeline:
         stream = draft.stream
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         finish, closed = "stop", False
-        repeats = Repeats() if cfg.repeats else None
-        raw, fed = "", 0  # the model's text, and how much of its edit the monitor has
+        repetition = None  # the Generator's repeats edit so far (ipl.generate.repetition; None: off)
         try:
             while True:
                 try:
@@ -413,12 +411,10 @@ class DraftPipeline:
                     yield "error", {"code": "generation_failed", "message": "the description could not be generated; "
                                     + MANUAL.get(draft.language, MANUAL["en"]), "timings": timings}
                     return
+                repetition = item.get("repetition", repetition)
                 if "text" in item:
                     timings.setdefault("first_token_ms", _ms(t0))
-                    raw += item["text"]
-                    edited = repeats.feed(raw) if repeats else raw  # complete clauses, repeats taken out
-                    text, halt = monitor.feed(edited[fed:])  # after a loop: nothing more (the Generator stops)
-                    fed = len(edited)
+                    text, halt = monitor.feed(item["text"])
                     if halt is None and len(monitor.text) > cfg.max_chars:
                         finish = "length"
                         await self.stages.close(stream)
@@ -440,13 +436,11 @@ class DraftPipeline:
         finally:
             if not closed:
                 await self.stages.close(stream)
-        edited = repeats.finish(raw) if repeats else raw.strip()
-        final = truncate_sentence(edited, cfg.max_chars) if finish == "length" else edited
-        repetition = {"removed": len(repeats.removed), "collapsed": repeats.collapsed,
-                      "ended": repeats.ended} if repeats else None
-        if repeats and repeats.ended:
+        final = truncate_sentence(monitor.text, cfg.max_chars) if finish == "length" else monitor.text.strip()
+        ended = bool(repetition and repetition["ended"])
+        if ended:
             draft.fallbacks.append("repetition_ended")
-        if not final and repeats and repeats.ended:
+        if not final and ended:
             end(t0)
             yield "error", {"code": "generation_failed", "message": REPEATED.get(draft.language, REPEATED["en"]),
                             "fallbacks": draft.fallbacks, "timings": timings}
