@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from ipl.serve.stage import load_serve_config  # noqa: E402
 
@@ -54,9 +55,9 @@ def main() -> None:
     if not photos:
         raise SystemExit(f"no real photos under {root} (see ../shared/realdata/README.md)")
 
+    from serve import local_stages
+
     from ipl.catalog.templates import load_levels, load_templates
-    from ipl.serve.deployments import Perception, SafetyGate
-    from ipl.serve.extractor import AttributeExtractor
     from ipl.serve.generator import Generator
     from ipl.serve.pipeline import DraftPipeline, DraftRequest, LocalStages
 
@@ -65,7 +66,7 @@ def main() -> None:
         cfg = load_serve_config(REPO / "serve_configs" / "local.yaml", [f"run.name={args.run}",
                                                                         f"generate.repeats={flag}"])
         if not sides:
-            stages = LocalStages(SafetyGate(cfg), Perception(cfg), AttributeExtractor(cfg), Generator(cfg))
+            stages = local_stages(cfg)  # bench/serve.py's in-process stages
         else:  # the same models; only the Generator reads generate.repeats
             stages = LocalStages(stages.safety, stages.perception, stages.extractor, Generator(cfg))
         sides[name] = DraftPipeline(stages, load_templates(cfg.templates_path), cfg, load_levels(cfg.templates_path))
